@@ -1,0 +1,32 @@
+package nat
+
+// Every kernel object name ftpgate uses lives here, so that a reader can see
+// at a glance what ftpgate creates and what it only touches.
+const (
+	// OwnTable is the table ftpgate creates in own-table mode, family inet,
+	// with the owner flag: the kernel deletes it when ftpgate exits.
+	OwnTable = "ftpgate"
+	// ownTableFamily is the family of OwnTable, as nft spells it.
+	ownTableFamily = "inet"
+	// ownSet4 and ownSet6 are the pinhole sets inside OwnTable.
+	ownSet4 = "pinholes4"
+	ownSet6 = "pinholes6"
+	// ownChainInput is the input base chain inside OwnTable that keeps the
+	// data port ranges closed except for pinholes and established flows.
+	ownChainInput = "input"
+
+	// DefaultExternalFamily is the family of the operator's table in
+	// external-set mode when Config.Family is empty.
+	DefaultExternalFamily = "inet"
+	// DefaultSet4 and DefaultSet6 are the operator's set names in
+	// external-set mode when Config.Set4 / Config.Set6 are empty.
+	DefaultSet4 = "ftpgate_pinholes4"
+	DefaultSet6 = "ftpgate_pinholes6"
+)
+
+// Key types of the pinhole sets, as nft prints them. A pinhole is
+// (peer address . local address . local port).
+const (
+	keyType4 = "ipv4_addr . ipv4_addr . inet_service"
+	keyType6 = "ipv6_addr . ipv6_addr . inet_service"
+)
