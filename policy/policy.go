@@ -7,6 +7,7 @@ package policy
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 )
 
 // MinActivePort is the lowest port a client may name in PORT, EPRT or LPRT
@@ -23,16 +24,62 @@ type Config struct {
 	// rewrites source addresses) whose data connections are accepted for any
 	// session, in addition to the session's own peer. This is a weaker check.
 	TrustedDataSources []netip.Prefix
+
+	// AllowDestinations, when not empty, are the only networks whose
+	// servers may be reached; DenyDestinations are never reached, even when
+	// an allow entry covers them. DestinationPorts, when not empty, are the
+	// only server ports that may be reached. They matter in the transparent
+	// modes, where the client names the server.
+	AllowDestinations []netip.Prefix
+	DenyDestinations  []netip.Prefix
+	DestinationPorts  []uint16
 }
 
 // Validate reports whether the configuration is usable.
 func (c Config) Validate() error {
-	for _, p := range c.TrustedDataSources {
-		if !p.IsValid() {
-			return fmt.Errorf("trusted data source %v is not a valid network", p)
+	for _, list := range []struct {
+		name string
+		ps   []netip.Prefix
+	}{{"trusted data source", c.TrustedDataSources}, {"allowed destination", c.AllowDestinations},
+		{"denied destination", c.DenyDestinations}} {
+		for _, p := range list.ps {
+			if !p.IsValid() {
+				return fmt.Errorf("%s %v is not a valid network", list.name, p)
+			}
+		}
+	}
+	for _, p := range c.DestinationPorts {
+		if p == 0 {
+			return fmt.Errorf("destination port 0 is not a valid port")
 		}
 	}
 	return nil
+}
+
+// Destination decides whether a session may reach the server at dst.
+func (c Config) Destination(dst netip.AddrPort) Decision {
+	addr := dst.Addr().Unmap()
+	for _, p := range c.DenyDestinations {
+		if p.Contains(addr) {
+			return deny("destination %s is in denied network %s", addr, p)
+		}
+	}
+	if len(c.AllowDestinations) > 0 {
+		allowed := false
+		for _, p := range c.AllowDestinations {
+			if p.Contains(addr) {
+				allowed = true
+				break
+			}
+		}
+		if !allowed {
+			return deny("destination %s is outside the allowed networks", addr)
+		}
+	}
+	if len(c.DestinationPorts) > 0 && !slices.Contains(c.DestinationPorts, dst.Port()) {
+		return deny("destination port %d is not an allowed FTP port", dst.Port())
+	}
+	return allow()
 }
 
 // Decision is the answer to one question, with a reason fit for a log line

@@ -1,0 +1,191 @@
+package proxy
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/ftpgate/ftpgate/rewrite"
+)
+
+// fakeFTP is a small scripted FTP server on loopback for unit tests: it knows
+// enough of RFC 959 and 2428 to log in, open data connections both ways, and
+// move one file. Real servers are exercised by the e2e suite.
+type fakeFTP struct {
+	t       *testing.T
+	ln      net.Listener
+	files   map[string][]byte
+	noEPSV  bool // answer EPSV with 500
+	noEPRT  bool // answer EPRT with 500
+	mu      sync.Mutex
+	log     []string // commands received, in order
+	wg      sync.WaitGroup
+	pasvLie string // address to write into 227 replies instead of our own
+}
+
+func newFakeFTP(t *testing.T) *fakeFTP {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fakeFTP{t: t, ln: ln, files: map[string][]byte{}}
+	f.wg.Add(1)
+	go f.serve()
+	t.Cleanup(func() { ln.Close(); f.wg.Wait() })
+	return f
+}
+
+func (f *fakeFTP) addr() string { return f.ln.Addr().String() }
+
+func (f *fakeFTP) commands() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.log...)
+}
+
+func (f *fakeFTP) serve() {
+	defer f.wg.Done()
+	for {
+		c, err := f.ln.Accept()
+		if err != nil {
+			return
+		}
+		f.wg.Add(1)
+		go func() {
+			defer f.wg.Done()
+			defer c.Close()
+			f.session(c)
+		}()
+	}
+}
+
+func (f *fakeFTP) session(c net.Conn) {
+	r := bufio.NewReader(c)
+	say := func(format string, args ...any) { fmt.Fprintf(c, format+"\r\n", args...) }
+	say("220 fake FTP ready")
+	var pasv net.Listener
+	var active string
+	defer func() {
+		if pasv != nil {
+			pasv.Close()
+		}
+	}()
+	dataConn := func() (net.Conn, error) {
+		if pasv != nil {
+			d, err := pasv.Accept()
+			pasv.Close()
+			pasv = nil
+			return d, err
+		}
+		if active != "" {
+			return net.Dial("tcp", active)
+		}
+		return nil, fmt.Errorf("no data connection")
+	}
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return
+		}
+		line = strings.TrimRight(line, "\r\n")
+		verb, arg, _ := strings.Cut(line, " ")
+		verb = strings.ToUpper(verb)
+		f.mu.Lock()
+		f.log = append(f.log, verb)
+		f.mu.Unlock()
+		switch verb {
+		case "USER":
+			say("331 password please")
+		case "PASS":
+			say("230 logged in")
+		case "FEAT":
+			say("211-Features:\r\n EPSV\r\n AUTH TLS\r\n PBSZ\r\n PROT\r\n SIZE\r\n UTF8\r\n211 End")
+		case "TYPE", "MODE", "STRU":
+			say("200 ok")
+		case "REST":
+			say("350 restarting at %s", arg)
+		case "EPSV", "PASV":
+			if verb == "EPSV" && f.noEPSV {
+				say("500 EPSV not understood")
+				continue
+			}
+			if pasv != nil {
+				pasv.Close()
+			}
+			pasv, _ = net.Listen("tcp", "127.0.0.1:0")
+			port := pasv.Addr().(*net.TCPAddr).Port
+			if verb == "EPSV" {
+				say("229 Entering Extended Passive Mode (|||%d|)", port)
+			} else {
+				host := "127,0,0,1"
+				if f.pasvLie != "" {
+					host = f.pasvLie
+				}
+				say("227 Entering Passive Mode (%s,%d,%d).", host, port>>8, port&255)
+			}
+		case "EPRT", "PORT":
+			if verb == "EPRT" && f.noEPRT {
+				say("500 EPRT not understood")
+				continue
+			}
+			var ap netip.AddrPort
+			if verb == "EPRT" {
+				ap, err = rewrite.ParseEPRT(arg)
+			} else {
+				ap, err = rewrite.ParsePORT(arg)
+			}
+			if err != nil {
+				say("501 bad address")
+				continue
+			}
+			active = ap.String()
+			say("200 %s ok", verb)
+		case "RETR", "LIST":
+			f.mu.Lock()
+			data, ok := f.files[arg]
+			f.mu.Unlock()
+			if verb == "LIST" {
+				data, ok = []byte("-rw-r--r-- 1 ftp ftp 5 Jan 1 00:00 hello.txt\r\n"), true
+			}
+			if !ok {
+				say("550 no such file")
+				continue
+			}
+			d, err := dataConn()
+			if err != nil {
+				say("425 no data connection")
+				continue
+			}
+			say("150 opening data connection")
+			d.Write(data)
+			d.Close()
+			say("226 transfer complete")
+		case "STOR":
+			d, err := dataConn()
+			if err != nil {
+				say("425 no data connection")
+				continue
+			}
+			say("150 ok to send data")
+			b, _ := io.ReadAll(d)
+			d.Close()
+			f.mu.Lock()
+			f.files[arg] = b
+			f.mu.Unlock()
+			say("226 transfer complete")
+		case "ABOR":
+			say("226 ABOR ok")
+		case "QUIT":
+			say("221 bye")
+			return
+		default:
+			say("502 %s not implemented", verb)
+		}
+	}
+}

@@ -1,0 +1,483 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"syscall"
+	"time"
+
+	"github.com/ftpgate/ftpgate/rewrite"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"golang.org/x/sync/errgroup"
+)
+
+// maxQueued bounds the client commands held while a transfer runs.
+const maxQueued = 16
+
+type cmdEvent struct {
+	cmd rewrite.Command
+	err error
+}
+
+type replyEvent struct {
+	reply *rewrite.Reply
+	err   error
+}
+
+// session is one client's control connection and its server counterpart.
+// Everything but the two reader goroutines and the data relay runs on the
+// session's loop goroutine, so its fields need no locks.
+type session struct {
+	srv *Server
+	id  uint64
+	log *zap.Logger
+
+	client, server *net.TCPConn
+	cw, sw         *rewrite.Writer
+	cmds           chan cmdEvent
+	replies        chan replyEvent
+	queued         []cmdEvent
+
+	clientPeer, clientLocal netip.AddrPort
+	serverPeer, serverLocal netip.AddrPort
+	// clientSide is our address toward the client for data connections:
+	// the control connection's local address, except in tproxy mode, where
+	// that is the server's address. Invalid means the kernel's choice.
+	clientSide netip.Addr
+
+	user      string
+	loggedIn  bool
+	epsvAll   bool
+	noEPSV    bool // the server refused EPSV: use PASV
+	noEPRT    bool // the server refused EPRT: use PORT
+	plan      *dataPlan
+	start     time.Time
+	bytesUp   int64 // data bytes client -> server
+	bytesDown int64 // data bytes server -> client
+}
+
+func newSession(srv *Server, c *net.TCPConn) *session {
+	s := &session{
+		srv:         srv,
+		id:          srv.nextID.Add(1),
+		client:      c,
+		cw:          rewrite.NewWriter(c),
+		cmds:        make(chan cmdEvent),
+		replies:     make(chan replyEvent),
+		clientPeer:  addrPortOf(c.RemoteAddr()),
+		clientLocal: addrPortOf(c.LocalAddr()),
+		start:       time.Now(),
+	}
+	s.log = srv.log.With(zap.Uint64("session", s.id), zap.Stringer("client", s.clientPeer))
+	return s
+}
+
+// errSessionEnd ends a session normally (QUIT, 421, the client left).
+var errSessionEnd = errors.New("session ended")
+
+// run drives the session until it ends and closes everything it opened.
+func (s *session) run(parent context.Context) {
+	ctx, cancel := context.WithCancel(parent)
+	defer cancel()
+	s.log.Info("session start", zap.Stringer("local", s.clientLocal))
+
+	if err := setOOBInline(s.client); err != nil {
+		s.log.Debug("SO_OOBINLINE", zap.Error(err))
+	}
+	if err := s.connectServer(ctx); err != nil {
+		s.client.Close()
+		s.logEnd(err)
+		return
+	}
+
+	g := new(errgroup.Group)
+	g.Go(func() error { s.readClient(ctx); return nil })
+	g.Go(func() error { s.readServer(ctx); return nil })
+	err := s.loop(ctx)
+	cancel()
+	s.closePlan()
+	s.client.Close()
+	s.server.Close()
+	g.Wait()
+	s.logEnd(err)
+}
+
+func (s *session) logEnd(err error) {
+	fields := []zap.Field{
+		zap.Stringer("server", s.serverPeer),
+		zap.String("user", s.user),
+		zap.Duration("duration", time.Since(s.start)),
+		zap.Int64("bytes_in", s.bytesUp),
+		zap.Int64("bytes_out", s.bytesDown),
+	}
+	if err != nil && !errors.Is(err, errSessionEnd) {
+		fields = append(fields, zap.String("reason", err.Error()))
+	}
+	s.log.Info("session end", fields...)
+}
+
+// connectServer finds the session's server, checks it against policy and
+// dials it. On failure the client has heard a 421 and the reason is logged.
+func (s *session) connectServer(ctx context.Context) error {
+	cfg := &s.srv.cfg
+	s.clientSide = s.clientLocal.Addr()
+	if cfg.Mode == ModeTProxy {
+		s.clientSide = netip.Addr{}
+		if h := cfg.Hooks.LocalToward; h != nil {
+			if a, err := h(s.clientPeer.Addr()); err == nil {
+				s.clientSide = a
+			} else {
+				s.log.Warn("no local address toward the client; data connections use the kernel's choice", zap.Error(err))
+			}
+		}
+	}
+	upstream, err := s.target()
+	if err != nil {
+		var de *destinationError
+		switch {
+		case errors.As(err, &de):
+			s.log.Warn("destination refused", zap.Stringer("destination", de.dst), zap.String("reason", de.reason))
+			s.replyf(421, "Service not available: %s.", de.reason)
+		case errors.Is(err, errLoop):
+			s.log.Warn("connection to ftpgate itself refused", zap.Stringer("local", s.clientLocal))
+			s.replyf(421, "This is a transparent FTP gateway; connect to the FTP server's own address.")
+		default:
+			s.log.Error("cannot tell the server of an intercepted connection", zap.Error(err))
+			s.replyf(421, "Service not available.")
+		}
+		return err
+	}
+	if err := s.dialServer(ctx, upstream); err != nil {
+		s.log.Warn("upstream unreachable", zap.String("upstream", upstream), zap.Error(err))
+		s.replyf(421, "Service not available: cannot reach the FTP server.")
+		return err
+	}
+	return nil
+}
+
+// dialServer opens the control connection to upstream, from the configured
+// source address (or the client's own, in tproxy mode when preserving it).
+func (s *session) dialServer(ctx context.Context, upstream string) error {
+	cfg := &s.srv.cfg
+	d := net.Dialer{Timeout: cfg.ConnectTimeout, KeepAliveConfig: s.srv.keepAlive(), Control: cfg.Hooks.DialControl}
+	if cfg.PreserveClientAddress {
+		d.Control = cfg.Hooks.TransparentDialControl
+		d.LocalAddr = &net.TCPAddr{IP: s.clientPeer.Addr().AsSlice()}
+	} else if src := s.srv.upstreamSource(upstream); src.IsValid() {
+		d.LocalAddr = &net.TCPAddr{IP: src.AsSlice()}
+	}
+	c, err := d.DialContext(ctx, "tcp", upstream)
+	if err != nil {
+		return err
+	}
+	s.server = c.(*net.TCPConn)
+	s.sw = rewrite.NewWriter(s.server)
+	s.serverPeer = addrPortOf(s.server.RemoteAddr())
+	s.serverLocal = addrPortOf(s.server.LocalAddr())
+	s.log = s.log.With(zap.Stringer("server", s.serverPeer))
+	return nil
+}
+
+func (s *session) readClient(ctx context.Context) {
+	r := rewrite.NewReader(s.client, s.srv.cfg.Limits)
+	for {
+		cmd, err := r.ReadCommand()
+		select {
+		case s.cmds <- cmdEvent{cmd, err}:
+		case <-ctx.Done():
+			return
+		}
+		if err != nil && !recoverable(err) {
+			return
+		}
+	}
+}
+
+func (s *session) readServer(ctx context.Context) {
+	r := rewrite.NewReader(s.server, s.srv.cfg.Limits)
+	for {
+		rep, err := r.ReadReply()
+		select {
+		case s.replies <- replyEvent{rep, err}:
+		case <-ctx.Done():
+			return
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// recoverable reports whether a client read error leaves the stream usable:
+// the reader has skipped the bad line and can go on.
+func recoverable(err error) bool {
+	var pe *rewrite.ProtocolError
+	return errors.Is(err, rewrite.ErrLineTooLong) || errors.As(err, &pe)
+}
+
+// reply writes a reply to the client.
+func (s *session) reply(r *rewrite.Reply) error {
+	s.client.SetWriteDeadline(time.Now().Add(s.srv.cfg.IdleTimeout))
+	if err := s.cw.WriteReply(r); err != nil {
+		return fmt.Errorf("write to client: %w", err)
+	}
+	return nil
+}
+
+// replyf writes a one-line reply of our own to the client.
+func (s *session) replyf(code int, format string, args ...any) error {
+	return s.reply(rewrite.NewReply(code, fmt.Sprintf(format, args...)))
+}
+
+// send writes a command to the server.
+func (s *session) send(c rewrite.Command) error {
+	s.server.SetWriteDeadline(time.Now().Add(s.srv.cfg.IdleTimeout))
+	if err := s.sw.WriteCommand(c); err != nil {
+		return fmt.Errorf("write to server: %w", err)
+	}
+	return nil
+}
+
+// serverReply waits for the server's next reply. A 421 is passed to the
+// client and ends the session.
+func (s *session) serverReply(ctx context.Context, timeout time.Duration) (*rewrite.Reply, error) {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case ev := <-s.replies:
+		if ev.err != nil {
+			return nil, s.serverBroke(ev.err)
+		}
+		if ev.reply.Code == 421 {
+			s.reply(ev.reply)
+			return nil, fmt.Errorf("server closing: %w", errSessionEnd)
+		}
+		return ev.reply, nil
+	case <-t.C:
+		s.replyf(421, "Timeout waiting for the FTP server.")
+		return nil, errors.New("timeout waiting for a server reply")
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// serverBroke turns a server read error into the session's end, telling the
+// client why.
+func (s *session) serverBroke(err error) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ECONNRESET) {
+		s.replyf(421, "The FTP server closed the connection.")
+		return fmt.Errorf("server closed the control connection: %w", errSessionEnd)
+	}
+	s.log.Warn("server broke the protocol", zap.Error(err))
+	s.replyf(421, "The FTP server sent an invalid reply.")
+	return fmt.Errorf("server protocol error: %w", err)
+}
+
+// relayReplies forwards server replies to the client until a final (2xx-5xx)
+// reply, and returns that.
+func (s *session) relayReplies(ctx context.Context) (*rewrite.Reply, error) {
+	for {
+		rep, err := s.serverReply(ctx, s.srv.cfg.IdleTimeout)
+		if err != nil {
+			return nil, err
+		}
+		if err := s.reply(rep); err != nil {
+			return nil, err
+		}
+		if rep.Code >= 200 {
+			return rep, nil
+		}
+	}
+}
+
+// exchange sends a command of our own and returns the server's final reply.
+func (s *session) exchange(ctx context.Context, verb, arg string) (*rewrite.Reply, error) {
+	if err := s.send(rewrite.Command{Verb: verb, Arg: arg}); err != nil {
+		return nil, err
+	}
+	for {
+		rep, err := s.serverReply(ctx, s.srv.cfg.IdleTimeout)
+		if err != nil {
+			return nil, err
+		}
+		if rep.Code >= 200 {
+			return rep, nil
+		}
+	}
+}
+
+// nextCommand returns the next client command, forwarding any unsolicited
+// server reply meanwhile and enforcing the idle and login timeouts.
+func (s *session) nextCommand(ctx context.Context) (rewrite.Command, error) {
+	if len(s.queued) > 0 {
+		ev := s.queued[0]
+		s.queued = s.queued[1:]
+		return ev.cmd, ev.err
+	}
+	timeout := s.srv.cfg.IdleTimeout
+	if !s.loggedIn {
+		timeout = min(timeout, time.Until(s.start.Add(s.srv.cfg.LoginTimeout)))
+	}
+	t := time.NewTimer(max(timeout, 0))
+	defer t.Stop()
+	for {
+		select {
+		case ev := <-s.cmds:
+			return ev.cmd, ev.err
+		case ev := <-s.replies:
+			if ev.err != nil {
+				return rewrite.Command{}, s.serverBroke(ev.err)
+			}
+			if err := s.reply(ev.reply); err != nil {
+				return rewrite.Command{}, err
+			}
+			if ev.reply.Code == 421 {
+				return rewrite.Command{}, fmt.Errorf("server closing: %w", errSessionEnd)
+			}
+		case <-t.C:
+			if !s.loggedIn {
+				s.replyf(421, "Login timeout.")
+				return rewrite.Command{}, errors.New("login timeout")
+			}
+			s.replyf(421, "Idle timeout.")
+			return rewrite.Command{}, errors.New("idle timeout")
+		case <-s.srv.draining:
+			s.replyf(421, "Service shutting down.")
+			return rewrite.Command{}, fmt.Errorf("shutdown: %w", errSessionEnd)
+		case <-ctx.Done():
+			return rewrite.Command{}, ctx.Err()
+		}
+	}
+}
+
+// loop reads and handles client commands until the session ends.
+func (s *session) loop(ctx context.Context) error {
+	// The greeting (possibly 120 first, then 220).
+	for {
+		rep, err := s.serverReply(ctx, s.srv.cfg.LoginTimeout)
+		if err != nil {
+			return err
+		}
+		if err := s.reply(rep); err != nil {
+			return err
+		}
+		if rep.Code >= 200 {
+			if rep.Code >= 400 {
+				return fmt.Errorf("server refused the session with %d: %w", rep.Code, errSessionEnd)
+			}
+			break
+		}
+	}
+	for {
+		cmd, err := s.nextCommand(ctx)
+		if err != nil {
+			if recoverable(err) {
+				s.log.Warn("bad command line from client", zap.Error(err))
+				if err := s.replyf(500, "Command line not understood: %s.", lineError(err)); err != nil {
+					return err
+				}
+				continue
+			}
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) ||
+				errors.Is(err, syscall.ECONNRESET) {
+				return fmt.Errorf("client left: %w", errSessionEnd)
+			}
+			return err
+		}
+		if ce := s.log.Check(zapcore.DebugLevel, "command"); ce != nil {
+			ce.Write(zap.Stringer("cmd", cmd))
+		}
+		if err := s.handle(ctx, cmd); err != nil {
+			return err
+		}
+	}
+}
+
+func lineError(err error) string {
+	if errors.Is(err, rewrite.ErrLineTooLong) {
+		return "line too long"
+	}
+	var pe *rewrite.ProtocolError
+	if errors.As(err, &pe) {
+		return pe.Msg
+	}
+	return "invalid"
+}
+
+// handle dispatches one client command.
+func (s *session) handle(ctx context.Context, cmd rewrite.Command) error {
+	switch cmd.Verb {
+	case "PASV", "EPSV", "LPSV", "SPSV":
+		return s.handlePassive(ctx, cmd)
+	case "PORT", "EPRT", "LPRT":
+		return s.handleActive(ctx, cmd)
+	case "FEAT":
+		return s.handleFEAT(ctx, cmd)
+	case "AUTH", "PBSZ", "PROT", "CCC", "ADAT", "MIC", "CONF", "ENC":
+		return s.replyf(502, "%s is not supported by this gateway.", cmd.Verb)
+	case "ABOR":
+		s.closePlan()
+		return s.forward(ctx, cmd)
+	case "USER":
+		s.user = cmd.Arg
+		s.loggedIn = false
+		return s.forward(ctx, cmd)
+	case "REIN":
+		s.closePlan()
+		s.user, s.loggedIn, s.epsvAll = "", false, false
+		return s.forward(ctx, cmd)
+	case "QUIT":
+		s.closePlan()
+		if err := s.forward(ctx, cmd); err != nil {
+			return err
+		}
+		return fmt.Errorf("quit: %w", errSessionEnd)
+	}
+	if cmd.Info().Class == rewrite.ClassTransfer {
+		return s.handleTransfer(ctx, cmd)
+	}
+	return s.forward(ctx, cmd)
+}
+
+// forward sends the command as it came and relays the server's replies.
+func (s *session) forward(ctx context.Context, cmd rewrite.Command) error {
+	if err := s.send(cmd); err != nil {
+		return err
+	}
+	rep, err := s.relayReplies(ctx)
+	if err != nil {
+		return err
+	}
+	if rep.Code == 230 || (rep.Code == 202 && cmd.Verb == "PASS") {
+		if !s.loggedIn {
+			s.loggedIn = true
+			s.log = s.log.With(zap.String("user", s.user))
+			s.log.Info("login")
+		}
+	}
+	return nil
+}
+
+// handleFEAT relays the server's feature list without what ftpgate cannot
+// carry (TLS until it terminates it).
+func (s *session) handleFEAT(ctx context.Context, cmd rewrite.Command) error {
+	rep, err := s.exchange(ctx, cmd.Verb, cmd.Arg)
+	if err != nil {
+		return err
+	}
+	if rep.Code == 211 {
+		rep = rewrite.FilterFeatures(rep, func(f rewrite.Feature) bool {
+			switch f.Name {
+			case "AUTH", "PBSZ", "PROT", "CCC", "ADAT", "MIC", "CONF", "ENC", "SSCN", "CPSV":
+				return false
+			}
+			return true
+		})
+	}
+	return s.reply(rep)
+}

@@ -1,0 +1,86 @@
+package proxy
+
+import (
+	"net"
+	"net/netip"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/ftpgate/ftpgate/rewrite"
+)
+
+// Transparent modes need the kernel for interception; here the hooks are
+// fakes and the "original destination" is the fake server, so the session
+// logic (server choice, loop and destination checks, advertised address) is
+// tested on loopback. The e2e suite tests the real thing.
+
+func transparentHarness(t *testing.T, orig func(ftp *fakeFTP) netip.AddrPort, tweak func(*Config)) *harness {
+	return newHarness(t, "", func(f *fakeFTP, c *Config) {
+		c.Mode = ModeRedirect
+		c.Upstream = ""
+		c.Listen = []string{"127.0.0.2:0"}
+		c.DivertData = true
+		c.Hooks.OriginalDst = func(*net.TCPConn) (netip.AddrPort, error) { return orig(f), nil }
+		if tweak != nil {
+			tweak(c)
+		}
+	})
+}
+
+func fakeAddr(f *fakeFTP) netip.AddrPort { return netip.MustParseAddrPort(f.addr()) }
+
+func TestRedirectAdvertisesServer(t *testing.T) {
+	h := transparentHarness(t, fakeAddr, nil)
+	cl := h.dial()
+	ap, err := rewrite.ParsePASV(cl.cmd(227, "PASV"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := fakeAddr(h.ftp).Addr(); ap.Addr() != want {
+		t.Fatalf("227 carries %s, want the original server %s", ap.Addr(), want)
+	}
+	dump := h.fw.Dump()
+	if !strings.Contains(dump, "127.0.0.1 . 127.0.0.2 . ") {
+		t.Fatalf("pinhole should admit the client to the data listener on 127.0.0.2:\n%s", dump)
+	}
+}
+
+func TestRedirectDestinationRefused(t *testing.T) {
+	h := transparentHarness(t, fakeAddr, func(c *Config) {
+		c.Policy.AllowDestinations = []netip.Prefix{netip.MustParsePrefix("198.18.1.0/24")}
+	})
+	c, err := net.Dial("tcp", h.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cl := &client{t: t, c: c}
+	cl.tp = newTextproto(c)
+	msg := cl.expect(421)
+	if !strings.Contains(msg, "outside the allowed networks") {
+		t.Errorf("421 text %q does not say why", msg)
+	}
+	if n := len(h.ftp.commands()); n != 0 {
+		t.Errorf("the server saw %d commands; no upstream connection should be made", n)
+	}
+	if h.logs.FilterMessage("destination refused").Len() != 1 {
+		t.Error("no audit log record for the refused destination")
+	}
+}
+
+func TestRedirectLoopRefused(t *testing.T) {
+	var self atomic.Value // the proxy's own address, known once it listens
+	h := transparentHarness(t, func(*fakeFTP) netip.AddrPort { return self.Load().(netip.AddrPort) }, nil)
+	self.Store(h.srv.Addrs()[0])
+	c, err := net.Dial("tcp", h.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cl := &client{t: t, c: c, tp: newTextproto(c)}
+	cl.expect(421)
+	if h.logs.FilterMessage("connection to ftpgate itself refused").Len() != 1 {
+		t.Error("loop not logged")
+	}
+}
