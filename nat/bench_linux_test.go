@@ -15,14 +15,18 @@ type latencies struct {
 }
 
 // cycle runs n cycles of Open, Open again (refresh) and Close on distinct
-// pinholes and records how long each call took.
-func cycle(tb testing.TB, fw Firewall, n int, lat *latencies) {
+// pinholes and records how long each call took. With divert the pinholes
+// also divert a flow (two elements per operation).
+func cycle(tb testing.TB, fw Firewall, n int, lat *latencies, divert bool) {
 	tb.Helper()
 	ctx := context.Background()
 	for i := range n {
 		p := Pinhole{
 			Peer:  netip.AddrFrom4([4]byte{198, 18, 3, byte(i / 100)}),
 			Local: netip.AddrPortFrom(netip.MustParseAddr("198.18.0.1"), uint16(40000+i%100)),
+		}
+		if divert {
+			p.Intercept = netip.AddrPortFrom(netip.MustParseAddr("198.18.1.2"), uint16(50000+i%100))
 		}
 		t0 := time.Now()
 		if err := fw.Open(ctx, p, 0); err != nil {
@@ -65,11 +69,23 @@ func (l *latencies) String() string {
 //
 //	go test -run '^$' -bench PinholeOpenClose -benchtime 1000x ./nat
 func BenchmarkPinholeOpenClose(b *testing.B) {
+	benchmarkCycles(b, Config{DataPorts: []PortRange{{40000, 40100}}}, false)
+}
+
+// BenchmarkDivertingPinholeOpenClose is BenchmarkPinholeOpenClose for
+// pinholes that also divert a flow (transparent mode): each operation
+// changes a set element and a map element in one batch. Same goal.
+func BenchmarkDivertingPinholeOpenClose(b *testing.B) {
+	benchmarkCycles(b, Config{DataPorts: []PortRange{{40000, 40100}},
+		Intercept: Intercept{Mode: InterceptRedirect, ListenPort: 2100}}, true)
+}
+
+func benchmarkCycles(b *testing.B, cfg Config, divert bool) {
 	ns := newNS(b)
-	fw := newFirewall(b, ns, Config{DataPorts: []PortRange{{40000, 40100}}})
+	fw := newFirewall(b, ns, cfg)
 	var lat latencies
 	for b.Loop() {
-		cycle(b, fw, 1, &lat)
+		cycle(b, fw, 1, &lat, divert)
 	}
 	us := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
 	b.ReportMetric(us(quantile(lat.open, 0.5)), "open-p50-µs")
@@ -87,7 +103,7 @@ func TestPinholeLatency(t *testing.T) {
 	ns := newNS(t)
 	fw := newFirewall(t, ns, Config{DataPorts: []PortRange{{40000, 40100}}})
 	var lat latencies
-	cycle(t, fw, 1000, &lat)
+	cycle(t, fw, 1000, &lat, false)
 	t.Log(lat.String())
 	if got := ns.setElements(t, "inet", "ftpgate", "pinholes4"); len(got) != 0 {
 		t.Errorf("%d elements left after 1,000 open/close cycles", len(got))

@@ -57,9 +57,9 @@ func TestDeployRulesets(t *testing.T) {
 				set  string
 				elem string
 			}{
-				{Pinhole{netip.MustParseAddr("198.18.10.5"), netip.MustParseAddrPort("198.18.10.1:40001")},
+				{Pinhole{Peer: netip.MustParseAddr("198.18.10.5"), Local: netip.MustParseAddrPort("198.18.10.1:40001")},
 					DefaultSet4, "198.18.10.5 . 198.18.10.1 . 40001"},
-				{Pinhole{netip.MustParseAddr("fd00:10::5"), netip.MustParseAddrPort("[fd00:10::1]:40001")},
+				{Pinhole{Peer: netip.MustParseAddr("fd00:10::5"), Local: netip.MustParseAddrPort("[fd00:10::1]:40001")},
 					DefaultSet6, "fd00:10::5 . fd00:10::1 . 40001"},
 			}
 			for _, ph := range pinholes {
@@ -91,7 +91,7 @@ func TestExternalSetFull(t *testing.T) {
 	ctx := context.Background()
 	var err error
 	for i := range 3 {
-		p := Pinhole{netip.MustParseAddr("198.18.0.2"), netip.AddrPortFrom(netip.MustParseAddr("198.18.0.1"), uint16(40001+i))}
+		p := Pinhole{Peer: netip.MustParseAddr("198.18.0.2"), Local: netip.AddrPortFrom(netip.MustParseAddr("198.18.0.1"), uint16(40001+i))}
 		if err = fw.Open(ctx, p, 0); err != nil {
 			break
 		}

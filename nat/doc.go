@@ -1,7 +1,11 @@
-// Package nat owns everything ftpgate does to the kernel's firewall: the
-// owned nftables table "inet ftpgate" with its pinhole sets and input chain,
-// elements in an operator's sets (external-set mode), and the removal of all
-// of it. It is the only package that imports the netfilter libraries.
+// Package nat owns everything ftpgate does to the kernel's network stack:
+// the owned nftables table "inet ftpgate" with its pinhole sets and input
+// chain, elements in an operator's sets (external-set mode), the
+// transparent gateway's interception rules and divert maps, tproxy's
+// policy-routing rule and local route, the socket options of transparent
+// and marked sockets (IP_TRANSPARENT, SO_MARK, SO_ORIGINAL_DST), address
+// discovery and following through netlink, and the removal of all of it.
+// It is the only package that imports the netfilter and netlink libraries.
 //
 // The proxy sees one small declarative seam, Firewall: open (or refresh) a
 // pinhole, close it, shut everything down. Fake implements the same seam in
@@ -9,11 +13,17 @@
 //
 // A pinhole admits exactly one expected data connection, (peer address,
 // local address, local port), for a few seconds; there are no wildcards.
+// In transparent mode a pinhole may also divert exactly the flow (peer,
+// original server address, port) to ftpgate's local address and port.
 // The owned table is created with the owner flag over one lasting netlink
 // connection, so the kernel deletes it when ftpgate exits, even on kill -9,
-// and no pinhole can outlive the proxy. Every change is one netlink batch.
+// and no pinhole or interception rule can outlive the proxy. Every change
+// is one netlink batch. (tproxy's policy-routing rule and route are not
+// tied to the process: Shutdown and Cleanup remove them.)
 //
 // Package nat never parses FTP, never decides policy (which peer may connect
 // is the caller's decision), never touches tables, sets or rules it did not
-// create, and never edits routes or interfaces.
+// create, never edits interfaces or addresses, and changes routing only by
+// the one rule "fwmark <TProxyMark> lookup <RouteTable>" and the one local
+// default route in that table, per family, that tproxy needs.
 package nat

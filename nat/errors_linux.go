@@ -21,8 +21,9 @@ const (
 		"use firewall mode external-set, or set firewall mode none"
 	hintSetFull = "the pinhole set is full: raise the \"size\" in its declaration, or find what keeps so many " +
 		"pinholes open"
-	hintModules = "this kernel lacks an nftables expression ftpgate uses (ct, lookup, payload, cmp, bitwise, counter): " +
-		"load the modules (modprobe nf_tables nft_ct) or set firewall mode none"
+	hintModules = "this kernel lacks an nftables expression ftpgate uses (ct, lookup, payload, cmp, bitwise, counter; " +
+		"with interception also nat, redir, fib, and for tproxy socket and tproxy): load the modules " +
+		"(modprobe nf_tables nft_ct; nft_nat nft_redir nft_fib_inet; nft_socket nft_tproxy) or set firewall mode none"
 )
 
 // explain adds to a kernel error what the operator can do about it. The

@@ -82,9 +82,9 @@ func TestExternalSetOpenClose(t *testing.T) {
 		elem     string
 		from, to string
 	}{
-		{"ipv4", Pinhole{netip.MustParseAddr("198.18.0.2"), netip.MustParseAddrPort("198.18.0.1:40001")},
+		{"ipv4", Pinhole{Peer: netip.MustParseAddr("198.18.0.2"), Local: netip.MustParseAddrPort("198.18.0.1:40001")},
 			"ftpgate_pinholes4", "198.18.0.2 . 198.18.0.1 . 40001", "198.18.0.2", "198.18.0.1:40001"},
-		{"ipv6", Pinhole{netip.MustParseAddr("fd00:18::2"), netip.MustParseAddrPort("[fd00:18::1]:40001")},
+		{"ipv6", Pinhole{Peer: netip.MustParseAddr("fd00:18::2"), Local: netip.MustParseAddrPort("[fd00:18::1]:40001")},
 			"ftpgate_pinholes6", "fd00:18::2 . fd00:18::1 . 40001", "fd00:18::2", "[fd00:18::1]:40001"},
 	}
 	for _, tc := range tests {

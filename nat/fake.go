@@ -118,7 +118,8 @@ func (f *Fake) failed(op string, p Pinhole) error {
 
 // Dump returns the open pinholes as nft prints set elements, sorted by peer,
 // local address and port, one per line, each line ending in "\n":
-// "198.18.0.2 . 198.18.1.1 . 40001". IPv4 sorts before IPv6.
+// "198.18.0.2 . 198.18.1.1 . 40001". A diverting pinhole's line ends in
+// " via 198.18.5.5:40001" (its Intercept). IPv4 sorts before IPv6.
 func (f *Fake) Dump() string {
 	f.mu.Lock()
 	keys := make([]Pinhole, 0, len(f.open))
@@ -130,14 +131,19 @@ func (f *Fake) Dump() string {
 	var b strings.Builder
 	for _, p := range keys {
 		b.WriteString(p.element())
+		if p.diverts() {
+			b.WriteString(" via ")
+			b.WriteString(p.Intercept.String())
+		}
 		b.WriteByte('\n')
 	}
 	return b.String()
 }
 
 // Ops returns a copy of the operation log: "open 198.18.0.2 ->
-// 198.18.1.1:40001", "close ...", "shutdown", with " failed" appended to
-// operations that FailWith rejected.
+// 198.18.1.1:40001" ("... via 198.18.5.5:40001" for a diverting pinhole),
+// "close ...", "shutdown", with " failed" appended to operations that
+// FailWith rejected.
 func (f *Fake) Ops() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -160,5 +166,8 @@ func comparePinholes(a, b Pinhole) int {
 	if c := a.Peer.Compare(b.Peer); c != 0 {
 		return c
 	}
-	return a.Local.Compare(b.Local)
+	if c := a.Local.Compare(b.Local); c != 0 {
+		return c
+	}
+	return a.Intercept.Compare(b.Intercept)
 }

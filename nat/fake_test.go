@@ -12,7 +12,7 @@ import (
 )
 
 func ph(peer, local string) Pinhole {
-	return Pinhole{netip.MustParseAddr(peer), netip.MustParseAddrPort(local)}
+	return Pinhole{Peer: netip.MustParseAddr(peer), Local: netip.MustParseAddrPort(local)}
 }
 
 func TestFakeScript(t *testing.T) {
@@ -181,7 +181,7 @@ func TestFakeConcurrent(t *testing.T) {
 	for w := range workers {
 		wg.Go(func() {
 			for i := range each {
-				p := Pinhole{netip.AddrFrom4([4]byte{198, 18, 0, byte(w + 1)}), netip.AddrPortFrom(netip.MustParseAddr("198.18.1.1"), uint16(40000+i))}
+				p := Pinhole{Peer: netip.AddrFrom4([4]byte{198, 18, 0, byte(w + 1)}), Local: netip.AddrPortFrom(netip.MustParseAddr("198.18.1.1"), uint16(40000+i))}
 				if err := f.Open(ctx, p, 0); err != nil {
 					t.Error(err)
 				}

@@ -15,6 +15,30 @@ const (
 	// data port ranges closed except for pinholes and established flows.
 	ownChainInput = "input"
 
+	// Interception objects inside OwnTable (Config.Intercept):
+	//
+	// ownChainPrerouting is the nat prerouting chain (priority dstnat):
+	// diverted pinholes, and in redirect mode the redirect rule.
+	ownChainPrerouting = "prerouting"
+	// ownChainTProxy is the filter prerouting chain (priority mangle) of
+	// tproxy mode: the socket-transparent rule and the tproxy rule.
+	ownChainTProxy = "tproxy"
+	// ownChainOutput is the nat output chain (priority -100, dstnat) of
+	// Intercept.Output: this host's own connections.
+	ownChainOutput = "output"
+	// ownMapDivert4 and ownMapDivert6 map a diverted flow (peer . intercept
+	// address . intercept port) to ftpgate's local address and port.
+	ownMapDivert4 = "divert4"
+	ownMapDivert6 = "divert6"
+	// ownSetSources4/6 and ownSetExclude4/6 are the interval sets of
+	// Intercept.Sources and Intercept.Exclude.
+	ownSetSources4 = "intercept_sources4"
+	ownSetSources6 = "intercept_sources6"
+	ownSetExclude4 = "intercept_exclude4"
+	ownSetExclude6 = "intercept_exclude6"
+	// ownSetInterfaces holds Intercept.Interfaces when there are several.
+	ownSetInterfaces = "intercept_interfaces"
+
 	// DefaultExternalFamily is the family of the operator's table in
 	// external-set mode when Config.Family is empty.
 	DefaultExternalFamily = "inet"

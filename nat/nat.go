@@ -17,17 +17,41 @@ import (
 // Pinhole admits exactly one expected data connection: from Peer to Local
 // (our address and port). IPv4-mapped IPv6 addresses are unmapped and IPv6
 // zones dropped before use; Peer and Local must then be of the same family,
-// specified, and the port non-zero.
+// specified, and the port non-zero. The same holds for Intercept when it
+// is valid.
 type Pinhole struct {
 	Peer  netip.Addr
 	Local netip.AddrPort
+	// Intercept, when valid, is the address the peer was told to connect
+	// to (in transparent mode, the original server's address and the data
+	// port). The firewall then also diverts exactly the flow Peer ->
+	// Intercept to Local (nothing wider), with a nat rule
+	// "dnat ip to ip saddr . ip daddr . tcp dport map @divert4" whose map
+	// value is Local's address and port, so the proxy may choose Local
+	// freely among its own addresses. The map element gets the same
+	// timeout as the pinhole and is removed with it. The pinhole element
+	// itself stays keyed by (Peer . Local address . Local port) and admits
+	// the diverted connection in the input chain (post-DNAT daddr).
+	// Diverting needs Config.Intercept (Open fails without it); the
+	// firewall diverts in prerouting and, with Intercept.Output, in
+	// output. In firewall mode none Open only checks the field and
+	// nothing is diverted: a proxy there must advertise its own address.
+	Intercept netip.AddrPort
 }
 
 // String returns the pinhole as "198.18.0.2 -> 198.18.1.1:40001" (IPv6:
-// "fd00::2 -> [fd00::1]:40001").
+// "fd00::2 -> [fd00::1]:40001"), followed by " via 198.18.5.5:40001" when
+// Intercept is valid.
 func (p Pinhole) String() string {
-	return p.Peer.String() + " -> " + p.Local.String()
+	s := p.Peer.String() + " -> " + p.Local.String()
+	if p.Intercept.IsValid() {
+		s += " via " + p.Intercept.String()
+	}
+	return s
 }
+
+// diverts reports whether p also diverts Peer -> Intercept to Local.
+func (p Pinhole) diverts() bool { return p.Intercept.IsValid() }
 
 // normalize returns the pinhole in the form used as a set element, or an
 // error saying why it cannot be one.
@@ -48,7 +72,21 @@ func (p Pinhole) normalize() (Pinhole, error) {
 	case p.Local.Port() == 0:
 		return Pinhole{}, fmt.Errorf("pinhole %s: local port is 0", p)
 	}
-	return Pinhole{Peer: peer, Local: netip.AddrPortFrom(local, p.Local.Port())}, nil
+	n := Pinhole{Peer: peer, Local: netip.AddrPortFrom(local, p.Local.Port())}
+	if !p.Intercept.IsValid() {
+		return n, nil
+	}
+	via := p.Intercept.Addr().Unmap().WithZone("")
+	switch {
+	case via.Is4() != peer.Is4():
+		return Pinhole{}, fmt.Errorf("pinhole %s: peer and intercept address are of different families", p)
+	case via.IsUnspecified():
+		return Pinhole{}, fmt.Errorf("pinhole %s: intercept address is unspecified; a pinhole diverts one address", p)
+	case p.Intercept.Port() == 0:
+		return Pinhole{}, fmt.Errorf("pinhole %s: intercept port is 0", p)
+	}
+	n.Intercept = netip.AddrPortFrom(via, p.Intercept.Port())
+	return n, nil
 }
 
 // element returns the pinhole as nft prints a set element:
@@ -165,9 +203,14 @@ type Config struct {
 	Set4   string // IPv4 element set; zero means DefaultSet4; must be empty with family ip6
 	Set6   string // IPv6 element set; zero means DefaultSet6; must be empty with family ip
 
-	// NetNS is an optional network namespace fd for the netlink connection
-	// (tests); zero means the current namespace. It is only used while New
-	// or Cleanup runs, and never closed.
+	// Intercept configures the transparent edge gateway's interception
+	// rules (and the policy routing tproxy needs); the zero value installs
+	// none, and Pinholes cannot divert.
+	Intercept Intercept
+
+	// NetNS is an optional network namespace fd for the netlink
+	// connections (tests); zero means the current namespace. It is only
+	// used while New or Cleanup runs, and never closed.
 	NetNS int
 }
 
@@ -191,6 +234,9 @@ func (c Config) Validate() error {
 	}
 	if c.NetNS < 0 {
 		return fmt.Errorf("netns fd %d: want a file descriptor or 0", c.NetNS)
+	}
+	if err := c.Intercept.validate(c.mode()); err != nil {
+		return err
 	}
 	if c.mode() != ModeExternalSet {
 		for _, f := range []struct{ name, val string }{
@@ -257,6 +303,7 @@ func (c Config) withDefaults() Config {
 	if c.TTL == 0 {
 		c.TTL = DefaultTTL
 	}
+	c.Intercept = c.Intercept.withDefaults()
 	if c.Mode == ModeExternalSet {
 		if c.Family == "" {
 			c.Family = DefaultExternalFamily
@@ -319,6 +366,13 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (Firewall, error) {
 //     A missing table or set is nothing to clean. Pinholes of a running
 //     ftpgate that uses the same sets are removed too.
 //   - none: nothing.
+//
+// With Config.Intercept it also deletes an ownerless table inet ftpgate in
+// external-set mode (where that table holds only interception), and in
+// tproxy mode the rules "fwmark <TProxyMark> lookup <RouteTable>" and the
+// local default route in RouteTable, of both families: ftpgate's by
+// contract. It leaves the routing alone while a live process owns the
+// table.
 func Cleanup(ctx context.Context, cfg Config) error {
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("firewall config: %w", err)

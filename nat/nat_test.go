@@ -67,8 +67,8 @@ func TestPinholeString(t *testing.T) {
 		p    Pinhole
 		want string
 	}{
-		{"ipv4", Pinhole{netip.MustParseAddr("198.18.0.2"), netip.MustParseAddrPort("198.18.1.1:40001")}, "198.18.0.2 -> 198.18.1.1:40001"},
-		{"ipv6", Pinhole{netip.MustParseAddr("fd00::2"), netip.MustParseAddrPort("[fd00::1]:40001")}, "fd00::2 -> [fd00::1]:40001"},
+		{"ipv4", Pinhole{Peer: netip.MustParseAddr("198.18.0.2"), Local: netip.MustParseAddrPort("198.18.1.1:40001")}, "198.18.0.2 -> 198.18.1.1:40001"},
+		{"ipv6", Pinhole{Peer: netip.MustParseAddr("fd00::2"), Local: netip.MustParseAddrPort("[fd00::1]:40001")}, "fd00::2 -> [fd00::1]:40001"},
 		{"zero", Pinhole{}, "invalid IP -> invalid AddrPort"},
 	}
 	for _, tc := range tests {
@@ -230,8 +230,8 @@ func TestModeNone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	good := Pinhole{netip.MustParseAddr("198.18.0.2"), netip.MustParseAddrPort("198.18.1.1:40001")}
-	bad := Pinhole{netip.MustParseAddr("fd00::2"), netip.MustParseAddrPort("198.18.1.1:40001")}
+	good := Pinhole{Peer: netip.MustParseAddr("198.18.0.2"), Local: netip.MustParseAddrPort("198.18.1.1:40001")}
+	bad := Pinhole{Peer: netip.MustParseAddr("fd00::2"), Local: netip.MustParseAddrPort("198.18.1.1:40001")}
 	tests := []struct {
 		name    string
 		op      func() error

@@ -26,13 +26,22 @@ const (
 )
 
 // kernelFirewall opens pinholes as elements of nftables sets, either in the
-// table it owns (own-table) or in the operator's sets (external-set).
+// table it owns (own-table) or in the operator's sets (external-set), and
+// installs the interception rules of Config.Intercept in the table it owns.
 type kernelFirewall struct {
 	log        *zap.Logger
 	cfg        Config
-	conn       *nftables.Conn // lasting: its netlink socket owns the table
-	table      *nftables.Table
-	set4, set6 *nftables.Set // nil when the table's family has no such set
+	conn       *nftables.Conn  // lasting: its netlink socket owns the table
+	table      *nftables.Table // holds the pinhole sets
+	set4, set6 *nftables.Set   // nil when the table's family has no such set
+
+	// own is table inet ftpgate: the same as table in own-table mode; in
+	// external-set mode only created for interception, otherwise nil.
+	own *nftables.Table
+	// divert4 and divert6 are the divert maps, nil without interception.
+	divert4, divert6 *nftables.Set
+	// routing is tproxy's policy routing, nil in other modes.
+	routing *policyRouting
 
 	// lock holds one token; whoever has it may queue messages on conn and
 	// flush them (the Conn's message buffer is shared) and use the fields
@@ -59,16 +68,24 @@ func newKernel(ctx context.Context, cfg Config, log *zap.Logger) (Firewall, erro
 	}
 	switch cfg.Mode {
 	case ModeOwnTable:
-		err = f.createOwnTable()
+		err = f.createOwnTable(true)
 	case ModeExternalSet:
 		err = f.useExternalSets()
+		if err == nil && cfg.Intercept.Enabled() {
+			err = f.createOwnTable(false)
+		}
 	default:
 		err = fmt.Errorf("no kernel firewall for mode %q", cfg.Mode)
 	}
 	if err == nil {
 		err = f.probeDestroy()
 	}
+	if err == nil && cfg.Intercept.Mode == InterceptTProxy {
+		f.routing, err = addPolicyRouting(cfg.NetNS, cfg.Intercept.TProxyMark, cfg.Intercept.RouteTable, log)
+	}
 	if err != nil {
+		// Closing the lasting connection makes the kernel delete the
+		// table we may have created.
 		_ = conn.CloseLasting()
 		return nil, fmt.Errorf("firewall mode %s: %w", cfg.Mode, err)
 	}
@@ -90,15 +107,27 @@ func newKernel(ctx context.Context, cfg Config, log *zap.Logger) (Firewall, erro
 	} else {
 		fields = append(fields, zap.String("set4", cfg.Set4), zap.String("set6", cfg.Set6))
 	}
+	if ic := cfg.Intercept; ic.Enabled() {
+		ports := make([]int, len(ic.Ports))
+		for i, p := range ic.Ports {
+			ports[i] = int(p)
+		}
+		fields = append(fields, zap.String("intercept", string(ic.Mode)), zap.Uint16("interceptListenPort", ic.ListenPort),
+			zap.Ints("interceptPorts", ports), zap.Strings("interceptInterfaces", ic.Interfaces),
+			zap.Stringers("interceptSources", ic.Sources), zap.Stringers("interceptExclude", ic.Exclude),
+			zap.Bool("interceptOutput", ic.Output))
+	}
 	log.Info("firewall ready", fields...)
 	return f, nil
 }
 
 // createOwnTable creates table inet ftpgate, owned by our netlink socket,
-// with its sets and input chain, in one batch. A table of that name left
-// without an owner (an older ftpgate, or made by hand) is replaced in the
-// same batch; one with a live owner is another ftpgate's, and an error.
-func (f *kernelFirewall) createOwnTable() error {
+// in one batch: with pinholes, its pinhole sets and input chain, and with
+// Config.Intercept the interception maps, sets and chains. A table of that
+// name left without an owner (an older ftpgate, or made by hand) is
+// replaced in the same batch; one with a live owner is another ftpgate's,
+// and an error.
+func (f *kernelFirewall) createOwnTable(pinholes bool) error {
 	old, err := findTable(f.conn, nftables.TableFamilyINet, OwnTable)
 	if err != nil {
 		return fmt.Errorf("list tables: %w", explainList(err))
@@ -115,7 +144,30 @@ func (f *kernelFirewall) createOwnTable() error {
 	}
 
 	c := f.conn
-	f.table = c.AddTable(&nftables.Table{Name: OwnTable, Family: nftables.TableFamilyINet, Flags: nftables.TableFlagOwner})
+	f.own = c.AddTable(&nftables.Table{Name: OwnTable, Family: nftables.TableFamilyINet, Flags: nftables.TableFlagOwner})
+	if pinholes {
+		if err := f.queuePinholeObjects(); err != nil {
+			_ = c.Flush() // discard the batch
+			return err
+		}
+	}
+	if f.cfg.Intercept.Enabled() {
+		if err := f.queueInterception(); err != nil {
+			_ = c.Flush() // discard the batch
+			return err
+		}
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("create table %s %s: %w", ownTableFamily, OwnTable, explainSetup(err))
+	}
+	return nil
+}
+
+// queuePinholeObjects queues the pinhole sets and the input chain of
+// own-table mode inside f.own.
+func (f *kernelFirewall) queuePinholeObjects() error {
+	c := f.conn
+	f.table = f.own
 	f.set4 = &nftables.Set{
 		Table:         f.table,
 		Name:          ownSet4,
@@ -132,7 +184,6 @@ func (f *kernelFirewall) createOwnTable() error {
 	}
 	for _, s := range []*nftables.Set{f.set4, f.set6} {
 		if err := c.AddSet(s, nil); err != nil {
-			_ = c.Flush() // discard the batch
 			return fmt.Errorf("add set %s: %w", s.Name, err)
 		}
 	}
@@ -147,9 +198,6 @@ func (f *kernelFirewall) createOwnTable() error {
 	})
 	for _, exprs := range inputRules(f.set4, f.set6, f.cfg.DataPorts) {
 		c.AddRule(&nftables.Rule{Table: f.table, Chain: chain, Exprs: exprs})
-	}
-	if err := c.Flush(); err != nil {
-		return fmt.Errorf("create table %s %s: %w", ownTableFamily, OwnTable, explainSetup(err))
 	}
 	return nil
 }
@@ -350,7 +398,7 @@ func (f *kernelFirewall) Open(ctx context.Context, p Pinhole, ttl time.Duration)
 	if err != nil {
 		return fmt.Errorf("open pinhole %s: %w", n, err)
 	}
-	set, err := f.setFor(n)
+	els, err := f.elementsFor(n)
 	if err != nil {
 		return fmt.Errorf("open pinhole %s: %w", n, err)
 	}
@@ -365,21 +413,29 @@ func (f *kernelFirewall) Open(ctx context.Context, p Pinhole, ttl time.Duration)
 	now := time.Now()
 	exp, known := f.open[n]
 	refresh := known && now.Before(exp.Add(expiryGrace))
-	key := elementKey(n)
-	add := []nftables.SetElement{{Key: key, Timeout: life}}
 	if refresh {
-		err = f.queueRemove(set, key)
+		for _, e := range els {
+			if err == nil {
+				err = f.queueRemove(e.set, e.key)
+			}
+		}
 	}
-	if err == nil {
-		err = f.conn.SetAddElements(set, add)
+	add := func(err error) error {
+		for _, e := range els {
+			if err == nil {
+				err = f.conn.SetAddElements(e.set, []nftables.SetElement{{Key: e.key, Val: e.val, Timeout: life}})
+			}
+		}
+		return f.flush(err)
 	}
-	err = f.flush(err)
+	err = add(err)
 	if err != nil && refresh && !f.destroy && errors.Is(err, unix.ENOENT) {
-		// It expired between our look and the kernel's delete.
-		err = f.flush(f.conn.SetAddElements(set, add))
+		// It expired between our look and the kernel's delete. Adding
+		// an element that exists is no error.
+		err = add(nil)
 	}
 	if err != nil {
-		return fmt.Errorf("open pinhole %s: %w", n, f.explainChange(set, err))
+		return fmt.Errorf("open pinhole %s: %w", n, f.explainChange(els[0].set, err))
 	}
 	f.open[n] = now.Add(life)
 	f.sweep(now)
@@ -396,7 +452,7 @@ func (f *kernelFirewall) Close(ctx context.Context, p Pinhole) error {
 	if err != nil {
 		return fmt.Errorf("close: %w", err)
 	}
-	set, err := f.setFor(n)
+	els, err := f.elementsFor(n)
 	if err != nil {
 		return fmt.Errorf("close pinhole %s: %w", n, err)
 	}
@@ -407,12 +463,24 @@ func (f *kernelFirewall) Close(ctx context.Context, p Pinhole) error {
 	if f.closed {
 		return nil
 	}
-	err = f.flush(f.queueRemove(set, elementKey(n)))
+	for _, e := range els {
+		if err == nil {
+			err = f.queueRemove(e.set, e.key)
+		}
+	}
+	err = f.flush(err)
 	if !f.destroy && errors.Is(err, unix.ENOENT) {
-		err = nil // expired or never opened
+		// Expired or never opened. The batch failed as a whole, so with
+		// more than one element delete them one at a time.
+		err = nil
+		for i := 0; len(els) > 1 && i < len(els); i++ {
+			if e := f.flush(f.queueRemove(els[i].set, els[i].key)); e != nil && !errors.Is(e, unix.ENOENT) {
+				err = e
+			}
+		}
 	}
 	if err != nil {
-		return fmt.Errorf("close pinhole %s: %w", n, f.explainChange(set, err))
+		return fmt.Errorf("close pinhole %s: %w", n, f.explainChange(els[0].set, err))
 	}
 	delete(f.open, n)
 	if ce := f.log.Check(zap.DebugLevel, "pinhole closed"); ce != nil {
@@ -421,12 +489,14 @@ func (f *kernelFirewall) Close(ctx context.Context, p Pinhole) error {
 	return nil
 }
 
-// Shutdown deletes table inet ftpgate (own-table) or the elements we added
-// that may still exist (external-set), then closes the netlink connection.
+// Shutdown deletes table inet ftpgate (own-table, or external-set with
+// interception) and the elements we added that may still exist
+// (external-set), then tproxy's policy-routing rules and routes, then
+// closes the netlink connection.
 // Later Opens fail; later Closes and Shutdowns do nothing. If ctx ends while
 // another call holds the connection, Shutdown returns ctx's error and
 // removes nothing (the kernel still deletes the owned table when the
-// process exits).
+// process exits; "ftpgate cleanup" removes tproxy's policy routing).
 func (f *kernelFirewall) Shutdown(ctx context.Context) error {
 	if err := f.acquire(ctx); err != nil {
 		return fmt.Errorf("firewall shutdown: %w", err)
@@ -445,6 +515,18 @@ func (f *kernelFirewall) Shutdown(ctx context.Context) error {
 		}
 	case ModeExternalSet:
 		if err := f.removeOurs(); err != nil {
+			errs = append(errs, err)
+		}
+		if f.own != nil {
+			f.conn.DelTable(f.own)
+			if err := f.conn.Flush(); err != nil {
+				errs = append(errs, fmt.Errorf("delete table %s %s: %w", ownTableFamily, OwnTable, explain(err)))
+			}
+		}
+	}
+	if f.routing != nil {
+		// After the table: no packet is marked for a route that is gone.
+		if err := f.routing.remove(); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -551,6 +633,31 @@ func (f *kernelFirewall) sweep(now time.Time) {
 	f.sweepAt = max(minSweep, 2*len(f.open))
 }
 
+// element is one set or map element that a pinhole consists of.
+type element struct {
+	set      *nftables.Set
+	key, val []byte
+}
+
+// elementsFor returns the elements of a normalized pinhole: its pinhole
+// set element first, then, if it diverts, its divert map element.
+func (f *kernelFirewall) elementsFor(p Pinhole) ([]element, error) {
+	set, err := f.setFor(p)
+	if err != nil {
+		return nil, err
+	}
+	els := []element{{set: set, key: elementKey(p)}}
+	if p.diverts() {
+		m, err := f.divertFor(p)
+		if err != nil {
+			return nil, err
+		}
+		key, val := divertElement(p)
+		els = append(els, element{set: m, key: key, val: val})
+	}
+	return els, nil
+}
+
 func (f *kernelFirewall) setFor(p Pinhole) (*nftables.Set, error) {
 	if p.Peer.Is4() {
 		if f.set4 == nil {
@@ -641,10 +748,22 @@ func cleanupKernel(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("firewall cleanup: open nftables netlink connection: %w", explain(err))
 	}
 	defer func() { _ = conn.CloseLasting() }()
-	if cfg.Mode == ModeOwnTable {
-		return cleanupOwnTable(conn)
+	switch {
+	case cfg.Mode == ModeOwnTable:
+		err = cleanupOwnTable(conn)
+	case cfg.Intercept.Enabled():
+		err = errors.Join(cleanupExternalSets(conn, cfg), cleanupOwnTable(conn))
+	default:
+		err = cleanupExternalSets(conn, cfg)
 	}
-	return cleanupExternalSets(conn, cfg)
+	if err != nil {
+		// A live owner still uses its policy routing, if any.
+		return err
+	}
+	if cfg.Intercept.Mode == InterceptTProxy {
+		return removePolicyRouting(cfg.NetNS, cfg.Intercept.TProxyMark, cfg.Intercept.RouteTable)
+	}
+	return nil
 }
 
 func cleanupOwnTable(conn *nftables.Conn) error {

@@ -55,13 +55,13 @@ var pinholeCases = []struct {
 	set  string
 	elem string
 }{
-	{"ipv4", Pinhole{netip.MustParseAddr("198.18.0.2"), netip.MustParseAddrPort("198.18.1.1:40001")},
+	{"ipv4", Pinhole{Peer: netip.MustParseAddr("198.18.0.2"), Local: netip.MustParseAddrPort("198.18.1.1:40001")},
 		"pinholes4", "198.18.0.2 . 198.18.1.1 . 40001"},
-	{"ipv6", Pinhole{netip.MustParseAddr("fd00::2"), netip.MustParseAddrPort("[fd00::1]:40001")},
+	{"ipv6", Pinhole{Peer: netip.MustParseAddr("fd00::2"), Local: netip.MustParseAddrPort("[fd00::1]:40001")},
 		"pinholes6", "fd00::2 . fd00::1 . 40001"},
-	{"ipv4-mapped", Pinhole{netip.MustParseAddr("::ffff:198.18.0.2"), netip.MustParseAddrPort("[::ffff:198.18.1.1]:40002")},
+	{"ipv4-mapped", Pinhole{Peer: netip.MustParseAddr("::ffff:198.18.0.2"), Local: netip.MustParseAddrPort("[::ffff:198.18.1.1]:40002")},
 		"pinholes4", "198.18.0.2 . 198.18.1.1 . 40002"},
-	{"ipv6-zone", Pinhole{netip.MustParseAddr("fe80::2%eth0"), netip.MustParseAddrPort("[fe80::1%eth0]:40003")},
+	{"ipv6-zone", Pinhole{Peer: netip.MustParseAddr("fe80::2%eth0"), Local: netip.MustParseAddrPort("[fe80::1%eth0]:40003")},
 		"pinholes6", "fe80::2 . fe80::1 . 40003"},
 }
 
@@ -304,7 +304,7 @@ func TestConcurrentOpenClose(t *testing.T) {
 	ctx := context.Background()
 	const workers, each = 8, 40
 	pinhole := func(w, i int) Pinhole {
-		return Pinhole{netip.AddrFrom4([4]byte{198, 18, 2, byte(w + 1)}), netip.AddrPortFrom(netip.MustParseAddr("198.18.1.1"), uint16(40000+i))}
+		return Pinhole{Peer: netip.AddrFrom4([4]byte{198, 18, 2, byte(w + 1)}), Local: netip.AddrPortFrom(netip.MustParseAddr("198.18.1.1"), uint16(40000+i))}
 	}
 	run := func(op func(Pinhole) error) error {
 		var wg sync.WaitGroup
@@ -377,7 +377,7 @@ func TestOpenRejectsBadPinholes(t *testing.T) {
 		ttl  time.Duration
 		want string
 	}{
-		{"mixed families", Pinhole{netip.MustParseAddr("fd00::2"), netip.MustParseAddrPort("198.18.1.1:40001")}, 0, "different families"},
+		{"mixed families", Pinhole{Peer: netip.MustParseAddr("fd00::2"), Local: netip.MustParseAddrPort("198.18.1.1:40001")}, 0, "different families"},
 		{"zero pinhole", Pinhole{}, 0, "no peer address"},
 		{"ttl too long", pinholeCases[0].p, 2 * MaxTTL, "longer than"},
 	}
@@ -434,7 +434,7 @@ func TestBookkeepingStaysBounded(t *testing.T) {
 	ctx := context.Background()
 	local := netip.MustParseAddr("198.18.1.1")
 	for i := range minSweep - 1 {
-		p := Pinhole{netip.AddrFrom4([4]byte{198, 18, 4, byte(i / 250)}), netip.AddrPortFrom(local, uint16(40000+i%250))}
+		p := Pinhole{Peer: netip.AddrFrom4([4]byte{198, 18, 4, byte(i / 250)}), Local: netip.AddrPortFrom(local, uint16(40000+i%250))}
 		if err := fw.Open(ctx, p, time.Millisecond); err != nil {
 			t.Fatal(err)
 		}

@@ -124,7 +124,7 @@ func TestPacketsNeedPinhole(t *testing.T) {
 		serve(t, l.gw, addr)
 	}
 	ph := func(peer, local string) Pinhole {
-		return Pinhole{netip.MustParseAddr(peer), netip.MustParseAddrPort(local)}
+		return Pinhole{Peer: netip.MustParseAddr(peer), Local: netip.MustParseAddrPort(local)}
 	}
 	tests := []struct {
 		name     string
@@ -195,7 +195,7 @@ func TestEstablishedFlowOutlivesPinhole(t *testing.T) {
 	fw := newFirewall(t, l.gw, Config{DataPorts: []PortRange{{40000, 40100}}})
 	serve(t, l.gw, "198.18.0.1:40001")
 	ctx := context.Background()
-	p := Pinhole{netip.MustParseAddr("198.18.0.2"), netip.MustParseAddrPort("198.18.0.1:40001")}
+	p := Pinhole{Peer: netip.MustParseAddr("198.18.0.2"), Local: netip.MustParseAddrPort("198.18.0.1:40001")}
 	if err := fw.Open(ctx, p, 0); err != nil {
 		t.Fatal(err)
 	}
