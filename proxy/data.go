@@ -58,7 +58,7 @@ func (s *Server) listenDataPort(ip netip.Addr, port uint16) (*dataListener, erro
 
 // pinFor opens the pinhole that admits peer to this listener.
 func (s *Server) pinFor(ctx context.Context, dl *dataListener, peer netip.Addr) error {
-	dl.pin = nat.Pinhole{Peer: peer, Local: dl.addr}
+	dl.pin = nat.Pinhole{Peer: peer, Local: dl.addr, Intercept: dl.divert}
 	if err := s.openPinhole(ctx, dl.pin); err != nil {
 		return err
 	}

@@ -6,9 +6,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -25,18 +27,22 @@ var defaultPassivePorts = nat.PortRange{Lo: 40000, Hi: 40999}
 // fileConfig is the YAML config file. Every key is optional; flags given on
 // the command line override the file. Unknown keys are errors.
 type fileConfig struct {
-	Listen                 []string       `yaml:"listen"`
-	Upstream               string         `yaml:"upstream"`
-	Advertise              string         `yaml:"advertise"`
-	PassivePorts           string         `yaml:"passive_ports"`
-	ServerMode             string         `yaml:"server_mode"`
-	TrustServerPASVAddress bool           `yaml:"trust_server_pasv_address"`
-	LogLevel               string         `yaml:"log_level"`
-	LogFormat              string         `yaml:"log_format"`
-	AdminListen            string         `yaml:"admin_listen"`
-	Firewall               firewallConfig `yaml:"firewall"`
-	Timeouts               timeoutConfig  `yaml:"timeouts"`
-	Policy                 policyConfig   `yaml:"policy"`
+	Mode                   string          `yaml:"mode"`
+	Listen                 []string        `yaml:"listen"`
+	Upstream               string          `yaml:"upstream"`
+	Advertise              string          `yaml:"advertise"`
+	PassivePorts           string          `yaml:"passive_ports"`
+	ServerMode             string          `yaml:"server_mode"`
+	TrustServerPASVAddress bool            `yaml:"trust_server_pasv_address"`
+	LogLevel               string          `yaml:"log_level"`
+	LogFormat              string          `yaml:"log_format"`
+	AdminListen            string          `yaml:"admin_listen"`
+	UpstreamSource         string          `yaml:"upstream_source"`
+	PreserveClientAddress  bool            `yaml:"preserve_client_address"`
+	Intercept              interceptConfig `yaml:"intercept"`
+	Firewall               firewallConfig  `yaml:"firewall"`
+	Timeouts               timeoutConfig   `yaml:"timeouts"`
+	Policy                 policyConfig    `yaml:"policy"`
 }
 
 type firewallConfig struct {
@@ -46,6 +52,15 @@ type firewallConfig struct {
 	Family string        `yaml:"family"`
 	Set4   string        `yaml:"set4"`
 	Set6   string        `yaml:"set6"`
+}
+
+// interceptConfig says what the transparent modes catch.
+type interceptConfig struct {
+	Ports      portList `yaml:"ports"`
+	Interfaces []string `yaml:"interfaces"`
+	Sources    []string `yaml:"sources"`
+	Exclude    []string `yaml:"exclude"`
+	Output     bool     `yaml:"output"`
 }
 
 type timeoutConfig struct {
@@ -60,6 +75,74 @@ type timeoutConfig struct {
 type policyConfig struct {
 	AllowLowActivePorts bool     `yaml:"allow_low_active_ports"`
 	TrustedDataSources  []string `yaml:"trusted_data_sources"`
+	AllowDestinations   []string `yaml:"allow_destinations"`
+	DenyDestinations    []string `yaml:"deny_destinations"`
+	DestinationPorts    portList `yaml:"destination_ports"`
+}
+
+// portList is a list of ports, in YAML as a list or as "21,2121".
+type portList []uint16
+
+func (p *portList) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		l, err := parsePorts(n.Value)
+		if err != nil {
+			return fmt.Errorf("line %d: %w", n.Line, err)
+		}
+		*p = l
+		return nil
+	}
+	var l []uint16
+	if err := n.Decode(&l); err != nil {
+		return err
+	}
+	*p = l
+	return nil
+}
+
+func parsePorts(s string) (portList, error) {
+	var out portList
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		n, err := strconv.ParseUint(f, 10, 16)
+		if err != nil || n == 0 {
+			return nil, fmt.Errorf("port %q: want a number from 1 to 65535", f)
+		}
+		out = append(out, uint16(n))
+	}
+	return out, nil
+}
+
+// listFlag is a comma-separated (or repeated) string list flag.
+func listFlag(dst *[]string) func(string) error {
+	return func(s string) error {
+		for _, f := range strings.Split(s, ",") {
+			if f = strings.TrimSpace(f); f != "" {
+				*dst = append(*dst, f)
+			}
+		}
+		return nil
+	}
+}
+
+// parsePrefixes parses networks ("198.18.0.0/24") or single addresses.
+func parsePrefixes(what string, list []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range list {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("%s %q: want a network like 198.18.0.0/24 or an address", what, s)
+		}
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return out, nil
 }
 
 // unknownField matches yaml.v3's words for an unknown key.
@@ -95,12 +178,26 @@ func newRunFlags() *runFlags {
 	f := &runFlags{fs: flag.NewFlagSet("run", flag.ContinueOnError)}
 	fs, fc := f.fs, &f.fc
 	fs.StringVar(&f.config, "config", "", "YAML config `file`; flags override it")
+	fs.StringVar(&fc.Mode, "mode", "", "how clients reach ftpgate: reverse (default with --upstream), redirect or tproxy")
+	fs.Func("intercept-ports", "transparent modes: destination `ports` caught, e.g. 21,2121 (default 21)", func(s string) error {
+		l, err := parsePorts(s)
+		fc.Intercept.Ports = append(fc.Intercept.Ports, l...)
+		return err
+	})
+	fs.Func("intercept-interfaces", "transparent modes: incoming `interfaces` caught (default any)", listFlag(&fc.Intercept.Interfaces))
+	fs.Func("intercept-sources", "transparent modes: source `networks` caught (default any)", listFlag(&fc.Intercept.Sources))
+	fs.Func("intercept-exclude", "transparent modes: destination `networks` never caught", listFlag(&fc.Intercept.Exclude))
+	fs.BoolVar(&fc.Intercept.Output, "intercept-output", false, "redirect mode: also catch this host's own outgoing FTP (sidecar)")
+	fs.StringVar(&fc.UpstreamSource, "upstream-source", "", "source `address` toward servers, or interface:NAME (default: the kernel's choice)")
+	fs.BoolVar(&fc.PreserveClientAddress, "preserve-client-address", false, "tproxy mode: connect to servers from the client's own address")
+	fs.Func("allow-destinations", "`networks` whose servers may be reached (default all)", listFlag(&fc.Policy.AllowDestinations))
+	fs.Func("deny-destinations", "`networks` whose servers are never reached", listFlag(&fc.Policy.DenyDestinations))
 	fs.Func("listen", "control listen `address` (repeat for IPv4 and IPv6)", func(s string) error {
 		fc.Listen = append(fc.Listen, s)
 		return nil
 	})
 	fs.StringVar(&fc.Upstream, "upstream", "", "FTP server `host:port`")
-	fs.StringVar(&fc.Advertise, "advertise", "", "`address` written into passive replies (default: the address the client connected to)")
+	fs.StringVar(&fc.Advertise, "advertise", "", "`address` written into passive replies: an IP, interface:NAME or a host name (default: the address the client connected to; the server's in transparent modes)")
 	fs.StringVar(&fc.PassivePorts, "passive-ports", "", "data port `range` LO-HI (default 40000-40999 with the own-table firewall, else any free port)")
 	fs.StringVar(&fc.ServerMode, "server-mode", "", "data connections toward the server: passive, active or client (default passive)")
 	fs.BoolVar(&fc.TrustServerPASVAddress, "trust-server-pasv-address", false, "dial the address in the server's 227 reply instead of its control address")
@@ -141,6 +238,16 @@ func (f *runFlags) parse(args []string) (fileConfig, error) {
 		}
 	}
 	fc := f.fc
+	over("mode", func() { base.Mode = fc.Mode })
+	over("intercept-ports", func() { base.Intercept.Ports = fc.Intercept.Ports })
+	over("intercept-interfaces", func() { base.Intercept.Interfaces = fc.Intercept.Interfaces })
+	over("intercept-sources", func() { base.Intercept.Sources = fc.Intercept.Sources })
+	over("intercept-exclude", func() { base.Intercept.Exclude = fc.Intercept.Exclude })
+	over("intercept-output", func() { base.Intercept.Output = fc.Intercept.Output })
+	over("upstream-source", func() { base.UpstreamSource = fc.UpstreamSource })
+	over("preserve-client-address", func() { base.PreserveClientAddress = fc.PreserveClientAddress })
+	over("allow-destinations", func() { base.Policy.AllowDestinations = fc.Policy.AllowDestinations })
+	over("deny-destinations", func() { base.Policy.DenyDestinations = fc.Policy.DenyDestinations })
 	over("listen", func() { base.Listen = fc.Listen })
 	over("upstream", func() { base.Upstream = fc.Upstream })
 	over("advertise", func() { base.Advertise = fc.Advertise })
@@ -164,6 +271,8 @@ func (f *runFlags) parse(args []string) (fileConfig, error) {
 // Config values, checking each.
 func (fc fileConfig) settings() (proxy.Config, nat.Config, error) {
 	pc := proxy.Config{
+		Mode:                   proxy.Mode(fc.Mode),
+		PreserveClientAddress:  fc.PreserveClientAddress,
 		Listen:                 fc.Listen,
 		Upstream:               fc.Upstream,
 		ServerMode:             proxy.ServerMode(fc.ServerMode),
@@ -185,12 +294,11 @@ func (fc fileConfig) settings() (proxy.Config, nat.Config, error) {
 		Set4:   fc.Firewall.Set4,
 		Set6:   fc.Firewall.Set6,
 	}
-	if fc.Advertise != "" {
-		a, err := netip.ParseAddr(fc.Advertise)
-		if err != nil {
-			return pc, nc, fmt.Errorf("advertise: %q is not an IP address", fc.Advertise)
+	if pc.Mode == "" {
+		pc.Mode = proxy.ModeReverse
+		if fc.Upstream == "" {
+			return pc, nc, errors.New("no upstream server: give --upstream HOST:PORT (reverse proxy) or --mode redirect|tproxy (transparent gateway)")
 		}
-		pc.Advertise = proxy.StaticAddr(a)
 	}
 	if fc.PassivePorts != "" {
 		r, err := nat.ParsePortRange(fc.PassivePorts)
@@ -200,15 +308,27 @@ func (fc fileConfig) settings() (proxy.Config, nat.Config, error) {
 		pc.PassivePorts = r
 		nc.DataPorts = []nat.PortRange{r}
 	}
-	for _, s := range fc.Policy.TrustedDataSources {
-		p, err := netip.ParsePrefix(s)
-		if err != nil {
-			return pc, nc, fmt.Errorf("trusted data source %q: want a network like 198.18.3.0/24", s)
-		}
-		pc.Policy.TrustedDataSources = append(pc.Policy.TrustedDataSources, p)
+	var err error
+	if pc.Policy.TrustedDataSources, err = parsePrefixes("trusted data source", fc.Policy.TrustedDataSources); err != nil {
+		return pc, nc, err
 	}
+	if pc.Policy.AllowDestinations, err = parsePrefixes("allowed destination", fc.Policy.AllowDestinations); err != nil {
+		return pc, nc, err
+	}
+	if pc.Policy.DenyDestinations, err = parsePrefixes("denied destination", fc.Policy.DenyDestinations); err != nil {
+		return pc, nc, err
+	}
+	pc.Policy.DestinationPorts = fc.Policy.DestinationPorts
 	if len(pc.Listen) == 0 {
 		pc.Listen = []string{":21"}
+		if pc.Mode.Transparent() {
+			pc.Listen = defaultTransparentListen()
+		}
+	}
+	if pc.Mode.Transparent() {
+		if err := fc.interception(&pc, &nc); err != nil {
+			return pc, nc, err
+		}
 	}
 	if err := pc.Validate(); err != nil {
 		return pc, nc, err
@@ -223,4 +343,68 @@ func (fc fileConfig) settings() (proxy.Config, nat.Config, error) {
 		return pc, nc, fmt.Errorf("firewall: %w", err)
 	}
 	return pc, nc, nil
+}
+
+// defaultTransparentPort is where intercepted control connections land when
+// --listen is not given in a transparent mode.
+const defaultTransparentPort = 8021
+
+func defaultTransparentListen() []string {
+	l := []string{fmt.Sprintf("0.0.0.0:%d", defaultTransparentPort)}
+	if hasIPv6() {
+		l = append(l, fmt.Sprintf("[::]:%d", defaultTransparentPort))
+	}
+	return l
+}
+
+// hasIPv6 reports whether this host can open IPv6 sockets.
+func hasIPv6() bool {
+	l, err := net.Listen("tcp6", "[::1]:0")
+	if err != nil {
+		return false
+	}
+	l.Close()
+	return true
+}
+
+// interception fills the firewall's interception rules for a transparent
+// mode from the listen port and the intercept settings.
+func (fc fileConfig) interception(pc *proxy.Config, nc *nat.Config) error {
+	var port uint16
+	for _, l := range pc.Listen {
+		_, p, err := net.SplitHostPort(l)
+		if err != nil {
+			return fmt.Errorf("listen address %q: %w", l, err)
+		}
+		n, err := strconv.ParseUint(p, 10, 16)
+		if err != nil || n == 0 {
+			return fmt.Errorf("listen address %q: a transparent mode needs a fixed port", l)
+		}
+		if port != 0 && uint16(n) != port {
+			return fmt.Errorf("listen addresses %v: a transparent mode needs one port for all of them", pc.Listen)
+		}
+		port = uint16(n)
+	}
+	ic := nat.Intercept{
+		Mode:       nat.InterceptMode(pc.Mode),
+		ListenPort: port,
+		Ports:      fc.Intercept.Ports,
+		Interfaces: fc.Intercept.Interfaces,
+		Output:     fc.Intercept.Output,
+	}
+	var err error
+	if ic.Sources, err = parsePrefixes("intercept source", fc.Intercept.Sources); err != nil {
+		return err
+	}
+	if ic.Exclude, err = parsePrefixes("intercept exclude", fc.Intercept.Exclude); err != nil {
+		return err
+	}
+	if nc.Mode == nat.ModeNone {
+		// The operator installs interception rules; nothing is diverted, so
+		// passive replies carry ftpgate's own address.
+		return nil
+	}
+	nc.Intercept = ic
+	pc.DivertData = true
+	return nil
 }

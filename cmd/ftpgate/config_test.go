@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,6 +11,7 @@ import (
 
 	"github.com/ftpgate/ftpgate/nat"
 	"github.com/ftpgate/ftpgate/proxy"
+	"go.uber.org/zap"
 )
 
 func writeConfig(t *testing.T, text string) string {
@@ -63,7 +66,13 @@ func TestConfigErrors(t *testing.T) {
 		{"unknown key names the line", "upstream: a:21\nlisen: [\":21\"]\n", nil, "line 2"},
 		{"wrong type", "upstream: a:21\nlisten: 5\n", nil, "line 2"},
 		{"no upstream", "listen: [\":21\"]\n", nil, "no upstream"},
-		{"bad advertise", "upstream: a:21\nadvertise: nowhere\n", nil, "advertise"},
+		{"transparent mode with upstream", "upstream: a:21\nmode: redirect\n", nil, "reverse mode"},
+		{"bad mode", "mode: sideways\n", nil, "mode"},
+		{"bad intercept port", "mode: redirect\nintercept: {ports: \"21,x\"}\n", nil, "port"},
+		{"bad intercept source", "mode: redirect\nintercept: {sources: [\"lan\"]}\n", nil, "intercept source"},
+		{"transparent listen without port", "mode: tproxy\nlisten: [\"0.0.0.0:0\"]\n", nil, "fixed port"},
+		{"preserve address outside tproxy", "mode: redirect\npreserve_client_address: true\n", nil, "tproxy"},
+		{"neither upstream nor mode", "passive_ports: 40000-40010\n", nil, "--upstream"},
 		{"bad range", "upstream: a:21\npassive_ports: 5-1\n", nil, "passive ports"},
 		{"bad server mode", "upstream: a:21\n", []string{"--server-mode", "sideways"}, "server mode"},
 		{"bad firewall mode", "upstream: a:21\nfirewall: {mode: sometimes}\n", nil, "firewall"},
@@ -93,5 +102,40 @@ func TestDefaultPassivePortsWithOwnTable(t *testing.T) {
 	}
 	if pc.PassivePorts != defaultPassivePorts || len(nc.DataPorts) != 1 || nc.DataPorts[0] != defaultPassivePorts {
 		t.Fatalf("passive ports %v, firewall data ports %v: want the default range in both", pc.PassivePorts, nc.DataPorts)
+	}
+}
+
+func TestAddrSource(t *testing.T) {
+	log := zap.NewNop()
+	src, stop, err := addrSource(context.Background(), "advertise", "198.18.0.1", log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	if a, ok := src.Addr(false); !ok || a != netip.MustParseAddr("198.18.0.1") {
+		t.Fatalf("static source gave %v %v", a, ok)
+	}
+	if _, ok := src.Addr(true); ok {
+		t.Fatal("an IPv4 source answered for IPv6")
+	}
+	if _, _, err := addrSource(context.Background(), "advertise", "interface:no-such-if0", log); err == nil ||
+		!strings.Contains(err.Error(), "no-such-if0") {
+		t.Fatalf("missing interface: error %v", err)
+	}
+}
+
+func TestTransparentSettings(t *testing.T) {
+	fc, err := newRunFlags().parse([]string{"--mode", "redirect", "--intercept-ports", "21,2121",
+		"--intercept-sources", "198.18.0.0/24", "--deny-destinations", "198.18.9.0/24"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, nc, err := fc.settings()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !pc.DivertData || nc.Intercept.ListenPort != defaultTransparentPort || len(nc.Intercept.Ports) != 2 ||
+		len(nc.Intercept.Sources) != 1 || len(pc.Policy.DenyDestinations) != 1 {
+		t.Fatalf("proxy %+v\nfirewall %+v", pc, nc)
 	}
 }

@@ -11,10 +11,12 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"syscall"
 	"time"
 
@@ -86,7 +88,8 @@ func cmdRun(args []string) int {
 		return 2
 	}
 	defer log.Sync()
-	pc, nc, err := fc.settings()
+	pcfg, nc, err := fc.settings()
+	pc := &wiredConfig{Config: pcfg}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "ftpgate run: %v\n", err)
 		return 2
@@ -109,7 +112,13 @@ func cmdRun(args []string) int {
 		}
 	}()
 
-	srv, err := proxy.New(pc, fw, log.Named("proxy"))
+	if err := wire(ctx, pc, nc, fc, log); err != nil {
+		fmt.Fprintf(os.Stderr, "ftpgate run: %v\n", err)
+		return 1
+	}
+	defer pc.stop()
+
+	srv, err := proxy.New(pc.Config, fw, log.Named("proxy"))
 	if err != nil {
 		log.Error("invalid configuration", zap.Error(err))
 		return 2
@@ -222,4 +231,55 @@ func countFDs() int64 {
 		return -1
 	}
 	return int64(len(ents))
+}
+
+// wiredConfig is the proxy's configuration with the live parts attached.
+type wiredConfig struct {
+	proxy.Config
+	stops []func()
+}
+
+func (w *wiredConfig) stop() {
+	for _, f := range w.stops {
+		f()
+	}
+}
+
+// wire attaches what the configuration needs at run time: address sources
+// that follow interfaces or names, and the kernel hooks of the transparent
+// modes.
+func wire(ctx context.Context, pc *wiredConfig, nc nat.Config, fc fileConfig, log *zap.Logger) error {
+	for _, a := range []struct {
+		what, spec string
+		dst        *proxy.AddrSource
+	}{{"advertise", fc.Advertise, &pc.Advertise}, {"upstream source", fc.UpstreamSource, &pc.UpstreamSource}} {
+		src, stop, err := addrSource(ctx, a.what, a.spec, log)
+		if err != nil {
+			pc.stop()
+			return err
+		}
+		*a.dst = src
+		pc.stops = append(pc.stops, stop)
+	}
+	if !pc.Mode.Transparent() {
+		return nil
+	}
+	loop := nc.Intercept.LoopMark
+	if loop == 0 {
+		loop = nat.DefaultLoopMark
+	}
+	pc.Hooks = proxy.Hooks{
+		OriginalDst:            nat.OriginalDst,
+		DialControl:            nat.SocketOptions{Mark: loop}.Control,
+		TransparentDialControl: nat.SocketOptions{Transparent: true, Mark: loop}.Control,
+		LocalToward:            nat.SourceFor,
+		IsLocal: func(a netip.Addr) bool {
+			addrs, err := nat.LocalAddrs()
+			return err == nil && slices.Contains(addrs, a)
+		},
+	}
+	if pc.Mode == proxy.ModeTProxy {
+		pc.Hooks.ListenControl = nat.SocketOptions{Transparent: true}.Control
+	}
+	return nil
 }
