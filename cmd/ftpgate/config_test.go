@@ -139,3 +139,23 @@ func TestTransparentSettings(t *testing.T) {
 		t.Fatalf("proxy %+v\nfirewall %+v", pc, nc)
 	}
 }
+
+// TestDeployExamples: the example configurations in deploy/config load and
+// validate, so they cannot rot.
+func TestDeployExamples(t *testing.T) {
+	files, err := filepath.Glob("../../deploy/config/*.yaml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no example configs found: %v", err)
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			fc, err := newRunFlags().parse([]string{"--config", f})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := fc.settings(); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
