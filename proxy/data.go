@@ -5,120 +5,60 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/netip"
-	"syscall"
 	"time"
 
 	"github.com/ftpgate/ftpgate/nat"
 	"go.uber.org/zap"
 )
 
-// dataListener is a listening socket for one expected data connection, with
-// the pinhole that admits its peer.
-type dataListener struct {
-	ln     *net.TCPListener
-	addr   netip.AddrPort
-	divert netip.AddrPort // the address the peer will connect to, when the firewall diverts it here
-	pin    nat.Pinhole
-	pinned bool
+// pinhole is a firewall pinhole this process opened, or none.
+type pinhole struct {
+	p    nat.Pinhole
+	open bool
 }
 
-// listenData opens a listener on ip with a port picked at random among the
-// free ones of the configured range.
-func (s *Server) listenData(ip netip.Addr) (*dataListener, error) {
-	r := s.cfg.PassivePorts
-	if r.Lo == 0 {
-		return s.listenDataPort(ip, 0)
-	}
-	n := int(r.Hi) - int(r.Lo) + 1
-	start := rand.IntN(n)
-	for i := range n {
-		port := uint16(int(r.Lo) + (start+i)%n)
-		dl, err := s.listenDataPort(ip, port)
-		if err == nil {
-			return dl, nil
-		}
-		if !errors.Is(err, syscall.EADDRINUSE) {
-			return nil, err
-		}
-	}
-	return nil, fmt.Errorf("no free data port on %s in %d-%d", ip, r.Lo, r.Hi)
-}
-
-func (s *Server) listenDataPort(ip netip.Addr, port uint16) (*dataListener, error) {
-	ln, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(netip.AddrPortFrom(ip, port)))
+// expectData reserves a data port on ip for one connection from peer.
+func (s *Server) expectData(ctx context.Context, ip, peer netip.Addr) (*dataListener, error) {
+	dl, err := s.hub.expect(ctx, ip, peer)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("data port on %s for %s: %w", ip, peer, err)
 	}
-	s.lns.Add(1)
-	return &dataListener{ln: ln, addr: addrPortOf(ln.Addr())}, nil
+	return dl, nil
 }
 
-// pinFor opens the pinhole that admits peer to this listener.
-func (s *Server) pinFor(ctx context.Context, dl *dataListener, peer netip.Addr) error {
-	dl.pin = nat.Pinhole{Peer: peer, Local: dl.addr, Intercept: dl.divert}
-	if err := s.openPinhole(ctx, dl.pin); err != nil {
+// pinFor opens the pinhole that admits the expected peer to this listener
+// (and, in the transparent modes, diverts its connection here).
+func (s *Server) pinFor(ctx context.Context, dl *dataListener) error {
+	p := nat.Pinhole{Peer: dl.peer, Local: dl.addr, Intercept: dl.divert}
+	if err := s.openPinhole(ctx, p); err != nil {
 		return err
 	}
-	dl.pinned = true
+	dl.pin = pinhole{p: p, open: true}
 	return nil
 }
 
 // unpin closes the pinhole, if open.
 func (s *Server) unpin(ctx context.Context, dl *dataListener, log *zap.Logger) {
-	if dl != nil && dl.pinned {
-		dl.pinned = false
-		s.closePinhole(ctx, dl.pin, log)
+	if dl != nil && dl.pin.open {
+		dl.pin.open = false
+		s.closePinhole(ctx, dl.pin.p, log)
 	}
 }
 
-// closeData closes the listener and its pinhole; nil is fine.
+// closeData ends the expectation and closes its pinhole; nil is fine.
 func (s *Server) closeData(ctx context.Context, dl *dataListener, log *zap.Logger) {
 	if dl == nil {
 		return
 	}
 	s.unpin(ctx, dl, log)
-	if dl.ln != nil {
-		dl.ln.Close()
-		dl.ln = nil
-		s.lns.Add(-1)
-	}
+	s.hub.release(dl)
 }
 
-// errDataTimeout means the expected data connection did not arrive in time.
-var errDataTimeout = errors.New("data connection did not arrive in time")
-
-// accept waits for a data connection from want until the deadline. Any other
-// peer is logged and closed, and the wait goes on.
-func (s *Server) accept(ctx context.Context, dl *dataListener, want netip.Addr, deadline time.Time, log *zap.Logger) (*net.TCPConn, error) {
-	dl.ln.SetDeadline(deadline)
-	stop := context.AfterFunc(ctx, func() { dl.ln.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
-	for {
-		c, err := dl.ln.AcceptTCP()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				return nil, errDataTimeout
-			}
-			return nil, err
-		}
-		from := addrPortOf(c.RemoteAddr())
-		if d := s.cfg.Policy.DataPeer(want, from.Addr()); !d.Allow {
-			log.Warn("data connection refused", zap.Stringer("from", from), zap.Stringer("want", want),
-				zap.Stringer("listener", dl.addr), zap.String("reason", d.Reason))
-			c.Close()
-			continue
-		} else if d.Reason != "" {
-			log.Info("data connection from trusted source", zap.Stringer("from", from), zap.String("reason", d.Reason))
-		}
-		return c, nil
-	}
+// accept waits until the deadline for the expected data connection.
+func (s *Server) accept(ctx context.Context, dl *dataListener, deadline time.Time) (*net.TCPConn, error) {
+	return dl.wait(ctx, deadline)
 }
 
 // dial opens a data connection to target from our local address src

@@ -89,7 +89,7 @@ func (s *session) handlePassive(ctx context.Context, cmd rewrite.Command) error 
 	if !local.IsValid() {
 		local = s.clientLocal.Addr()
 	}
-	dl, err := s.srv.listenData(local)
+	dl, err := s.srv.expectData(ctx, local, s.clientPeer.Addr())
 	if err != nil {
 		s.log.Error("data listener", zap.Error(err))
 		return s.legFailed(plan, legErrorf("no data port available"))
@@ -99,7 +99,7 @@ func (s *session) handlePassive(ctx context.Context, cmd rewrite.Command) error 
 	if divert {
 		dl.divert = netip.AddrPortFrom(adv, dl.addr.Port())
 	}
-	if err := s.srv.pinFor(ctx, dl, s.clientPeer.Addr()); err != nil {
+	if err := s.srv.pinFor(ctx, dl); err != nil {
 		s.log.Error("pinhole for client", zap.Error(err))
 		return s.legFailed(plan, legErrorf("firewall refused the data port"))
 	}
@@ -235,7 +235,7 @@ func (s *session) serverPassive(ctx context.Context, plan *dataPlan) error {
 }
 
 func (s *session) serverActive(ctx context.Context, plan *dataPlan) error {
-	dl, err := s.srv.listenData(s.serverLocal.Addr())
+	dl, err := s.srv.expectData(ctx, s.serverLocal.Addr(), s.serverPeer.Addr())
 	if err != nil {
 		s.log.Error("data listener toward server", zap.Error(err))
 		return legErrorf("no data port available")
@@ -275,7 +275,7 @@ func (s *session) serverActive(ctx context.Context, plan *dataPlan) error {
 		plan.serverMode = "PORT"
 	}
 	// Only now that the server accepted the address may it connect.
-	if err := s.srv.pinFor(ctx, dl, s.serverPeer.Addr()); err != nil {
+	if err := s.srv.pinFor(ctx, dl); err != nil {
 		s.log.Error("pinhole for server", zap.Error(err))
 		return legErrorf("firewall refused the data port")
 	}
@@ -336,7 +336,7 @@ func (s *session) handleTransfer(ctx context.Context, cmd rewrite.Command) error
 
 	deadline := time.Now().Add(s.srv.cfg.DataTimeout)
 	if plan.clientPassive() {
-		cliConn, err = s.srv.accept(ctx, plan.clientLn, s.clientPeer.Addr(), deadline, s.log)
+		cliConn, err = s.srv.accept(ctx, plan.clientLn, deadline)
 		s.srv.closeData(ctx, plan.clientLn, s.log)
 		plan.clientLn = nil
 	} else {
@@ -347,7 +347,7 @@ func (s *session) handleTransfer(ctx context.Context, cmd rewrite.Command) error
 		return s.abandonTransfer(ctx, srvConn, "the client did not connect")
 	}
 	if !plan.serverPassive() {
-		srvConn, err = s.srv.accept(ctx, plan.serverLn, s.serverPeer.Addr(), deadline, s.log)
+		srvConn, err = s.srv.accept(ctx, plan.serverLn, deadline)
 		s.srv.closeData(ctx, plan.serverLn, s.log)
 		plan.serverLn = nil
 		if err != nil {

@@ -110,7 +110,7 @@ func (c *client) cmd(code int, format string, args ...any) string {
 
 func (c *client) expect(code int) string {
 	c.t.Helper()
-	c.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	c.c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	got, msg, err := c.tp.ReadResponse(0)
 	if err != nil && got == 0 {
 		c.t.Fatalf("reading reply (want %d): %v", code, err)

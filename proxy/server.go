@@ -171,6 +171,7 @@ type Server struct {
 	listeners []*net.TCPListener
 	ctrlAddrs []netip.AddrPort // fixed once Listen returns
 	draining  chan struct{}
+	hub       *dataHub
 	sessionWG sync.WaitGroup
 	nextID    atomic.Uint64
 
@@ -186,7 +187,9 @@ func New(cfg Config, fw nat.Firewall, log *zap.Logger) (*Server, error) {
 		return nil, errors.New("no firewall (use nat mode none for no kernel changes)")
 	}
 	cfg.setDefaults()
-	return &Server{cfg: cfg, fw: fw, log: log, draining: make(chan struct{})}, nil
+	s := &Server{cfg: cfg, fw: fw, log: log, draining: make(chan struct{})}
+	s.hub = newDataHub(s)
+	return s, nil
 }
 
 // Stats returns a snapshot of the live counters.

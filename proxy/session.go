@@ -33,9 +33,10 @@ type replyEvent struct {
 // Everything but the two reader goroutines and the data relay runs on the
 // session's loop goroutine, so its fields need no locks.
 type session struct {
-	srv *Server
-	id  uint64
-	log *zap.Logger
+	srv  *Server
+	id   uint64
+	log  *zap.Logger // grows server and user fields as they become known
+	base *zap.Logger // session and client only, for the session-end record
 
 	client, server *net.TCPConn
 	cw, sw         *rewrite.Writer
@@ -73,7 +74,8 @@ func newSession(srv *Server, c *net.TCPConn) *session {
 		clientLocal: addrPortOf(c.LocalAddr()),
 		start:       time.Now(),
 	}
-	s.log = srv.log.With(zap.Uint64("session", s.id), zap.Stringer("client", s.clientPeer))
+	s.base = srv.log.With(zap.Uint64("session", s.id), zap.Stringer("client", s.clientPeer))
+	s.log = s.base
 	return s
 }
 
@@ -118,7 +120,7 @@ func (s *session) logEnd(err error) {
 	if err != nil && !errors.Is(err, errSessionEnd) {
 		fields = append(fields, zap.String("reason", err.Error()))
 	}
-	s.log.Info("session end", fields...)
+	s.base.Info("session end", fields...)
 }
 
 // connectServer finds the session's server, checks it against policy and

@@ -1,0 +1,133 @@
+package proxy
+
+import (
+	"io"
+	"net"
+	"net/netip"
+	"net/textproto"
+	"testing"
+	"time"
+
+	"github.com/ftpgate/ftpgate/nat"
+	"github.com/ftpgate/ftpgate/rewrite"
+)
+
+// onePort returns a one-port range that is free on loopback now.
+func onePort(t *testing.T) nat.PortRange {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := uint16(l.Addr().(*net.TCPAddr).Port)
+	l.Close()
+	return nat.PortRange{Lo: p, Hi: p}
+}
+
+// dialFrom logs in to the proxy from a chosen loopback source address.
+func (h *harness) dialFrom(src string) *client {
+	h.t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+	c, err := d.Dial("tcp", h.addr)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(func() { c.Close() })
+	cl := &client{t: h.t, c: c, tp: textproto.NewConn(c)}
+	cl.expect(220)
+	cl.cmd(331, "USER u")
+	cl.cmd(230, "PASS p")
+	return cl
+}
+
+func dialDataFrom(t *testing.T, src string, ap netip.AddrPort) net.Conn {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+	c, err := d.Dial("tcp", ap.String())
+	if err != nil {
+		t.Fatalf("data connection from %s to %s: %v", src, ap, err)
+	}
+	return c
+}
+
+// TestPortSharedByClients: with one data port, sessions of different client
+// addresses wait on it at the same time and each gets its own data.
+func TestPortSharedByClients(t *testing.T) {
+	r := onePort(t)
+	h := newHarness(t, ServerPassive, func(f *fakeFTP, c *Config) {
+		c.Listen = []string{"127.0.0.1:0"}
+		c.PassivePorts = r
+	})
+	h.ftp.files["a"] = []byte("file for client a")
+	h.ftp.files["b"] = []byte("file for client b")
+	a, b := h.dialFrom("127.0.0.1"), h.dialFrom("127.0.0.2")
+	pa, pb := a.passive("EPSV"), b.passive("EPSV")
+	if pa.Port() != r.Lo || pb.Port() != r.Lo {
+		t.Fatalf("ports %d and %d, want both on the only port %d", pa.Port(), pb.Port(), r.Lo)
+	}
+	// b connects first: the hub must route by source address, not order.
+	db := dialDataFrom(t, "127.0.0.2", pb)
+	da := dialDataFrom(t, "127.0.0.1", pa)
+	b.cmd(150, "RETR b")
+	a.cmd(150, "RETR a")
+	gotB, _ := io.ReadAll(db)
+	gotA, _ := io.ReadAll(da)
+	b.expect(226)
+	a.expect(226)
+	if string(gotA) != "file for client a" || string(gotB) != "file for client b" {
+		t.Fatalf("client a got %q, client b got %q", gotA, gotB)
+	}
+}
+
+// TestPortCollisionWaits: two sessions of one client address never share a
+// port; the second PASV waits until the first expectation ends.
+func TestPortCollisionWaits(t *testing.T) {
+	r := onePort(t)
+	h := newHarness(t, ServerPassive, func(f *fakeFTP, c *Config) { c.PassivePorts = r })
+	h.ftp.files["f"] = []byte("data")
+	a, b := h.dialFrom("127.0.0.1"), h.dialFrom("127.0.0.1")
+	pa := a.passive("EPSV")
+
+	got := make(chan string, 1)
+	go func() {
+		b.tp.PrintfLine("EPSV")
+		code, msg, _ := b.tp.ReadResponse(0)
+		got <- msg
+		_ = code
+	}()
+	select {
+	case msg := <-got:
+		t.Fatalf("second session got %q while the only port was taken for its address", msg)
+	case <-time.After(300 * time.Millisecond):
+	}
+	da := dialDataFrom(t, "127.0.0.1", pa)
+	a.cmd(150, "RETR f")
+	io.ReadAll(da)
+	a.expect(226)
+	select {
+	case msg := <-got:
+		if _, err := rewrite.ParseEPSV(msg); err != nil {
+			t.Fatalf("second session: %q", msg)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("second session still waiting after the port was freed")
+	}
+}
+
+// TestPortCollisionGivesUp: if the port stays taken, the second session
+// hears 425 and goes on.
+func TestPortCollisionGivesUp(t *testing.T) {
+	r := onePort(t)
+	h := newHarness(t, ServerPassive, func(f *fakeFTP, c *Config) {
+		c.PassivePorts = r
+		c.IdleTimeout = time.Minute // session a must outlive the wait
+	})
+	a, b := h.dialFrom("127.0.0.1"), h.dialFrom("127.0.0.1")
+	a.passive("EPSV")
+	start := time.Now()
+	b.cmd(425, "EPSV")
+	if d := time.Since(start); d < expectWait/2 {
+		t.Fatalf("gave up after %v, want about %v", d, expectWait)
+	}
+	b.cmd(221, "QUIT")
+}
