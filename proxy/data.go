@@ -19,19 +19,21 @@ type pinhole struct {
 	open bool
 }
 
-// expectData reserves a data port on ip for one connection from peer.
-func (s *Server) expectData(ctx context.Context, ip, peer netip.Addr) (*dataListener, error) {
+// expectData reserves a data port on ip for one connection from peer,
+// arriving from hop (peer itself, or the balancer in front of it).
+func (s *Server) expectData(ctx context.Context, ip, peer, hop netip.Addr) (*dataListener, error) {
 	dl, err := s.hub.expect(ctx, ip, peer)
 	if err != nil {
 		return nil, fmt.Errorf("data port on %s for %s: %w", ip, peer, err)
 	}
+	dl.hop = hop.Unmap()
 	return dl, nil
 }
 
 // pinFor opens the pinhole that admits the expected peer to this listener
 // (and, in the transparent modes, diverts its connection here).
 func (s *Server) pinFor(ctx context.Context, dl *dataListener) error {
-	p := nat.Pinhole{Peer: dl.peer, Local: dl.addr, Intercept: dl.divert}
+	p := nat.Pinhole{Peer: dl.hop, Local: dl.addr, Intercept: dl.divert}
 	if err := s.openPinhole(ctx, p); err != nil {
 		return err
 	}

@@ -73,6 +73,7 @@ type dataListener struct {
 	hub    *dataHub
 	addr   netip.AddrPort // where we listen
 	peer   netip.Addr     // who may connect
+	hop    netip.Addr     // the address the kernel sees for peer (a balancer sending PROXY headers, or peer)
 	divert netip.AddrPort // the address the peer will connect to, when the firewall diverts it here
 	conns  chan *net.TCPConn
 	pin    pinhole
@@ -189,25 +190,49 @@ func (h *dataHub) acceptLoop(sl *sharedListener) {
 			}
 			return
 		}
-		from := addrPortOf(c.RemoteAddr())
-		h.mu.Lock()
-		dl, why := h.match(sl, from.Addr())
-		delivered := false
-		if dl != nil {
-			select {
-			case dl.conns <- c:
-				delivered = true
-			default:
-				why = "a data connection from this peer is already waiting"
-			}
+		pp := h.srv.cfg.ProxyProtocol
+		if pp.Data && pp.trusted(addrPortOf(c.RemoteAddr()).Addr()) {
+			// The header may be slow to come: read it aside.
+			go h.deliverProxied(sl, c)
+			continue
 		}
-		want := expected(sl)
-		h.mu.Unlock()
-		if !delivered {
-			h.srv.log.Warn("data connection refused", zap.Stringer("from", from), zap.String("want", want),
-				zap.Stringer("listener", sl.addr), zap.String("reason", why))
-			c.Close()
+		h.deliver(sl, c, addrPortOf(c.RemoteAddr()))
+	}
+}
+
+// deliverProxied reads the PROXY header of a balancer's data connection and
+// delivers the connection by the source the header names.
+func (h *dataHub) deliverProxied(sl *sharedListener, c *net.TCPConn) {
+	src, err := readProxyHeader(c)
+	if err != nil {
+		h.srv.log.Warn("data connection refused", zap.Stringer("from", addrPortOf(c.RemoteAddr())),
+			zap.Stringer("listener", sl.addr), zap.String("reason", err.Error()))
+		c.Close()
+		return
+	}
+	h.deliver(sl, c, src)
+}
+
+// deliver hands c, from `from`, to the expectation it belongs to, or refuses
+// it.
+func (h *dataHub) deliver(sl *sharedListener, c *net.TCPConn, from netip.AddrPort) {
+	h.mu.Lock()
+	dl, why := h.match(sl, from.Addr())
+	delivered := false
+	if dl != nil {
+		select {
+		case dl.conns <- c:
+			delivered = true
+		default:
+			why = "a data connection from this peer is already waiting"
 		}
+	}
+	want := expected(sl)
+	h.mu.Unlock()
+	if !delivered {
+		h.srv.log.Warn("data connection refused", zap.Stringer("from", from), zap.String("want", want),
+			zap.Stringer("listener", sl.addr), zap.String("reason", why))
+		c.Close()
 	}
 }
 

@@ -89,31 +89,31 @@ func (s *session) handlePassive(ctx context.Context, cmd rewrite.Command) error 
 	if !local.IsValid() {
 		local = s.clientLocal.Addr()
 	}
-	dl, err := s.srv.expectData(ctx, local, s.clientPeer.Addr())
+	dl, err := s.srv.expectData(ctx, local, s.clientPeer.Addr(), s.clientHop.Addr())
 	if err != nil {
 		s.log.Error("data listener", zap.Error(err))
 		return s.legFailed(plan, legErrorf("no data port available"))
 	}
 	plan.clientLn = dl
-	adv, divert := s.advertised(dl.addr.Addr())
+	advAP, divert := s.advertised(dl.addr)
 	if divert {
-		dl.divert = netip.AddrPortFrom(adv, dl.addr.Port())
+		dl.divert = advAP
 	}
 	if err := s.srv.pinFor(ctx, dl); err != nil {
 		s.log.Error("pinhole for client", zap.Error(err))
 		return s.legFailed(plan, legErrorf("firewall refused the data port"))
 	}
-	port := dl.addr.Port()
+	port := advAP.Port()
 	var text string
 	code := 227
 	switch cmd.Verb {
 	case "PASV":
-		text, err = rewrite.FormatPASV(netip.AddrPortFrom(adv, port))
+		text, err = rewrite.FormatPASV(advAP)
 	case "EPSV":
 		code, text = 229, rewrite.FormatEPSV(port)
 	case "LPSV":
 		code = 228
-		text, err = rewrite.FormatLPSV(netip.AddrPortFrom(adv, port))
+		text, err = rewrite.FormatLPSV(advAP)
 	case "SPSV":
 		text = rewrite.FormatSPSV(port)
 	}
@@ -123,7 +123,7 @@ func (s *session) handlePassive(ctx context.Context, cmd rewrite.Command) error 
 	}
 	s.plan = plan
 	s.log.Debug("passive data plan", zap.String("client_mode", plan.clientMode), zap.String("server_mode", plan.serverMode),
-		zap.Stringer("listen", dl.addr), zap.Stringer("advertised", netip.AddrPortFrom(adv, port)))
+		zap.Stringer("listen", dl.addr), zap.Stringer("advertised", advAP))
 	return s.reply(rewrite.NewReply(code, text))
 }
 
@@ -235,7 +235,7 @@ func (s *session) serverPassive(ctx context.Context, plan *dataPlan) error {
 }
 
 func (s *session) serverActive(ctx context.Context, plan *dataPlan) error {
-	dl, err := s.srv.expectData(ctx, s.serverLocal.Addr(), s.serverPeer.Addr())
+	dl, err := s.srv.expectData(ctx, s.serverLocal.Addr(), s.serverPeer.Addr(), s.serverPeer.Addr())
 	if err != nil {
 		s.log.Error("data listener toward server", zap.Error(err))
 		return legErrorf("no data port available")
@@ -502,22 +502,37 @@ func (s *session) logTransfer(cmd rewrite.Command, plan *dataPlan, up bool, res 
 	s.log.Info("transfer", fields...)
 }
 
-// advertised is the address written into passive replies for a data
-// listener on local, and whether the firewall must divert connections to it
-// (transparent modes, where clients expect the server's address).
-func (s *session) advertised(local netip.Addr) (netip.Addr, bool) {
+// advertised is the address and port written into passive replies for a
+// data listener on local, and whether the firewall must divert connections
+// to it (transparent modes, where clients expect the server's address). The
+// first advertise rule whose networks hold the client decides (split
+// horizon); then Advertise; then, in transparent modes, the server; then the
+// listener itself.
+func (s *session) advertised(local netip.AddrPort) (netip.AddrPort, bool) {
 	cfg := &s.srv.cfg
-	if cfg.Advertise != nil {
-		if a, ok := cfg.Advertise.Addr(local.Is6()); ok {
-			return a, false
+	v6 := local.Addr().Is6()
+	src := cfg.Advertise
+	port := local.Port()
+	for _, r := range cfg.AdvertiseRules {
+		if r.matches(s.clientPeer.Addr()) {
+			if r.Addr != nil {
+				src = r.Addr
+			}
+			port = r.mapPort(port)
+			break
+		}
+	}
+	if src != nil {
+		if a, ok := src.Addr(v6); ok {
+			return netip.AddrPortFrom(a, port), false
 		}
 	}
 	if cfg.Mode.Transparent() && cfg.DivertData {
-		if orig := s.serverPeer.Addr(); orig.Is6() == local.Is6() {
-			return orig, true
+		if orig := s.serverPeer.Addr(); orig.Is6() == v6 {
+			return netip.AddrPortFrom(orig, port), true
 		}
 	}
-	return local, false
+	return netip.AddrPortFrom(local.Addr(), port), false
 }
 
 func family(v6 bool) int {

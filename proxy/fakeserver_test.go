@@ -100,6 +100,7 @@ func (f *fakeFTP) session(c net.Conn) {
 		f.log = append(f.log, verb)
 		f.mu.Unlock()
 		switch verb {
+		case "PROXY": // a PROXY protocol v1 header: like servers that accept them, no reply
 		case "USER":
 			say("331 password please")
 		case "PASS":

@@ -54,6 +54,10 @@ type Config struct {
 	// means the address of the data listener (the one the client connected
 	// to), or in the transparent modes with DivertData the server's address.
 	Advertise AddrSource
+	// AdvertiseRules choose the advertised address and port by client
+	// network; the first match wins, and clients no rule matches get
+	// Advertise.
+	AdvertiseRules []AdvertiseRule
 	// UpstreamSource is the source address of connections to servers; nil
 	// means the kernel's choice.
 	UpstreamSource AddrSource
@@ -79,6 +83,9 @@ type Config struct {
 	// PinholeTTL is how long a pinhole waits for its peer; zero means the
 	// firewall's default.
 	PinholeTTL time.Duration
+
+	// ProxyProtocol is the PROXY protocol of load balancers in front.
+	ProxyProtocol ProxyProtocol
 
 	Policy policy.Config
 	Limits rewrite.Limits
@@ -149,6 +156,14 @@ func (c Config) Validate() error {
 	}
 	if c.PassivePorts.Lo == 0 && c.PassivePorts.Hi != 0 {
 		return errors.New("passive ports: port 0 is not a valid data port")
+	}
+	for _, r := range c.AdvertiseRules {
+		if err := r.validate([2]uint16{c.PassivePorts.Lo, c.PassivePorts.Hi}); err != nil {
+			return err
+		}
+	}
+	if err := c.ProxyProtocol.Validate(); err != nil {
+		return err
 	}
 	return c.Policy.Validate()
 }

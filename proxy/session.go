@@ -46,6 +46,10 @@ type session struct {
 
 	clientPeer, clientLocal netip.AddrPort
 	serverPeer, serverLocal netip.AddrPort
+	// clientHop is the control connection's transport peer: the client, or
+	// the load balancer whose PROXY header named clientPeer. Pinholes admit
+	// the hop, since that is the address the kernel sees.
+	clientHop netip.AddrPort
 	// clientSide is our address toward the client for data connections:
 	// the control connection's local address, except in tproxy mode, where
 	// that is the server's address. Invalid means the kernel's choice.
@@ -71,12 +75,31 @@ func newSession(srv *Server, c *net.TCPConn) *session {
 		cmds:        make(chan cmdEvent),
 		replies:     make(chan replyEvent),
 		clientPeer:  addrPortOf(c.RemoteAddr()),
+		clientHop:   addrPortOf(c.RemoteAddr()),
 		clientLocal: addrPortOf(c.LocalAddr()),
 		start:       time.Now(),
 	}
 	s.base = srv.log.With(zap.Uint64("session", s.id), zap.Stringer("client", s.clientPeer))
 	s.log = s.base
 	return s
+}
+
+// proxyHeader reads the PROXY header a trusted load balancer sends first,
+// and makes its source the session's client.
+func (s *session) proxyHeader() error {
+	pp := s.srv.cfg.ProxyProtocol
+	if !pp.Control || !pp.trusted(s.clientHop.Addr()) {
+		return nil
+	}
+	src, err := readProxyHeader(s.client)
+	if err != nil {
+		return err
+	}
+	s.clientPeer = src
+	s.base = s.srv.log.With(zap.Uint64("session", s.id), zap.Stringer("client", s.clientPeer),
+		zap.Stringer("via", s.clientHop))
+	s.log = s.base
+	return nil
 }
 
 // errSessionEnd ends a session normally (QUIT, 421, the client left).
@@ -86,6 +109,11 @@ var errSessionEnd = errors.New("session ended")
 func (s *session) run(parent context.Context) {
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
+	if err := s.proxyHeader(); err != nil {
+		s.log.Warn("PROXY header refused", zap.Error(err))
+		s.client.Close()
+		return
+	}
 	s.log.Info("session start", zap.Stringer("local", s.clientLocal))
 
 	if err := setOOBInline(s.client); err != nil {
@@ -158,6 +186,15 @@ func (s *session) connectServer(ctx context.Context) error {
 		s.log.Warn("upstream unreachable", zap.String("upstream", upstream), zap.Error(err))
 		s.replyf(421, "Service not available: cannot reach the FTP server.")
 		return err
+	}
+	if v := cfg.ProxyProtocol.SendUpstream; v != 0 {
+		s.server.SetWriteDeadline(time.Now().Add(cfg.ConnectTimeout))
+		if err := writeProxyHeader(s.server, v, s.clientPeer, s.clientLocal); err != nil {
+			s.server.Close()
+			s.log.Warn("sending the PROXY header upstream failed", zap.Error(err))
+			s.replyf(421, "Service not available: cannot reach the FTP server.")
+			return err
+		}
 	}
 	return nil
 }
@@ -375,8 +412,13 @@ func (s *session) loop(ctx context.Context) error {
 			break
 		}
 	}
-	for {
+	for first := true; ; first = false {
 		cmd, err := s.nextCommand(ctx)
+		if first && s.untrustedProxyHeader(cmdEvent{cmd, err}) {
+			s.log.Warn("PROXY header from untrusted source refused", zap.Stringer("from", s.clientHop))
+			s.replyf(421, "PROXY protocol header not accepted from this address.")
+			return errors.New("PROXY header from an untrusted source")
+		}
 		if err != nil {
 			if recoverable(err) {
 				s.log.Warn("bad command line from client", zap.Error(err))
@@ -398,6 +440,13 @@ func (s *session) loop(ctx context.Context) error {
 			return err
 		}
 	}
+}
+
+// untrustedProxyHeader reports whether the first thing a client sent looks
+// like a PROXY header while the client is not a trusted balancer.
+func (s *session) untrustedProxyHeader(ev cmdEvent) bool {
+	pp := s.srv.cfg.ProxyProtocol
+	return pp.Control && !pp.trusted(s.clientHop.Addr()) && looksLikeProxyHeader(ev)
 }
 
 func lineError(err error) string {

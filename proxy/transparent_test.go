@@ -84,3 +84,36 @@ func TestRedirectLoopRefused(t *testing.T) {
 		t.Error("loop not logged")
 	}
 }
+
+// TestSplitHorizon: clients of different networks are told different
+// addresses (and, by a rule's port mapping, ports) for the same listener.
+func TestSplitHorizon(t *testing.T) {
+	r := onePort(t)
+	h := newHarness(t, ServerPassive, func(f *fakeFTP, c *Config) {
+		c.PassivePorts = r
+		c.AdvertiseRules = []AdvertiseRule{
+			{Clients: []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")},
+				Addr: StaticAddr(netip.MustParseAddr("198.18.9.9")), PortOffset: -1},
+			{Clients: []netip.Prefix{netip.MustParsePrefix("127.0.0.3/32")},
+				Ports: map[uint16]uint16{r.Lo: 30000}},
+		}
+	})
+	tests := []struct {
+		src  string
+		want netip.AddrPort
+	}{
+		{"127.0.0.1", netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), r.Lo)},    // no rule: the listener
+		{"127.0.0.2", netip.AddrPortFrom(netip.MustParseAddr("198.18.9.9"), r.Lo-1)}, // in-cluster style rule
+		{"127.0.0.3", netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), 30000)},   // balancer port map only
+	}
+	for _, tt := range tests {
+		cl := h.dialFrom(tt.src)
+		got, err := rewrite.ParsePASV(cl.cmd(227, "PASV"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != tt.want {
+			t.Errorf("client %s told %s, want %s", tt.src, got, tt.want)
+		}
+	}
+}
