@@ -27,22 +27,24 @@ var defaultPassivePorts = nat.PortRange{Lo: 40000, Hi: 40999}
 // fileConfig is the YAML config file. Every key is optional; flags given on
 // the command line override the file. Unknown keys are errors.
 type fileConfig struct {
-	Mode                   string          `yaml:"mode"`
-	Listen                 []string        `yaml:"listen"`
-	Upstream               string          `yaml:"upstream"`
-	Advertise              string          `yaml:"advertise"`
-	PassivePorts           string          `yaml:"passive_ports"`
-	ServerMode             string          `yaml:"server_mode"`
-	TrustServerPASVAddress bool            `yaml:"trust_server_pasv_address"`
-	LogLevel               string          `yaml:"log_level"`
-	LogFormat              string          `yaml:"log_format"`
-	AdminListen            string          `yaml:"admin_listen"`
-	UpstreamSource         string          `yaml:"upstream_source"`
-	PreserveClientAddress  bool            `yaml:"preserve_client_address"`
-	Intercept              interceptConfig `yaml:"intercept"`
-	Firewall               firewallConfig  `yaml:"firewall"`
-	Timeouts               timeoutConfig   `yaml:"timeouts"`
-	Policy                 policyConfig    `yaml:"policy"`
+	Mode                   string              `yaml:"mode"`
+	Listen                 []string            `yaml:"listen"`
+	Upstream               string              `yaml:"upstream"`
+	Advertise              string              `yaml:"advertise"`
+	PassivePorts           string              `yaml:"passive_ports"`
+	ServerMode             string              `yaml:"server_mode"`
+	TrustServerPASVAddress bool                `yaml:"trust_server_pasv_address"`
+	LogLevel               string              `yaml:"log_level"`
+	LogFormat              string              `yaml:"log_format"`
+	AdminListen            string              `yaml:"admin_listen"`
+	UpstreamSource         string              `yaml:"upstream_source"`
+	PreserveClientAddress  bool                `yaml:"preserve_client_address"`
+	Intercept              interceptConfig     `yaml:"intercept"`
+	AdvertiseRules         []advertiseRule     `yaml:"advertise_rules"`
+	ProxyProtocol          proxyProtocolConfig `yaml:"proxy_protocol"`
+	Firewall               firewallConfig      `yaml:"firewall"`
+	Timeouts               timeoutConfig       `yaml:"timeouts"`
+	Policy                 policyConfig        `yaml:"policy"`
 }
 
 type firewallConfig struct {
@@ -52,6 +54,23 @@ type firewallConfig struct {
 	Family string        `yaml:"family"`
 	Set4   string        `yaml:"set4"`
 	Set6   string        `yaml:"set6"`
+}
+
+// advertiseRule is one split-horizon rule: what clients of some networks
+// are told in passive replies.
+type advertiseRule struct {
+	Clients    []string          `yaml:"clients"`
+	Address    string            `yaml:"address"`
+	PortOffset int               `yaml:"port_offset"`
+	Ports      map[uint16]uint16 `yaml:"ports"`
+}
+
+// proxyProtocolConfig is the PROXY protocol of balancers in front.
+type proxyProtocolConfig struct {
+	Trusted      []string `yaml:"trusted"`
+	Control      bool     `yaml:"control"`
+	Data         bool     `yaml:"data"`
+	SendUpstream int      `yaml:"send_upstream"`
 }
 
 // interceptConfig says what the transparent modes catch.
@@ -190,6 +209,32 @@ func newRunFlags() *runFlags {
 	fs.BoolVar(&fc.Intercept.Output, "intercept-output", false, "redirect mode: also catch this host's own outgoing FTP (sidecar)")
 	fs.StringVar(&fc.UpstreamSource, "upstream-source", "", "source `address` toward servers, or interface:NAME (default: the kernel's choice)")
 	fs.BoolVar(&fc.PreserveClientAddress, "preserve-client-address", false, "tproxy mode: connect to servers from the client's own address")
+	fs.Func("advertise-rule", "split horizon: `NETS=ADDR` tells clients of NETS (comma-separated) ADDR in passive replies (repeatable)", func(v string) error {
+		nets, addr, ok := strings.Cut(v, "=")
+		if !ok || nets == "" || addr == "" {
+			return fmt.Errorf("%q: want NETS=ADDR, e.g. 10.0.0.0/8=10.96.0.10", v)
+		}
+		var r advertiseRule
+		listFlag(&r.Clients)(nets)
+		r.Address = addr
+		fc.AdvertiseRules = append(fc.AdvertiseRules, r)
+		return nil
+	})
+	fs.Func("proxy-protocol-trusted", "`networks` of balancers whose PROXY headers are accepted", listFlag(&fc.ProxyProtocol.Trusted))
+	fs.Func("proxy-protocol", "expect PROXY headers from trusted balancers on `control,data` connections", func(v string) error {
+		for _, f := range strings.Split(v, ",") {
+			switch strings.TrimSpace(f) {
+			case "control":
+				fc.ProxyProtocol.Control = true
+			case "data":
+				fc.ProxyProtocol.Data = true
+			default:
+				return fmt.Errorf("%q: want control, data or control,data", f)
+			}
+		}
+		return nil
+	})
+	fs.IntVar(&fc.ProxyProtocol.SendUpstream, "proxy-protocol-upstream", 0, "send a PROXY header of `version` 1 or 2 with the real client to the server")
 	fs.Func("allow-destinations", "`networks` whose servers may be reached (default all)", listFlag(&fc.Policy.AllowDestinations))
 	fs.Func("deny-destinations", "`networks` whose servers are never reached", listFlag(&fc.Policy.DenyDestinations))
 	fs.Func("listen", "control listen `address` (repeat for IPv4 and IPv6)", func(s string) error {
@@ -246,6 +291,12 @@ func (f *runFlags) parse(args []string) (fileConfig, error) {
 	over("intercept-output", func() { base.Intercept.Output = fc.Intercept.Output })
 	over("upstream-source", func() { base.UpstreamSource = fc.UpstreamSource })
 	over("preserve-client-address", func() { base.PreserveClientAddress = fc.PreserveClientAddress })
+	over("advertise-rule", func() { base.AdvertiseRules = fc.AdvertiseRules })
+	over("proxy-protocol-trusted", func() { base.ProxyProtocol.Trusted = fc.ProxyProtocol.Trusted })
+	over("proxy-protocol", func() {
+		base.ProxyProtocol.Control, base.ProxyProtocol.Data = fc.ProxyProtocol.Control, fc.ProxyProtocol.Data
+	})
+	over("proxy-protocol-upstream", func() { base.ProxyProtocol.SendUpstream = fc.ProxyProtocol.SendUpstream })
 	over("allow-destinations", func() { base.Policy.AllowDestinations = fc.Policy.AllowDestinations })
 	over("deny-destinations", func() { base.Policy.DenyDestinations = fc.Policy.DenyDestinations })
 	over("listen", func() { base.Listen = fc.Listen })
@@ -319,6 +370,21 @@ func (fc fileConfig) settings() (proxy.Config, nat.Config, error) {
 		return pc, nc, err
 	}
 	pc.Policy.DestinationPorts = fc.Policy.DestinationPorts
+	if pc.ProxyProtocol.Trusted, err = parsePrefixes("PROXY protocol trusted network", fc.ProxyProtocol.Trusted); err != nil {
+		return pc, nc, err
+	}
+	pc.ProxyProtocol.Control = fc.ProxyProtocol.Control
+	pc.ProxyProtocol.Data = fc.ProxyProtocol.Data
+	pc.ProxyProtocol.SendUpstream = fc.ProxyProtocol.SendUpstream
+	for i, r := range fc.AdvertiseRules {
+		clients, err := parsePrefixes(fmt.Sprintf("advertise rule %d client network", i+1), r.Clients)
+		if err != nil {
+			return pc, nc, err
+		}
+		// The address source is attached at run time (it may follow an
+		// interface); here only the shape is checked.
+		pc.AdvertiseRules = append(pc.AdvertiseRules, proxy.AdvertiseRule{Clients: clients, PortOffset: r.PortOffset, Ports: r.Ports})
+	}
 	if len(pc.Listen) == 0 {
 		pc.Listen = []string{":21"}
 		if pc.Mode.Transparent() {

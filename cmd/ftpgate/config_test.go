@@ -159,3 +159,48 @@ func TestDeployExamples(t *testing.T) {
 		})
 	}
 }
+
+func TestSidecarSettings(t *testing.T) {
+	p := writeConfig(t, `
+upstream: 127.0.0.1:2121
+passive_ports: 40000-40007
+advertise_rules:
+  - clients: [10.0.0.0/8]
+    address: 10.96.0.10
+  - clients: [0.0.0.0/0]
+    address: 198.18.7.1
+    ports: {40000: 30000}
+proxy_protocol:
+  trusted: [198.18.5.0/24]
+  control: true
+  data: true
+`)
+	fc, err := newRunFlags().parse([]string{"--config", p, "--proxy-protocol-upstream", "2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, _, err := fc.settings()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pc.AdvertiseRules) != 2 || pc.AdvertiseRules[1].Ports[40000] != 30000 {
+		t.Errorf("advertise rules %+v", pc.AdvertiseRules)
+	}
+	pp := pc.ProxyProtocol
+	if !pp.Control || !pp.Data || pp.SendUpstream != 2 || len(pp.Trusted) != 1 {
+		t.Errorf("PROXY protocol %+v", pp)
+	}
+	// The flag form of a rule.
+	fc, err = newRunFlags().parse([]string{"--upstream", "a:21", "--advertise-rule", "10.0.0.0/8,fd00::/8=10.96.0.10"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := fc.AdvertiseRules; len(r) != 1 || len(r[0].Clients) != 2 || r[0].Address != "10.96.0.10" {
+		t.Errorf("flag rule %+v", r)
+	}
+	// PROXY protocol without trusted networks is refused.
+	fc, _ = newRunFlags().parse([]string{"--upstream", "a:21", "--proxy-protocol", "control"})
+	if _, _, err := fc.settings(); err == nil || !strings.Contains(err.Error(), "trusted") {
+		t.Errorf("error %v, want one about trusted networks", err)
+	}
+}

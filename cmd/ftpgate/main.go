@@ -261,6 +261,18 @@ func wire(ctx context.Context, pc *wiredConfig, nc nat.Config, fc fileConfig, lo
 		*a.dst = src
 		pc.stops = append(pc.stops, stop)
 	}
+	for i, r := range fc.AdvertiseRules {
+		if r.Address == "" {
+			continue
+		}
+		src, stop, err := addrSource(ctx, fmt.Sprintf("advertise rule %d", i+1), r.Address, log)
+		if err != nil {
+			pc.stop()
+			return err
+		}
+		pc.AdvertiseRules[i].Addr = src
+		pc.stops = append(pc.stops, stop)
+	}
 	if !pc.Mode.Transparent() {
 		return nil
 	}
