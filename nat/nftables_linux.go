@@ -222,6 +222,12 @@ func inputRules(set4, set6 *nftables.Set, ports []PortRange) [][]expr.Any {
 		},
 		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(0)},
 		&expr.Verdict{Kind: expr.VerdictAccept},
+	}, {
+		// Loopback is this host talking to itself: a server beside ftpgate
+		// (a sidecar's upstream on 127.0.0.1) may use ports in our ranges.
+		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname("lo")},
+		&expr.Verdict{Kind: expr.VerdictAccept},
 	}}
 	// Registers as nft uses them: a 16-byte register is 1-4, a 4-byte one
 	// 8-23; an IPv4 key is 4+4+4 bytes from register 8 (= 1) on, an IPv6
