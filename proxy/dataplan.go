@@ -334,26 +334,21 @@ func (s *session) handleTransfer(ctx context.Context, cmd rewrite.Command) error
 		return nil
 	}
 
-	deadline := time.Now().Add(s.srv.cfg.DataTimeout)
-	if plan.clientPassive() {
-		cliConn, err = s.srv.accept(ctx, plan.clientLn, deadline)
-		s.srv.closeData(ctx, plan.clientLn, s.log)
-		plan.clientLn = nil
-	} else {
-		cliConn, err = s.srv.dial(ctx, s.clientSide, plan.clientAddr, false)
-	}
+	cliConn, srvConn, early, err := s.connectLegs(ctx, plan, srvConn)
 	if err != nil {
-		s.log.Warn("client data connection failed", zap.String("client_mode", plan.clientMode), zap.Error(err))
-		return s.abandonTransfer(ctx, srvConn, "the client did not connect")
-	}
-	if !plan.serverPassive() {
-		srvConn, err = s.srv.accept(ctx, plan.serverLn, deadline)
-		s.srv.closeData(ctx, plan.serverLn, s.log)
-		plan.serverLn = nil
-		if err != nil {
-			s.log.Warn("server data connection failed", zap.String("server_mode", plan.serverMode), zap.Error(err))
-			return s.abandonTransfer(ctx, nil, "the server did not connect")
+		srvConn = nil // connectLegs closed it
+		var gone *serverGaveUp
+		if errors.As(err, &gone) {
+			return s.reply(gone.reply)
 		}
+		var le *legError
+		if errors.As(err, &le) {
+			if early != nil { // the server has finished already
+				return s.replyf(425, "Can't open data connection: %s.", le.msg)
+			}
+			return s.abandonTransfer(ctx, le.msg)
+		}
+		return err
 	}
 
 	up := upload(cmd.Verb)
@@ -363,7 +358,7 @@ func (s *session) handleTransfer(ctx context.Context, cmd rewrite.Command) error
 	} else {
 		go relayData(cliConn, srvConn, done)
 	}
-	res, final, abort, err := s.awaitTransfer(ctx, done, srvConn, cliConn)
+	res, final, abort, err := s.awaitTransfer(ctx, done, early, srvConn, cliConn)
 	if err != nil {
 		return err
 	}
@@ -386,7 +381,8 @@ func (s *session) handleTransfer(ctx context.Context, cmd rewrite.Command) error
 // awaitTransfer waits until the relay has drained and the server's final
 // reply has come. A client ABOR meanwhile closes the data connections and is
 // passed on; other commands wait in a bounded queue.
-func (s *session) awaitTransfer(ctx context.Context, done <-chan relayResult, conns ...*net.TCPConn) (res relayResult, final *rewrite.Reply, abort *rewrite.Command, err error) {
+func (s *session) awaitTransfer(ctx context.Context, done <-chan relayResult, early *rewrite.Reply, conns ...*net.TCPConn) (res relayResult, final *rewrite.Reply, abort *rewrite.Command, err error) {
+	final = early
 	relayed := false
 	cmds := s.cmds
 	var stall <-chan time.Time // after the relay ends, the server must answer in time
@@ -459,17 +455,124 @@ func (s *session) finishAbort(ctx context.Context) error {
 	return s.reply(rep)
 }
 
-// abandonTransfer ends a transfer whose client or server leg never came: the
-// server's data connection is closed, its final reply is swallowed, and the
-// client hears 425.
-func (s *session) abandonTransfer(ctx context.Context, srvConn *net.TCPConn, why string) error {
-	if srvConn != nil {
-		srvConn.Close()
-	}
+// abandonTransfer ends a transfer whose client or server leg never came:
+// the server's data connection is closed (by connectLegs), its final reply is
+// swallowed, and the client hears 425.
+func (s *session) abandonTransfer(ctx context.Context, why string) error {
 	if _, err := s.serverReply(ctx, s.srv.cfg.IdleTimeout); err != nil {
 		return err
 	}
 	return s.replyf(425, "Can't open data connection: %s.", why)
+}
+
+// serverGaveUp: the server sent its final reply (425, 426, ...) while we
+// were still connecting the legs; that reply is the client's answer.
+type serverGaveUp struct{ reply *rewrite.Reply }
+
+func (e *serverGaveUp) Error() string { return fmt.Sprintf("server gave up with %d", e.reply.Code) }
+
+type legResult struct {
+	c   *net.TCPConn
+	err error
+}
+
+// connectLegs brings up the client leg (accept or dial) and, when the server
+// dials us, the server leg, within DataTimeout, while listening to the
+// server: if it gives up first, its reply ends the wait. srvConn is the
+// server leg when we dialed it already. On error every connection is closed.
+//
+// A success reply (226) that comes before the legs are up is early, not
+// final: the data is in flight, so it is returned for the relay to hold.
+func (s *session) connectLegs(ctx context.Context, plan *dataPlan, srvConn *net.TCPConn) (cli, srv *net.TCPConn, early *rewrite.Reply, err error) {
+	legCtx, cancel := context.WithCancel(ctx)
+	deadline := time.Now().Add(s.srv.cfg.DataTimeout)
+	cliCh := make(chan legResult, 1)
+	go func() {
+		var r legResult
+		if plan.clientPassive() {
+			r.c, r.err = s.srv.accept(legCtx, plan.clientLn, deadline)
+		} else {
+			r.c, r.err = s.srv.dial(legCtx, s.clientSide, plan.clientAddr, false)
+		}
+		cliCh <- r
+	}()
+	var srvCh chan legResult
+	if !plan.serverPassive() {
+		srvCh = make(chan legResult, 1)
+		go func() {
+			c, err := s.srv.accept(legCtx, plan.serverLn, deadline)
+			srvCh <- legResult{c, err}
+		}()
+	}
+	srv = srvConn
+	pending := 1
+	if srvCh != nil {
+		pending++
+	}
+	fail := func(e error) (*net.TCPConn, *net.TCPConn, *rewrite.Reply, error) {
+		cancel()
+		for ; pending > 0; pending-- { // collect what the goroutines still bring
+			select {
+			case r := <-cliCh:
+				if r.c != nil {
+					r.c.Close()
+				}
+			case r := <-srvCh:
+				if r.c != nil {
+					r.c.Close()
+				}
+			}
+		}
+		for _, c := range []*net.TCPConn{cli, srv} {
+			if c != nil {
+				c.Close()
+			}
+		}
+		s.closeDataPlan(plan) // before the client hears anything
+		return nil, nil, early, e
+	}
+	for pending > 0 {
+		select {
+		case r := <-cliCh:
+			pending--
+			if r.err != nil {
+				s.log.Warn("client data connection failed", zap.String("client_mode", plan.clientMode), zap.Error(r.err))
+				return fail(legErrorf("the client did not connect"))
+			}
+			cli = r.c
+		case r := <-srvCh:
+			pending--
+			if r.err != nil {
+				s.log.Warn("server data connection failed", zap.String("server_mode", plan.serverMode), zap.Error(r.err))
+				return fail(legErrorf("the server did not connect"))
+			}
+			srv = r.c
+		case ev := <-s.replies:
+			if ev.err != nil {
+				return fail(s.serverBroke(ev.err))
+			}
+			if ev.reply.Code < 200 {
+				if err := s.reply(ev.reply); err != nil {
+					return fail(err)
+				}
+				continue
+			}
+			if ev.reply.Code < 400 && early == nil {
+				early = ev.reply
+				continue
+			}
+			s.log.Warn("server ended the transfer before the data connection was up", zap.Int("code", ev.reply.Code))
+			return fail(&serverGaveUp{ev.reply})
+		case <-ctx.Done():
+			return fail(ctx.Err())
+		}
+	}
+	cancel()
+	// The legs are up: their expectations and pinholes are done with.
+	s.srv.closeData(ctx, plan.clientLn, s.log)
+	s.srv.closeData(ctx, plan.serverLn, s.log)
+	plan.clientLn, plan.serverLn = nil, nil
+	return cli, srv, early, nil
 }
 
 func (s *session) logTransfer(cmd rewrite.Command, plan *dataPlan, up bool, res relayResult, final *rewrite.Reply,

@@ -26,6 +26,7 @@ type fakeFTP struct {
 	log     []string // commands received, in order
 	wg      sync.WaitGroup
 	pasvLie string // address to write into 227 replies instead of our own
+	noDial  bool   // in active mode, answer 150 and then 425 without connecting
 }
 
 func newFakeFTP(t *testing.T) *fakeFTP {
@@ -156,6 +157,11 @@ func (f *fakeFTP) session(c net.Conn) {
 			}
 			if !ok {
 				say("550 no such file")
+				continue
+			}
+			if f.noDial && active != "" {
+				say("150 opening data connection")
+				say("425 could not connect")
 				continue
 			}
 			d, err := dataConn()

@@ -583,3 +583,28 @@ func TestShutdownLetsTransferFinish(t *testing.T) {
 		t.Fatalf("server stored %q", got)
 	}
 }
+
+// TestServerGivesUp: when the server in active mode cannot connect and says
+// so, the client hears the server's 425 at once, not after the data timeout.
+func TestServerGivesUp(t *testing.T) {
+	h := newHarness(t, ServerActive, func(f *fakeFTP, c *Config) {
+		f.noDial = true
+		c.DataTimeout = 20 * time.Second
+	})
+	h.ftp.files["f"] = []byte("x")
+	cl := h.dial()
+	cl.passive("EPSV")
+	start := time.Now()
+	cl.cmd(150, "RETR f")
+	msg := cl.expect(425)
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("425 after %v", d)
+	}
+	if !strings.Contains(msg, "could not connect") {
+		t.Fatalf("425 %q is not the server's", msg)
+	}
+	if d := h.fw.Dump(); d != "" {
+		t.Fatalf("pinholes left:\n%s", d)
+	}
+	cl.cmd(221, "QUIT")
+}
