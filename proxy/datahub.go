@@ -185,10 +185,13 @@ func (h *dataHub) acceptLoop(sl *sharedListener) {
 	for {
 		c, err := sl.ln.AcceptTCP()
 		if err != nil {
-			if !errors.Is(err, net.ErrClosed) {
-				h.srv.log.Error("data listener accept", zap.Stringer("listener", sl.addr), zap.Error(err))
+			if errors.Is(err, net.ErrClosed) {
+				return
 			}
-			return
+			// Out of fds or similar: the waiters time out if it lasts.
+			h.srv.log.Error("data listener accept", zap.Stringer("listener", sl.addr), zap.Error(err))
+			time.Sleep(50 * time.Millisecond)
+			continue
 		}
 		pp := h.srv.cfg.ProxyProtocol
 		if pp.Data && pp.trusted(addrPortOf(c.RemoteAddr()).Addr()) {
