@@ -15,28 +15,35 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
 
 // gateConfig is one ftpgate command line.
 type gateConfig struct {
+	// Mode is --mode: empty for a reverse proxy; redirect or tproxy for the transparent
+	// gateway, where Listen and Upstream have no defaults (ftpgate's own: port 8021).
+	Mode         string
 	Listen       []string // --listen, default 198.18.0.1:21 and [fd00:0:0:1::1]:21
 	Upstream     string   // --upstream, default 198.18.1.2:21
 	Advertise    string
-	PassivePorts string // default 40000-40099
-	ServerMode   string // passive, active or client; default passive
-	Firewall     string // own-table, external-set or none; default own-table
-	AdminListen  string // default 127.0.0.1:9121
+	PassivePorts string   // default 40000-40099
+	ServerMode   string   // passive, active or client; default passive
+	Firewall     string   // own-table, external-set or none; default own-table
+	AdminListen  string   // default 127.0.0.1:9121
+	Extra        []string // further flags, appended as given
 
 	Binary string // the ftpgate to run; default the one TestMain built
 }
 
 func (c gateConfig) args() []string {
-	if len(c.Listen) == 0 {
+	transparent := c.Mode == "redirect" || c.Mode == "tproxy"
+	if len(c.Listen) == 0 && !transparent {
 		c.Listen = []string{hostPort(proxyClientV4, 21), hostPort(proxyClientV6, 21)}
 	}
-	if c.Upstream == "" {
+	if c.Upstream == "" && !transparent {
 		c.Upstream = hostPort(serverV4, 21)
 	}
 	if c.PassivePorts == "" {
@@ -56,11 +63,16 @@ func (c gateConfig) args() []string {
 		level = "info"
 	}
 	args := []string{"run"}
+	if c.Mode != "" {
+		args = append(args, "--mode", c.Mode)
+	}
 	for _, l := range c.Listen {
 		args = append(args, "--listen", l)
 	}
+	if c.Upstream != "" {
+		args = append(args, "--upstream", c.Upstream)
+	}
 	args = append(args,
-		"--upstream", c.Upstream,
 		"--passive-ports", c.PassivePorts,
 		"--server-mode", c.ServerMode,
 		"--firewall", c.Firewall,
@@ -71,7 +83,7 @@ func (c gateConfig) args() []string {
 	if c.Advertise != "" {
 		args = append(args, "--advertise", c.Advertise)
 	}
-	return args
+	return append(args, c.Extra...)
 }
 
 // gate is a running ftpgate in the proxy namespace.
@@ -82,6 +94,8 @@ type gate struct {
 	logs  *logSink
 	admin string
 	http  *http.Client
+
+	killed atomic.Bool // Kill was called: the cleanup expects no clean exit
 }
 
 // startGate starts ftpgate in tp's proxy namespace, waits for GET /healthz, and registers a
@@ -112,7 +126,7 @@ func startGate(t testing.TB, tp *topology, cfg gateConfig) *gate {
 	cmd.Stderr = g.logs
 	g.proc = startProcess(t, "ftpgate", cmd)
 	t.Cleanup(func() {
-		if err := g.proc.Stop(15 * time.Second); err != nil {
+		if err := g.proc.Stop(15 * time.Second); err != nil && !g.killed.Load() {
 			t.Errorf("ftpgate stop: %v\nlog tail:\n%s", err, g.logs.Tail(40))
 		}
 		g.logs.Close()
@@ -144,6 +158,20 @@ func startGate(t testing.TB, tp *topology, cfg gateConfig) *gate {
 		}
 	}
 	return g
+}
+
+// Kill sends SIGKILL to ftpgate, as a crash would, and waits until it is gone.
+func (g *gate) Kill(timeout time.Duration) error {
+	g.killed.Store(true)
+	if err := g.proc.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		return fmt.Errorf("kill ftpgate (pid %d): %w", g.proc.Pid(), err)
+	}
+	select {
+	case <-g.proc.done:
+		return nil
+	case <-time.After(timeout):
+		return fmt.Errorf("ftpgate (pid %d) still running %s after SIGKILL", g.proc.Pid(), timeout)
+	}
 }
 
 func indexOf(s []string, v string) int {

@@ -20,7 +20,8 @@ import (
 // TestDataConnectionTheft: while a client's passive transfer is pending, a third host connects
 // to the port ftpgate advertised. With --firewall none ftpgate itself must refuse it (no data,
 // a "data connection refused" warning naming the intruder); with the own table the kernel must
-// not even let it connect. Either way the client's transfer then succeeds.
+// drop its SYN (the connect times out: it is not refused) and ftpgate never hears of it, so it
+// logs nothing about the intruder. Either way the client's transfer then succeeds.
 func TestDataConnectionTheft(t *testing.T) {
 	requirePrereqs(t, needVsftpd, needPython, needFtpgate)
 	cases := []struct {
@@ -114,6 +115,10 @@ func testTheft(t *testing.T, tp *topology, g *gate, ep endpoint, m dataMode, int
 	if !expectRefusalLog && dialErr == nil {
 		t.Errorf("own-table firewall: the intruder %s could connect to the pending data port %s (the pinhole must be exact)", intruder, target)
 	}
+	if !expectRefusalLog && dialErr != nil && !isTimeout(dialErr) {
+		t.Errorf("own-table firewall: the intruder's connection to %s failed with %v; want its SYN dropped by the kernel (a timeout), not refused",
+			target, dialErr)
+	}
 
 	// Go ahead: the client connects and downloads. ftpgate may look at the queued intruder only
 	// now, when it accepts the data connection for the transfer.
@@ -142,6 +147,13 @@ func testTheft(t *testing.T, tp *topology, g *gate, ep endpoint, m dataMode, int
 	}
 	if err := client.Wait(15 * time.Second); err != nil {
 		t.Errorf("client: %v\ntranscript:\n%s", err, transcript.String())
+	}
+	if !expectRefusalLog {
+		// The client's transfer is done, so ftpgate has accepted whatever was queued.
+		if lines := g.logs.Find(intruder); lines != "" {
+			t.Errorf("own-table firewall: ftpgate logged something about the intruder %s, whose SYN the kernel should have dropped:\n%s",
+				intruder, lines)
+		}
 	}
 	if err := sameFile(local, bigFile); err != nil {
 		t.Errorf("client download after the intrusion attempt: %v", err)

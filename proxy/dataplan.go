@@ -89,6 +89,12 @@ func (s *session) handlePassive(ctx context.Context, cmd rewrite.Command) error 
 	if !local.IsValid() {
 		local = s.clientLocal.Addr()
 	}
+	// An advertised address that is one of ours (a followed interface's new
+	// address, a secondary address) is where the client will connect: listen
+	// there rather than on the control connection's address.
+	if adv, divert := s.advertised(netip.AddrPortFrom(local, 0)); !divert && adv.Addr() != local && s.isLocal(adv.Addr()) {
+		local = adv.Addr()
+	}
 	dl, err := s.srv.expectData(ctx, local, s.clientPeer.Addr(), s.clientHop.Addr())
 	if err != nil {
 		s.log.Error("data listener", zap.Error(err))

@@ -117,3 +117,20 @@ func TestSplitHorizon(t *testing.T) {
 		}
 	}
 }
+
+// TestAdvertisedLocalAddressListens: when the advertised address is one of
+// this host's (here another loopback address), the data listener is there,
+// so the client's connection to it arrives.
+func TestAdvertisedLocalAddressListens(t *testing.T) {
+	h := newHarness(t, ServerPassive, func(f *fakeFTP, c *Config) {
+		c.Advertise = StaticAddr(netip.MustParseAddr("127.0.0.5"))
+	})
+	h.ftp.files["f"] = []byte("here")
+	cl := h.dial()
+	if got := cl.transfer("PASV", "RETR f", nil); string(got) != "here" {
+		t.Fatalf("got %q", got)
+	}
+	if dump := h.fw.Ops(); len(dump) == 0 || !strings.Contains(dump[0], "127.0.0.5:") {
+		t.Fatalf("pinhole ops %v: want the listener on the advertised 127.0.0.5", dump)
+	}
+}

@@ -273,6 +273,10 @@ func wire(ctx context.Context, pc *wiredConfig, nc nat.Config, fc fileConfig, lo
 		pc.AdvertiseRules[i].Addr = src
 		pc.stops = append(pc.stops, stop)
 	}
+	pc.Hooks.IsLocal = func(a netip.Addr) bool {
+		addrs, err := nat.LocalAddrs()
+		return err == nil && slices.Contains(addrs, a)
+	}
 	if !pc.Mode.Transparent() {
 		return nil
 	}
@@ -285,10 +289,7 @@ func wire(ctx context.Context, pc *wiredConfig, nc nat.Config, fc fileConfig, lo
 		DialControl:            nat.SocketOptions{Mark: loop}.Control,
 		TransparentDialControl: nat.SocketOptions{Transparent: true, Mark: loop}.Control,
 		LocalToward:            nat.SourceFor,
-		IsLocal: func(a netip.Addr) bool {
-			addrs, err := nat.LocalAddrs()
-			return err == nil && slices.Contains(addrs, a)
-		},
+		IsLocal:                pc.Hooks.IsLocal,
 	}
 	if pc.Mode == proxy.ModeTProxy {
 		pc.Hooks.ListenControl = nat.SocketOptions{Transparent: true}.Control
