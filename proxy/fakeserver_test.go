@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/ftpgate/ftpgate/rewrite"
 )
@@ -27,6 +28,7 @@ type fakeFTP struct {
 	wg      sync.WaitGroup
 	pasvLie string // address to write into 227 replies instead of our own
 	noDial  bool   // in active mode, answer 150 and then 425 without connecting
+	slow    string // RETR of this file trickles data until the data connection breaks (for ABOR)
 }
 
 func newFakeFTP(t *testing.T) *fakeFTP {
@@ -95,6 +97,7 @@ func (f *fakeFTP) session(c net.Conn) {
 			return
 		}
 		line = strings.TrimRight(line, "\r\n")
+		line = strings.TrimLeft(line, "\xff\xf4\xf2") // Telnet IP and DM before ABOR
 		verb, arg, _ := strings.Cut(line, " ")
 		verb = strings.ToUpper(verb)
 		f.mu.Lock()
@@ -170,6 +173,18 @@ func (f *fakeFTP) session(c net.Conn) {
 				continue
 			}
 			say("150 opening data connection")
+			if f.slow != "" && arg == f.slow {
+				deadline := time.Now().Add(5 * time.Second)
+				for time.Now().Before(deadline) {
+					if _, err := d.Write(data); err != nil {
+						break
+					}
+					time.Sleep(5 * time.Millisecond)
+				}
+				d.Close()
+				say("426 transfer aborted")
+				continue
+			}
 			d.Write(data)
 			d.Close()
 			say("226 transfer complete")

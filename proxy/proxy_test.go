@@ -608,3 +608,50 @@ func TestServerGivesUp(t *testing.T) {
 	}
 	cl.cmd(221, "QUIT")
 }
+
+// TestAbortTransfer: ABOR with Telnet IP and Synch during a download closes
+// the data connections, reaches the server, and the client gets the
+// transfer's 426 and then ABOR's 226; the session goes on.
+func TestAbortTransfer(t *testing.T) {
+	h := newHarness(t, ServerPassive, func(f *fakeFTP, c *Config) { f.slow = "big" })
+	h.ftp.files["big"] = payload(4096)
+	h.ftp.files["small"] = []byte("after")
+	cl := h.dial()
+	d := dialData(t, cl.passive("EPSV"))
+	cl.cmd(150, "RETR big")
+	buf := make([]byte, 4096)
+	if _, err := io.ReadFull(d, buf); err != nil {
+		t.Fatalf("no data before ABOR: %v", err)
+	}
+	// IAC IP, IAC DM, then ABOR, as RFC 959 asks.
+	if _, err := cl.c.Write([]byte("\xff\xf4\xff\xf2ABOR\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	cl.expect(426)
+	cl.expect(226)
+	d.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.Copy(io.Discard, d); err != nil {
+		t.Fatalf("data connection not closed after ABOR: %v", err)
+	}
+	if got := cl.transfer("EPSV", "RETR small", nil); string(got) != "after" {
+		t.Fatalf("next transfer got %q", got)
+	}
+	recs := h.logs.FilterMessage("transfer").All()
+	if len(recs) != 2 || recs[0].ContextMap()["aborted"] != true {
+		t.Fatalf("transfer records %v: want the first marked aborted", recs)
+	}
+}
+
+// TestEPSVAll: after EPSV ALL only EPSV may set up data connections.
+func TestEPSVAll(t *testing.T) {
+	h := newHarness(t, ServerPassive, nil)
+	h.ftp.files["f"] = []byte("x")
+	cl := h.dial()
+	cl.cmd(200, "EPSV ALL")
+	for _, c := range []string{"PASV", "PORT 127,0,0,1,156,64", "EPRT |1|127.0.0.1|40000|", "LPSV"} {
+		cl.cmd(501, "%s", c)
+	}
+	if got := cl.transfer("EPSV", "RETR f", nil); string(got) != "x" {
+		t.Fatalf("got %q", got)
+	}
+}
