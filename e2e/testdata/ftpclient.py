@@ -130,11 +130,11 @@ def main(argv):
     p.add_argument("--trust-pasv-ip", action="store_true",
                    help="connect to the address in the 227 reply instead of the control peer")
     p.add_argument("--timeout", type=float, default=30.0)
-    p.add_argument("command", choices=("get", "put", "list", "rest-get", "pending-get", "raw"))
+    p.add_argument("command", choices=("get", "put", "list", "rest-get", "pending-get", "abort-get", "raw"))
     p.add_argument("args", nargs="*")
     a = p.parse_args(argv)
 
-    need = {"get": 2, "put": 2, "rest-get": 2, "pending-get": 2}
+    need = {"get": 2, "put": 2, "rest-get": 2, "pending-get": 2, "abort-get": 3}
     if a.command in need and len(a.args) != need[a.command]:
         p.error("%s takes %d arguments" % (a.command, need[a.command]))
     if a.command == "raw" and not a.args:
@@ -177,6 +177,26 @@ def main(argv):
                     f.write(block)
             reply = ftp.voidresp()
             emit({"op": "get", "bytes": total, "reply": reply, "start": resp})
+        elif a.command == "abort-get":
+            # Start a download of a large file, read a little, abort with
+            # ABOR sent as urgent data (ftplib's abort), then show that the
+            # session goes on with a complete download of another file.
+            conn = ftp.transfercmd("RETR " + a.args[0])
+            conn.settimeout(a.timeout)
+            got = conn.recv(1 << 16)
+            first = ftp.abort()
+            conn.close()
+            replies = [first]
+            # RFC 959: 426 for the transfer, then 226 for ABOR. Resynchronise
+            # on a NOOP whatever the server sent.
+            ftp.putcmd("NOOP")
+            for _ in range(4):
+                line = ftp.getmultiline()
+                replies.append(line)
+                if line.startswith("200"):
+                    break
+            emit({"event": "aborted", "bytes": len(got), "replies": replies})
+            do_get(ftp, a.args[1], a.args[2])
         elif a.command == "raw":
             for cmd in a.args:
                 try:
