@@ -151,9 +151,10 @@ func testSplitHorizon(ctx context.Context, t *testing.T, c *cluster, g *gate) {
 
 // testClusterLoad runs n curl downloads of the 1 MiB file at once, from the four outside
 // client addresses in turn, through the load balancer's address, half with EPSV and half with
-// PASV (connecting to the address in the 227 reply, which must be the load balancer's). While
-// they run it samples ftpgate's counters: never more than the eight data listeners (and the
-// control listener), while more sessions than data ports are open.
+// PASV (connecting to the address in the 227 reply, which must be the load balancer's). Every
+// data connection uses one of the eight data ports; ftpgate's session logs show more sessions
+// open at once than there are data ports, and its listener count, sampled meanwhile, never
+// exceeds the control listener and the eight data listeners.
 func testClusterLoad(ctx context.Context, t *testing.T, c *cluster, g *gate, n int) {
 	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
 	defer cancel()

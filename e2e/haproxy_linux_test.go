@@ -60,9 +60,10 @@ backend ftp_data
 // ports to the pod with PROXY v2 headers (send-proxy-v2); ftpgate in the pod trusts only the
 // balancer's address. Sessions through the balancer are logged with the real client's address
 // and the balancer's as "via"; the pinhole of a pending transfer admits the balancer's address;
-// concurrent transfers from several clients through the balancer arrive whole. A PROXY header
-// from a host that is not the balancer is refused (421 and a warning), and the balancer's own
-// connection without a header is cut off.
+// two clients' sessions waiting on the same data port (so needing the same pinhole) both
+// transfer; concurrent transfers from several clients through the balancer arrive whole. A
+// PROXY header from a host that is not the balancer is refused (421 and a warning), and the
+// balancer's own connection without a header is cut off.
 func TestHAProxyProxyProtocol(t *testing.T) {
 	t.Parallel()
 	requirePrereqs(t, needVsftpd, needCurl, needFtpgate)

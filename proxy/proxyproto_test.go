@@ -118,3 +118,57 @@ func waitFor(t *testing.T, cond func() bool) {
 	}
 	t.Fatal("condition not met within 2s")
 }
+
+// TestSharedPinholeBehindBalancer: two clients behind one balancer wait on
+// the only data port with the same pinhole; the first transfer must not
+// close it under the second.
+func TestSharedPinholeBehindBalancer(t *testing.T) {
+	r := onePort(t)
+	h := newHarness(t, ServerPassive, func(f *fakeFTP, c *Config) {
+		c.Listen = []string{"127.0.0.1:0"}
+		c.PassivePorts = r
+		c.ProxyProtocol = ProxyProtocol{Trusted: []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")}, Control: true, Data: true}
+	})
+	h.ftp.files["f"] = []byte("shared")
+	lb := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}
+	login := func(real string) (*client, netip.AddrPort) {
+		c, err := lb.Dial("tcp", h.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		io.WriteString(c, "PROXY TCP4 "+real+" 127.0.0.1 5555 21\r\n")
+		cl := &client{t: t, c: c, tp: textproto.NewConn(c)}
+		cl.expect(220)
+		cl.cmd(331, "USER u")
+		cl.cmd(230, "PASS p")
+		return cl, cl.passive("EPSV")
+	}
+	get := func(cl *client, ap netip.AddrPort, real string) {
+		dc, err := lb.Dial("tcp", ap.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var hdr bytes.Buffer
+		writeProxyHeader(&hdr, 2, netip.MustParseAddrPort(real+":6000"), ap)
+		dc.Write(hdr.Bytes())
+		cl.cmd(150, "RETR f")
+		if got, _ := io.ReadAll(dc); string(got) != "shared" {
+			t.Fatalf("%s got %q", real, got)
+		}
+		cl.expect(226)
+	}
+	a, pa := login("198.18.0.71")
+	b, pb := login("198.18.0.72")
+	if pa != pb {
+		t.Fatalf("ports %s and %s: want one shared port", pa, pb)
+	}
+	get(a, pa, "198.18.0.71")
+	if h.fw.Dump() == "" {
+		t.Fatal("the first transfer closed the pinhole the second session still needs")
+	}
+	get(b, pb, "198.18.0.72")
+	if d := h.fw.Dump(); d != "" {
+		t.Fatalf("pinhole left after both transfers:\n%s", d)
+	}
+}

@@ -191,6 +191,12 @@ type Server struct {
 	nextID    atomic.Uint64
 
 	sessions, lns, pinholes, accepted, transfers atomic.Int64
+
+	// Sessions behind one balancer that sends PROXY headers can wait on the
+	// same data port with the same pinhole (balancer, us, port): the kernel
+	// element goes only when the last of them closes it.
+	pinMu   sync.Mutex
+	pinRefs map[nat.Pinhole]int
 }
 
 // New checks cfg and returns a Server. fw may be nat's fake or a real firewall.
@@ -202,7 +208,7 @@ func New(cfg Config, fw nat.Firewall, log *zap.Logger) (*Server, error) {
 		return nil, errors.New("no firewall (use nat mode none for no kernel changes)")
 	}
 	cfg.setDefaults()
-	s := &Server{cfg: cfg, fw: fw, log: log, draining: make(chan struct{})}
+	s := &Server{cfg: cfg, fw: fw, log: log, draining: make(chan struct{}), pinRefs: map[nat.Pinhole]int{}}
 	s.hub = newDataHub(s)
 	return s, nil
 }
@@ -322,15 +328,24 @@ func (s *Server) acceptLoop(ctx context.Context, l *net.TCPListener, wg *sync.Wa
 
 // openPinhole asks the firewall to admit p and keeps the count.
 func (s *Server) openPinhole(ctx context.Context, p nat.Pinhole) error {
+	s.pinMu.Lock()
+	defer s.pinMu.Unlock()
 	if err := s.fw.Open(ctx, p, s.cfg.PinholeTTL); err != nil {
 		return fmt.Errorf("open pinhole %s: %w", p, err)
 	}
 	s.pinholes.Add(1)
+	s.pinRefs[p]++
 	return nil
 }
 
 func (s *Server) closePinhole(ctx context.Context, p nat.Pinhole, log *zap.Logger) {
+	s.pinMu.Lock()
+	defer s.pinMu.Unlock()
 	s.pinholes.Add(-1)
+	if s.pinRefs[p]--; s.pinRefs[p] > 0 {
+		return
+	}
+	delete(s.pinRefs, p)
 	if err := s.fw.Close(ctx, p); err != nil {
 		log.Error("close pinhole", zap.Stringer("pinhole", p), zap.Error(err))
 	}

@@ -163,6 +163,7 @@ fi
 # Go module dependencies.
 if command -v go >/dev/null 2>&1 && [[ -f "$REPO_DIR/go.mod" ]]; then
 	(cd "$REPO_DIR" && go mod download)
+	[[ -f "$REPO_DIR/deploy/kubernetes/go.mod" ]] && (cd "$REPO_DIR/deploy/kubernetes" && go mod download)
 	log "go mod download done"
 else
 	log "go or $REPO_DIR/go.mod not found; skipped go mod download"

@@ -42,6 +42,9 @@ go vet ./...
 step "go test -race (unit, kernel and end-to-end)"
 go test -race -count=1 -timeout 30m ./...
 
+step "deploy/kubernetes: manifests decode strictly against the Kubernetes API types"
+(cd deploy/kubernetes && go vet ./... && go test -race -count=1 ./...)
+
 step "fuzz pass ($FUZZTIME per target)"
 for pkg in $(go list ./...); do
 	dir=$(go list -f '{{.Dir}}' "$pkg")

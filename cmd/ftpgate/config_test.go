@@ -147,6 +147,11 @@ func TestDeployExamples(t *testing.T) {
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no example configs found: %v", err)
 	}
+	k8s, err := filepath.Glob("../../deploy/kubernetes/ftpgate-config/*.yaml")
+	if err != nil || len(k8s) == 0 {
+		t.Fatalf("no Kubernetes ftpgate configs found: %v", err)
+	}
+	files = append(files, k8s...)
 	for _, f := range files {
 		t.Run(filepath.Base(f), func(t *testing.T) {
 			fc, err := newRunFlags().parse([]string{"--config", f})
