@@ -451,14 +451,46 @@ func (s *session) sendAbort(c rewrite.Command) error {
 	return s.send(c)
 }
 
+// abortReplyWait bounds the wait for the server's own reply to ABOR, after
+// the transfer's final reply: some servers (pure-ftpd) swallow an ABOR that
+// arrives during a transfer and never answer it.
+const abortReplyWait = 2 * time.Second
+
 // finishAbort relays the server's reply to ABOR itself, which follows the
-// transfer's own final reply.
+// transfer's own final reply. A server that does not answer within
+// abortReplyWait is brought back in step with a NOOP of our own: every reply
+// before the NOOP's is relayed, the NOOP's 200 is not.
 func (s *session) finishAbort(ctx context.Context) error {
-	rep, err := s.serverReply(ctx, s.srv.cfg.IdleTimeout)
-	if err != nil {
+	t := time.NewTimer(abortReplyWait)
+	defer t.Stop()
+	select {
+	case ev := <-s.replies:
+		if ev.err != nil {
+			return s.serverBroke(ev.err)
+		}
+		return s.reply(ev.reply)
+	case <-t.C:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	s.log.Info("no reply to ABOR from the server; resynchronising with NOOP")
+	if err := s.send(rewrite.Command{Verb: "NOOP"}); err != nil {
 		return err
 	}
-	return s.reply(rep)
+	for range 4 {
+		rep, err := s.serverReply(ctx, s.srv.cfg.IdleTimeout)
+		if err != nil {
+			return err
+		}
+		if rep.Code == 200 {
+			return nil
+		}
+		if err := s.reply(rep); err != nil {
+			return err
+		}
+	}
+	s.replyf(421, "Lost step with the FTP server after ABOR.")
+	return errors.New("server replies out of step after ABOR")
 }
 
 // abandonTransfer ends a transfer whose client or server leg never came:

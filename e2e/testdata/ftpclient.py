@@ -184,9 +184,18 @@ def main(argv):
             conn = ftp.transfercmd("RETR " + a.args[0])
             conn.settimeout(a.timeout)
             got = conn.recv(1 << 16)
-            first = ftp.abort()
+            # ftp.abort(), but tolerant of servers that send a stray
+            # preliminary reply first (pure-ftpd sends "150 <stats>" when a
+            # transfer is cut short): ABOR as urgent data, then replies up to
+            # the first that is not 1xx.
+            ftp.sock.sendall(b"ABOR\r\n", socket.MSG_OOB)
+            replies = []
+            for _ in range(4):
+                line = ftp.getmultiline()
+                replies.append(line)
+                if line[:1] != "1":
+                    break
             conn.close()
-            replies = [first]
             # RFC 959: 426 for the transfer, then 226 for ABOR. Resynchronise
             # on a NOOP whatever the server sent.
             ftp.putcmd("NOOP")
