@@ -29,6 +29,7 @@ type fakeFTP struct {
 	pasvLie string // address to write into 227 replies instead of our own
 	noDial  bool   // in active mode, answer 150 and then 425 without connecting
 	slow    string // RETR of this file trickles data until the data connection breaks (for ABOR)
+	muteAbo bool   // never answer ABOR (as pure-ftpd may not after a cut transfer)
 }
 
 func newFakeFTP(t *testing.T) *fakeFTP {
@@ -202,7 +203,11 @@ func (f *fakeFTP) session(c net.Conn) {
 			f.mu.Unlock()
 			say("226 transfer complete")
 		case "ABOR":
-			say("226 ABOR ok")
+			if !f.muteAbo {
+				say("226 ABOR ok")
+			}
+		case "NOOP":
+			say("200 NOOP ok")
 		case "QUIT":
 			say("221 bye")
 			return

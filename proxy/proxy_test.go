@@ -655,3 +655,21 @@ func TestEPSVAll(t *testing.T) {
 		t.Fatalf("got %q", got)
 	}
 }
+
+// TestAbortUnanswered: a server that never answers ABOR does not hang the
+// session: ftpgate resynchronises with a NOOP of its own, which the client
+// never sees.
+func TestAbortUnanswered(t *testing.T) {
+	h := newHarness(t, ServerPassive, func(f *fakeFTP, c *Config) { f.slow, f.muteAbo = "big", true })
+	h.ftp.files["big"] = payload(4096)
+	h.ftp.files["small"] = []byte("after")
+	cl := h.dial()
+	d := dialData(t, cl.passive("EPSV"))
+	cl.cmd(150, "RETR big")
+	io.ReadFull(d, make([]byte, 4096))
+	cl.cmd(426, "ABOR")
+	if got := cl.transfer("EPSV", "RETR small", nil); string(got) != "after" {
+		t.Fatalf("next transfer got %q", got)
+	}
+	cl.cmd(221, "QUIT")
+}
