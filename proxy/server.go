@@ -82,6 +82,8 @@ type Config struct {
 
 	Policy policy.Config
 	Limits rewrite.Limits
+	// TLS is FTPS on both legs; the zero value means none toward clients.
+	TLS TLSConfig
 
 	ConnectTimeout time.Duration // dialing the server, or an active-mode client
 	LoginTimeout   time.Duration // from connect until the server accepted a login
@@ -150,6 +152,9 @@ func (c Config) Validate() error {
 	if c.PassivePorts.Lo == 0 && c.PassivePorts.Hi != 0 {
 		return errors.New("passive ports: port 0 is not a valid data port")
 	}
+	if err := c.TLS.validate(c.Mode); err != nil {
+		return err
+	}
 	return c.Policy.Validate()
 }
 
@@ -169,7 +174,8 @@ type Server struct {
 	log *zap.Logger
 
 	listeners []*net.TCPListener
-	ctrlAddrs []netip.AddrPort // fixed once Listen returns
+	implicit  map[*net.TCPListener]bool // implicit FTPS listeners; fixed once Listen returns
+	ctrlAddrs []netip.AddrPort          // fixed once Listen returns
 	draining  chan struct{}
 	sessionWG sync.WaitGroup
 	nextID    atomic.Uint64
@@ -215,6 +221,10 @@ func (s *Server) Listen(ctx context.Context) error {
 		s.lns.Add(1)
 		s.log.Info("listening", zap.Stringer("addr", l.Addr()), zap.String("mode", string(s.cfg.Mode)),
 			zap.String("upstream", s.cfg.Upstream), zap.String("server_mode", string(s.cfg.ServerMode)))
+	}
+	if err := s.listenImplicit(ctx, lc); err != nil {
+		s.closeListeners()
+		return err
 	}
 	return nil
 }
@@ -297,7 +307,7 @@ func (s *Server) acceptLoop(ctx context.Context, l *net.TCPListener, wg *sync.Wa
 		go func() {
 			defer s.sessionWG.Done()
 			defer s.sessions.Add(-1)
-			newSession(s, c).run(ctx)
+			newSession(s, c, s.implicit[l]).run(ctx)
 		}()
 	}
 }

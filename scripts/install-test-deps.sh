@@ -127,7 +127,8 @@ unpack() {
 	log "unpacked $name into $dest ($want)"
 }
 mkdir -p "$OPT_DIR"
-unpack proftpd usr/sbin/proftpd proftpd-core
+# proftpd-mod-crypto carries mod_tls (the FTPS tests load it with LoadModule).
+unpack proftpd usr/sbin/proftpd proftpd-core proftpd-mod-crypto
 unpack pure-ftpd usr/sbin/pure-ftpd pure-ftpd pure-ftpd-common
 
 # The account the test servers log in as.
