@@ -30,6 +30,8 @@ type gateConfig struct {
 	AdminListen  string // default 127.0.0.1:9121
 
 	Binary string // the ftpgate to run; default the one TestMain built
+
+	Extra []string // more flags, appended (FTPS: ftps_linux_test.go)
 }
 
 func (c gateConfig) args() []string {
@@ -71,7 +73,7 @@ func (c gateConfig) args() []string {
 	if c.Advertise != "" {
 		args = append(args, "--advertise", c.Advertise)
 	}
-	return args
+	return append(args, c.Extra...)
 }
 
 // gate is a running ftpgate in the proxy namespace.

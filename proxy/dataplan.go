@@ -366,9 +366,9 @@ func (s *session) handleTransfer(ctx context.Context, cmd rewrite.Command) error
 	up := upload(cmd.Verb)
 	done := make(chan relayResult, 1)
 	if up {
-		go relay(srvData, cliData, done)
+		go relay(srvData, cliData, true, done)
 	} else {
-		go relay(cliData, srvData, done)
+		go relay(cliData, srvData, false, done)
 	}
 	res, final, abort, err := s.awaitTransfer(ctx, done, srvConn, cliConn)
 	if err != nil {

@@ -32,11 +32,13 @@ type fakeFTP struct {
 
 	// FTPS (RFC 4217), all off without tlsCfg.
 	tlsCfg       *tls.Config
-	implicitTLS  bool     // TLS from connect (implicit FTPS)
-	requireTLS   bool     // USER before AUTH TLS gets 530
-	requireReuse bool     // a protected data connection must resume a TLS session (vsftpd require_ssl_reuse)
-	secureCmds   []string // commands received over TLS
-	dataTLS      []string // per protected data connection: "resumed" or "full"
+	implicitTLS  bool          // TLS from connect (implicit FTPS)
+	requireTLS   bool          // USER before AUTH TLS gets 530
+	requireReuse bool          // a protected data connection must resume a TLS session (vsftpd require_ssl_reuse)
+	secureCmds   []string      // commands received over TLS
+	dataTLS      []string      // per protected data connection: "resumed" or "full"
+	slowStore    time.Duration // STOR waits this long before reading the data connection, after
+	// sending a record on it, as an OpenSSL server's session tickets arrive after the handshake
 }
 
 func newFakeFTP(t *testing.T) *fakeFTP {
@@ -265,6 +267,13 @@ func (f *fakeFTP) session(c net.Conn) {
 					say("522 data TLS: %v", err)
 					continue
 				}
+			}
+			f.mu.Lock()
+			slow := f.slowStore
+			f.mu.Unlock()
+			if slow > 0 {
+				d.Write([]byte("unsolicited"))
+				time.Sleep(slow)
 			}
 			b, _ := io.ReadAll(d)
 			d.Close()

@@ -26,10 +26,11 @@ type sessionTLS struct {
 
 	// The client leg.
 	clientCfg    *tls.Config
-	client       *tls.Conn // the control channel's TLS layer; nil while it is clear
-	clientState  *tlsState // of the control channel, kept after CCC for the logs
-	secured      bool      // AUTH (or implicit TLS) happened: PBSZ and PROT are allowed
-	cleared      bool      // CCC returned the control channel to clear text
+	rec          *recordConn // the client's socket under the control channel's TLS layer
+	client       *tls.Conn   // the control channel's TLS layer; nil while it is clear
+	clientState  *tlsState   // of the control channel, kept after CCC for the logs
+	secured      bool        // AUTH (or implicit TLS) happened: PBSZ and PROT are allowed
+	cleared      bool        // CCC returned the control channel to clear text
 	pbsz         bool
 	prot         byte // 'C' or 'P'; zero means 'C'
 	clientSwitch chan net.Conn
@@ -171,7 +172,8 @@ func (s *session) handshakeClient(ctx context.Context) error {
 		s.log.Error("client TLS configuration", zap.Error(err))
 		return err
 	}
-	tc := tls.Server(&recordConn{Conn: s.client}, cfg)
+	t.rec = &recordConn{Conn: s.client}
+	tc := tls.Server(t.rec, cfg)
 	lift := handshakeDeadline(s.client, s.handshakeTimeout())
 	err = tc.HandshakeContext(ctx)
 	lift()
@@ -357,22 +359,18 @@ func (s *session) handleCCC(ctx context.Context) error {
 	if err := s.replyf(200, "CCC command successful: the control channel returns to clear text."); err != nil {
 		return err
 	}
-	// Both sides send close_notify; the client's is the last TLS record on
-	// the connection, and recordConn has read nothing past it.
-	lift := handshakeDeadline(s.client, s.handshakeTimeout())
-	err := t.client.CloseWrite()
-	if err == nil {
-		err = awaitCloseNotify(t.client)
-	}
-	lift()
-	if err != nil {
-		s.log.Warn("CCC: no clean TLS shutdown from the client", zap.Error(err))
+	// ftpgate's close_notify ends its TLS; the client's, if it sends one, is
+	// read by the client reader (cccConn), whose recordConn has read nothing
+	// past the last TLS record.
+	tc := t.client
+	if err := tc.CloseWrite(); err != nil {
+		s.log.Warn("CCC: cannot send close_notify", zap.Error(err))
 		return fmt.Errorf("CCC: %w", err)
 	}
 	t.client, t.cleared = nil, true
 	s.cw = rewrite.NewWriter(s.client)
 	s.log.Info("control channel back in clear text (CCC)")
-	resume(ctx, t.clientSwitch, s.client)
+	resume(ctx, t.clientSwitch, &cccConn{recordConn: t.rec, tls: tc})
 	return nil
 }
 

@@ -256,6 +256,30 @@ func TestFTPSBothLegs(t *testing.T) {
 	}
 }
 
+// TestFTPSSlowServerUpload: a protected upload to a server that is slow to
+// read, and that sent something on the data connection, arrives whole. (An
+// OpenSSL TLS 1.3 server sends session tickets after the handshake; closing
+// the connection with them unread would reset it and drop the end of the
+// upload still queued in the kernel.)
+func TestFTPSSlowServerUpload(t *testing.T) {
+	ts := newTLSSetup(t)
+	h := newHarness(t, ServerPassive, func(f *fakeFTP, c *Config) {
+		ts.fakeTLS(t, f)
+		f.configure(func(f *fakeFTP) { f.slowStore = 300 * time.Millisecond })
+		ts.gateTLS(c, ServerTLSMirror)
+	})
+	want := payload(32 << 20)
+	cfg := ts.clientConfig()
+	cl := h.dialFTPS(cfg)
+	cl.xfer("EPSV", "STOR big", want, cfg, 226)
+	h.ftp.mu.Lock()
+	got := h.ftp.files["big"]
+	h.ftp.mu.Unlock()
+	if !bytes.Equal(got, want) {
+		t.Fatalf("server stored %d bytes, want %d identical", len(got), len(want))
+	}
+}
+
 // checkTLSTransferLogs checks that both transfer records name each data
 // leg's TLS version and cipher suite.
 func checkTLSTransferLogs(t *testing.T, logs *observer.ObservedLogs, serverTLS bool) {
@@ -463,8 +487,14 @@ func TestFTPSServerVerification(t *testing.T) {
 // and ftpgate goes on parsing it (a protected transfer still works); refused,
 // CCC gets 534 and the channel stays protected.
 func TestFTPSCCC(t *testing.T) {
-	for _, policy := range []CCCPolicy{CCCAllow, CCCRefuse} {
-		t.Run(string(policy), func(t *testing.T) {
+	for _, tc := range []struct {
+		policy      CCCPolicy
+		closeNotify bool // the client sends its own close_notify (curl's active CCC mode)
+	}{
+		{CCCAllow, true}, {CCCAllow, false}, {CCCRefuse, false},
+	} {
+		policy := tc.policy
+		t.Run(fmt.Sprintf("%s/close_notify=%v", policy, tc.closeNotify), func(t *testing.T) {
 			ts := newTLSSetup(t)
 			h := newHarness(t, ServerPassive, func(f *fakeFTP, c *Config) {
 				ts.gateTLS(c, ServerTLSOff)
@@ -483,14 +513,16 @@ func TestFTPSCCC(t *testing.T) {
 				return
 			}
 			cl.cmd(200, "CCC")
-			tc := cl.c.(*tls.Conn)
-			if err := tc.CloseWrite(); err != nil {
-				t.Fatal(err)
+			conn := cl.c.(*tls.Conn)
+			if tc.closeNotify {
+				if err := conn.CloseWrite(); err != nil {
+					t.Fatal(err)
+				}
 			}
-			if err := awaitCloseNotify(tc); err != nil {
+			if err := awaitCloseNotify(conn); err != nil {
 				t.Fatalf("ftpgate's close_notify: %v", err)
 			}
-			raw := tc.NetConn()
+			raw := conn.NetConn()
 			raw.SetWriteDeadline(time.Time{}) // crypto/tls blocks writes after close_notify
 			cl.c, cl.tp = raw, newTextproto(raw)
 			cl.cmd(200, "TYPE I") // in clear text now

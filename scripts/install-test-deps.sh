@@ -127,8 +127,10 @@ unpack() {
 	log "unpacked $name into $dest ($want)"
 }
 mkdir -p "$OPT_DIR"
-# proftpd-mod-crypto carries mod_tls (the FTPS tests load it with LoadModule).
-unpack proftpd usr/sbin/proftpd proftpd-core proftpd-mod-crypto
+unpack proftpd usr/sbin/proftpd proftpd-core
+# mod_tls for the FTPS tests, which load it with ModulePath and LoadModule; a directory of its own
+# keeps the proftpd-core unpack above as it is.
+unpack proftpd-tls usr/lib/proftpd/mod_tls.so proftpd-mod-crypto
 unpack pure-ftpd usr/sbin/pure-ftpd pure-ftpd pure-ftpd-common
 
 # The account the test servers log in as.
