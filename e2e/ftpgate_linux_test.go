@@ -32,13 +32,15 @@ type gateConfig struct {
 	Binary string // the ftpgate to run; default the one TestMain built
 
 	Extra []string // more flags, appended (FTPS: ftps_linux_test.go)
+	Mode  string   // --mode; redirect and tproxy get no --upstream
 }
 
 func (c gateConfig) args() []string {
 	if len(c.Listen) == 0 {
 		c.Listen = []string{hostPort(proxyClientV4, 21), hostPort(proxyClientV6, 21)}
 	}
-	if c.Upstream == "" {
+	transparent := c.Mode == "redirect" || c.Mode == "tproxy"
+	if c.Upstream == "" && !transparent {
 		c.Upstream = hostPort(serverV4, 21)
 	}
 	if c.PassivePorts == "" {
@@ -62,7 +64,6 @@ func (c gateConfig) args() []string {
 		args = append(args, "--listen", l)
 	}
 	args = append(args,
-		"--upstream", c.Upstream,
 		"--passive-ports", c.PassivePorts,
 		"--server-mode", c.ServerMode,
 		"--firewall", c.Firewall,
@@ -72,6 +73,12 @@ func (c gateConfig) args() []string {
 	)
 	if c.Advertise != "" {
 		args = append(args, "--advertise", c.Advertise)
+	}
+	if c.Upstream != "" {
+		args = append(args, "--upstream", c.Upstream)
+	}
+	if c.Mode != "" {
+		args = append(args, "--mode", c.Mode)
 	}
 	return append(args, c.Extra...)
 }

@@ -43,48 +43,89 @@ func TestFTPSInterop(t *testing.T) {
 				g := startGate(t, tp, gateConfig{ServerMode: sm, Extra: pki.gateFlags()})
 				curl := ftpsCurl{ns: tp.Client, ca: pki.GateCA}
 				py := ftpsPy{ns: tp.Client, ca: pki.GateCA}
-				for _, tc := range []struct {
-					name string
-					c    getPutter
-					ep   endpoint
-					m    dataMode
-				}{
-					{"curl", curl, gateV4(), modeEPSV}, {"curl", curl, gateV4(), modePASV}, {"curl", curl, gateV6(), modeEPSV},
-					{"ftplib", py, gateV4(), modeEPSV}, {"ftplib", py, gateV4(), modePORT}, {"ftplib", py, gateV6(), modeEPRT},
-				} {
-					fam := map[bool]string{false: "ipv4", true: "ipv6"}[tc.ep.v6()]
-					t.Run(fmt.Sprintf("%s/%s/%s", tc.name, fam, tc.m), func(t *testing.T) {
-						t.Parallel()
-						tag := strings.ToLower(fmt.Sprintf("%s-%s-%s", tc.name, fam, tc.m))
-						ftpsGetPut(t, tp, srv, g, tc.c, tc.ep, tc.m, tag, true)
-					})
-				}
-				for _, tc := range []struct {
-					ep      endpoint
-					passive bool
-				}{{gateV4(), true}, {gateV4(), false}, {gateV6(), false}} {
-					name := map[bool]string{false: "ipv4", true: "ipv6"}[tc.ep.v6()] + "-" + map[bool]string{true: "passive", false: "active"}[tc.passive]
-					t.Run("lftp/"+name, func(t *testing.T) {
-						t.Parallel()
-						ctx, cancel := withTimeout(context.Background())
-						defer cancel()
-						local := filepath.Join(t.TempDir(), bigFile)
-						remote := "up-lftp-" + name + ".bin"
-						err := lftpFTPS(ctx, tp.Client, pki.GateCA, tc.ep, tc.passive,
-							"get "+bigFile+" -o "+local, "put "+filepath.Join(suite.fixtures, bigFile)+" -o "+remote)
-						if err != nil {
-							t.Fatal(tp.diagnose(err))
-						}
-						if err := sameFile(local, bigFile); err != nil {
-							t.Errorf("lftp download: %v", err)
-						}
-						if err := sameFile(filepath.Join(srv.Root, remote), bigFile); err != nil {
-							t.Errorf("lftp upload, on the server: %v", err)
-						}
-						checkTransferTLS(t, g, remote, true, true)
-					})
-				}
+				base := ftpsWarmUp(t, tp, g, curl)
+				t.Run("load", func(t *testing.T) { ftpsLoad(t, tp, srv, g, pki, curl, py) })
+				t.Run("settled", func(t *testing.T) { checkSettled(t, g, base, sm) })
 			})
+		}
+	}
+}
+
+// ftpsLoad is TestFTPSInterop's transfers, as parallel subtests.
+func ftpsLoad(t *testing.T, tp *topology, srv *ftpServer, g *gate, pki *ftpsPKI, curl ftpsCurl, py ftpsPy) {
+	for _, tc := range []struct {
+		name string
+		c    getPutter
+		ep   endpoint
+		m    dataMode
+	}{
+		{"curl", curl, gateV4(), modeEPSV}, {"curl", curl, gateV4(), modePASV}, {"curl", curl, gateV6(), modeEPSV},
+		{"ftplib", py, gateV4(), modeEPSV}, {"ftplib", py, gateV4(), modePORT}, {"ftplib", py, gateV6(), modeEPRT},
+	} {
+		fam := map[bool]string{false: "ipv4", true: "ipv6"}[tc.ep.v6()]
+		t.Run(fmt.Sprintf("%s/%s/%s", tc.name, fam, tc.m), func(t *testing.T) {
+			t.Parallel()
+			tag := strings.ToLower(fmt.Sprintf("%s-%s-%s", tc.name, fam, tc.m))
+			ftpsGetPut(t, tp, srv, g, tc.c, tc.ep, tc.m, tag, true)
+		})
+	}
+	for _, tc := range []struct {
+		ep      endpoint
+		passive bool
+	}{{gateV4(), true}, {gateV4(), false}, {gateV6(), false}} {
+		name := map[bool]string{false: "ipv4", true: "ipv6"}[tc.ep.v6()] + "-" + map[bool]string{true: "passive", false: "active"}[tc.passive]
+		t.Run("lftp/"+name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := withTimeout(context.Background())
+			defer cancel()
+			local := filepath.Join(t.TempDir(), bigFile)
+			remote := "up-lftp-" + name + ".bin"
+			err := lftpFTPS(ctx, tp.Client, pki.GateCA, tc.ep, tc.passive,
+				"get "+bigFile+" -o "+local, "put "+filepath.Join(suite.fixtures, bigFile)+" -o "+remote)
+			if err != nil {
+				t.Fatal(tp.diagnose(err))
+			}
+			if err := sameFile(local, bigFile); err != nil {
+				t.Errorf("lftp download: %v", err)
+			}
+			if err := sameFile(filepath.Join(srv.Root, remote), bigFile); err != nil {
+				t.Errorf("lftp upload, on the server: %v", err)
+			}
+			checkTransferTLS(t, g, remote, true, true)
+		})
+	}
+}
+
+// ftpsWarmUp downloads one file over FTPS through ftpgate (so that whatever it creates lazily
+// exists), waits until it is idle, and returns its resource counts as the baseline: idle means no
+// session, the same goroutine and fd counts twice in a row, and two garbage collections since
+// the warm-up (see warmUp and waitSettled on pooled splice pipes).
+func ftpsWarmUp(t *testing.T, tp *topology, g *gate, curl ftpsCurl) gateVars {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := curl.Get(ctx, gateV4(), modeEPSV, oneFile, filepath.Join(t.TempDir(), oneFile)); err != nil {
+		t.Fatalf("FTPS warm-up through ftpgate: %v", err)
+	}
+	var prev gateVars
+	var gc0 uint32
+	for i := 0; ; i++ {
+		v, err := g.Vars(ctx)
+		if err != nil {
+			t.Fatalf("ftpgate /debug/vars: %v", err)
+		}
+		if i == 0 {
+			gc0 = v.NumGC
+		} else if v.Sessions == 0 && v.Pinholes == 0 && v.Goroutines == prev.Goroutines && v.ProcFDs == prev.ProcFDs &&
+			v.NumGC-gc0 >= 2 {
+			t.Logf("ftpgate baseline after the FTPS warm-up: %s", v)
+			return v
+		}
+		prev = v
+		select {
+		case <-ctx.Done():
+			t.Fatalf("ftpgate did not become idle after the warm-up: %s", v)
+		case <-time.After(2 * time.Millisecond):
 		}
 	}
 }
@@ -415,5 +456,78 @@ func TestFTPSCCC(t *testing.T) {
 				})
 			}
 		})
+	}
+}
+
+// TestFTPSTLS12: protected transfers with TLS 1.2 on both legs (--tls-max-version 1.2).
+//
+// Server leg: vsftpd and proftpd (OpenSSL 3) resume the sessions of Go's TLS 1.2 tickets as they
+// do its TLS 1.3 ones (TestFTPSInterop's default), so nothing needs pinning toward servers.
+// Client leg: Go's TLS server resumes TLS 1.2 sessions only from tickets, never from session IDs.
+// Python and lftp (GnuTLS) use tickets and resume; curl 7.88 turns tickets off (SSL_OP_NO_TICKET)
+// and resumes TLS 1.2 only by session ID, so with session reuse required its data connection is
+// refused. In TLS 1.3 (the default) curl resumes.
+func TestFTPSTLS12(t *testing.T) {
+	t.Parallel()
+	for _, kind := range []string{vsftpd, proftpd} {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			requirePrereqs(t, serverNeed(kind), needCurl, needLftp, needPython, needFtpgate)
+			requireServerTLS(t, kind)
+			tp := newTopology(t)
+			pki := newFTPSPKI(t)
+			srv := startServerTLS(t, tp, kind, pki.Server)
+			g := startGate(t, tp, gateConfig{Extra: pki.gateFlags("--tls-max-version", "1.2")})
+			t.Run("ftplib", func(t *testing.T) {
+				ftpsGetPut(t, tp, srv, g, ftpsPy{ns: tp.Client, ca: pki.GateCA}, gateV4(), modePORT, "tls12-ftplib", true)
+				checkTransferVersion(t, g, "up-tls12-ftplib.bin", "TLS 1.2")
+			})
+			t.Run("lftp", func(t *testing.T) {
+				ctx, cancel := withTimeout(context.Background())
+				defer cancel()
+				remote := "up-tls12-lftp.bin"
+				if err := lftpFTPS(ctx, tp.Client, pki.GateCA, gateV4(), true, "put "+filepath.Join(suite.fixtures, bigFile)+" -o "+remote); err != nil {
+					t.Fatal(err)
+				}
+				if err := sameFile(filepath.Join(srv.Root, remote), bigFile); err != nil {
+					t.Fatal(err)
+				}
+				checkTransferTLS(t, g, remote, true, true)
+				checkTransferVersion(t, g, remote, "TLS 1.2")
+			})
+			t.Run("curl-refused", func(t *testing.T) {
+				ctx, cancel := withTimeout(context.Background())
+				defer cancel()
+				const refused = "data connection refused: its TLS session does not resume the control connection's"
+				before := len(g.logs.Records(refused))
+				err := ftpsCurl{ns: tp.Client, ca: pki.GateCA}.Get(ctx, gateV4(), modeEPSV, bigFile, filepath.Join(t.TempDir(), bigFile))
+				if err == nil { // curl gives up when the data connection closes, before ftpgate's 522
+					t.Fatal("curl's TLS 1.2 data connection was accepted without resuming the control session")
+				}
+				if n := len(g.logs.Records(refused)); n != before+1 {
+					t.Errorf("%d refusal records, want %d", n, before+1)
+				}
+			})
+		})
+	}
+}
+
+// checkTransferVersion checks the TLS version of both data legs in the transfer record of name.
+func checkTransferVersion(t *testing.T, g *gate, name, version string) {
+	t.Helper()
+	found := false
+	for _, r := range g.logs.Records("transfer") {
+		if !strings.HasSuffix(r.str("path"), name) {
+			continue
+		}
+		found = true
+		for _, leg := range []string{"client_tls", "server_tls"} {
+			if obj, ok := r[leg].(map[string]any); !ok || obj["version"] != version {
+				t.Errorf("%s of %s: %v, want %s: %s", leg, name, r[leg], version, r)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("no transfer record of %s", name)
 	}
 }

@@ -48,6 +48,7 @@ func addTLSFlags(fs *flag.FlagSet, fc *fileConfig) {
 		return nil
 	})
 	fs.StringVar(&fc.TLS.MinVersion, "tls-min-version", "", "lowest TLS `version` on both legs: 1.2 (default) or 1.3")
+	fs.StringVar(&fc.TLS.MaxVersion, "tls-max-version", "", "highest TLS `version` on both legs: 1.3 (default) or 1.2")
 	fs.StringVar(&fc.TLS.SessionReuse, "tls-session-reuse", "", "client data connections must resume the control TLS session: required (default) or optional")
 	fs.StringVar(&fc.TLS.CCC, "tls-ccc", "", "a client's CCC (clear command channel): refuse (default, 534) or allow")
 	fs.Func("tls-intercept", "transparent modes: destination `networks` whose FTPS ftpgate terminates with --tls-cert (interception)", listFlag(&fc.TLS.Intercept))
@@ -63,6 +64,7 @@ func tlsOverrides(over func(string, func()), fc fileConfig, base *fileConfig) {
 	over("tls-key", func() { base.TLS.Key = fc.TLS.Key })
 	over("implicit-listen", func() { base.TLS.ImplicitListen = fc.TLS.ImplicitListen })
 	over("tls-min-version", func() { base.TLS.MinVersion = fc.TLS.MinVersion })
+	over("tls-max-version", func() { base.TLS.MaxVersion = fc.TLS.MaxVersion })
 	over("tls-session-reuse", func() { base.TLS.SessionReuse = fc.TLS.SessionReuse })
 	over("tls-ccc", func() { base.TLS.CCC = fc.TLS.CCC })
 	over("tls-intercept", func() { base.TLS.Intercept = fc.TLS.Intercept })
