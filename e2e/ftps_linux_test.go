@@ -291,14 +291,8 @@ func TestFTPSSessionReuseRefused(t *testing.T) {
 			if st, err := os.Stat(local); err == nil && st.Size() > 0 {
 				t.Errorf("the refused client received %d bytes", st.Size())
 			}
-			wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
-			defer wcancel()
-			for len(g.logs.Records("data connection refused: its TLS session does not resume the control connection's")) <= before {
-				select {
-				case <-wctx.Done():
-					t.Fatalf("ftpgate did not log the refusal\nlog tail:\n%s", g.logs.Tail(20))
-				case <-time.After(50 * time.Millisecond):
-				}
+			if err := waitRecords(ctx, g, "data connection refused: its TLS session does not resume the control connection's", before+1); err != nil {
+				t.Fatal(err)
 			}
 			recs := g.logs.Records("data connection refused: its TLS session does not resume the control connection's")
 			if lvl := recs[len(recs)-1].str("level"); lvl != "warn" {
@@ -448,10 +442,15 @@ func TestFTPSCCC(t *testing.T) {
 					if !strings.Contains(string(verbose), want) {
 						t.Fatalf("no %q in curl's output:\n%s", strings.TrimSpace(want), tail(verbose, 30))
 					}
+					if policy == "allow" {
+						if err := waitRecords(ctx, g, "control channel back in clear text (CCC)", before+1); err != nil {
+							t.Error(err)
+						}
+						return
+					}
 					time.Sleep(100 * time.Millisecond) // let a wrong record show
-					after := len(g.logs.Records("control channel back in clear text (CCC)"))
-					if (after > before) != (policy == "allow") {
-						t.Errorf("CCC records before %d, after %d; policy %s", before, after, policy)
+					if after := len(g.logs.Records("control channel back in clear text (CCC)")); after != before {
+						t.Errorf("CCC refused, yet %d records say the control channel is clear", after-before)
 					}
 				})
 			}
@@ -504,11 +503,29 @@ func TestFTPSTLS12(t *testing.T) {
 				if err == nil { // curl gives up when the data connection closes, before ftpgate's 522
 					t.Fatal("curl's TLS 1.2 data connection was accepted without resuming the control session")
 				}
-				if n := len(g.logs.Records(refused)); n != before+1 {
-					t.Errorf("%d refusal records, want %d", n, before+1)
+				if err := waitRecords(ctx, g, refused, before+1); err != nil {
+					t.Error(err)
 				}
 			})
 		})
+	}
+}
+
+// waitRecords waits (up to 10 s) until ftpgate has logged n records with msg: its log reaches
+// the test through a pipe, after the client may already have seen the effect.
+func waitRecords(ctx context.Context, g *gate, msg string, n int) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for {
+		got := len(g.logs.Records(msg))
+		if got >= n {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%d %q records, want %d\nlog tail:\n%s", got, msg, n, g.logs.Tail(20))
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
 }
 

@@ -209,7 +209,7 @@ func (s *session) readClient(ctx context.Context) {
 			return
 		}
 		if pause {
-			if r = s.awaitResume(ctx, r, s.ftps.clientSwitch); r == nil {
+			if r = s.awaitRelease(ctx, r, s.ftps.clientSwitch); r == nil {
 				return
 			}
 		}
@@ -233,7 +233,7 @@ func (s *session) readServer(ctx context.Context) {
 			return
 		}
 		if pause {
-			if r = s.awaitResume(ctx, r, s.ftps.serverSwitch); r == nil {
+			if r = s.awaitRelease(ctx, r, s.ftps.serverSwitch); r == nil {
 				return
 			}
 		}

@@ -82,9 +82,9 @@ func (s *session) serverStream() io.Reader {
 	return s.server
 }
 
-// awaitResume is a paused reader waiting for the loop: it returns a reader
+// awaitRelease is a paused reader waiting for the loop: it returns a reader
 // of the new stream, r itself to carry on, or nil when the session ends.
-func (s *session) awaitResume(ctx context.Context, r *rewrite.Reader, ch <-chan net.Conn) *rewrite.Reader {
+func (s *session) awaitRelease(ctx context.Context, r *rewrite.Reader, ch <-chan net.Conn) *rewrite.Reader {
 	select {
 	case next := <-ch:
 		if next == nil {
@@ -96,8 +96,8 @@ func (s *session) awaitResume(ctx context.Context, r *rewrite.Reader, ch <-chan 
 	}
 }
 
-// resume hands a paused reader its next stream (nil: the same as before).
-func resume(ctx context.Context, ch chan<- net.Conn, next net.Conn) {
+// releaseReader hands a paused reader its next stream (nil: the same as before).
+func releaseReader(ctx context.Context, ch chan<- net.Conn, next net.Conn) {
 	select {
 	case ch <- next:
 	case <-ctx.Done():
@@ -271,7 +271,7 @@ func (s *session) serverAUTH(ctx context.Context) (*rewrite.Reply, error) {
 		s.replyf(421, "Service not available: TLS toward the FTP server failed.")
 		return nil, err
 	}
-	resume(ctx, t.serverSwitch, t.server)
+	releaseReader(ctx, t.serverSwitch, t.server)
 	return nil, nil
 }
 
@@ -295,7 +295,7 @@ func (s *session) handleAUTH(ctx context.Context, cmd rewrite.Command) error {
 	t := s.ftps
 	pipelined := t.pipelined.Load()
 	carryOn := func(code int, text string) error {
-		resume(ctx, t.clientSwitch, nil)
+		releaseReader(ctx, t.clientSwitch, nil)
 		return s.replyf(code, "%s", text)
 	}
 	if !s.clientTLSAllowed() {
@@ -321,7 +321,7 @@ func (s *session) handleAUTH(ctx context.Context, cmd rewrite.Command) error {
 			return err
 		}
 		if rep != nil { // the client hears what the server said
-			resume(ctx, t.clientSwitch, nil)
+			releaseReader(ctx, t.clientSwitch, nil)
 			return s.reply(rep)
 		}
 	}
@@ -335,7 +335,7 @@ func (s *session) handleAUTH(ctx context.Context, cmd rewrite.Command) error {
 		// The pre-RFC 4217 mechanisms protect data connections too.
 		t.pbsz, t.prot = true, 'P'
 	}
-	resume(ctx, t.clientSwitch, t.client)
+	releaseReader(ctx, t.clientSwitch, t.client)
 	return nil
 }
 
@@ -343,11 +343,11 @@ func (s *session) handleCCC(ctx context.Context) error {
 	t := s.ftps
 	pipelined := t.pipelined.Load()
 	if t.client == nil {
-		resume(ctx, t.clientSwitch, nil)
+		releaseReader(ctx, t.clientSwitch, nil)
 		return s.replyf(533, "CCC needs a protected control channel.")
 	}
 	if s.srv.cfg.TLS.CCC != CCCAllow {
-		resume(ctx, t.clientSwitch, nil)
+		releaseReader(ctx, t.clientSwitch, nil)
 		s.log.Info("CCC refused by policy")
 		return s.replyf(534, "CCC refused by policy: the control channel stays protected.")
 	}
@@ -370,7 +370,7 @@ func (s *session) handleCCC(ctx context.Context) error {
 	t.client, t.cleared = nil, true
 	s.cw = rewrite.NewWriter(s.client)
 	s.log.Info("control channel back in clear text (CCC)")
-	resume(ctx, t.clientSwitch, &cccConn{recordConn: t.rec, tls: tc})
+	releaseReader(ctx, t.clientSwitch, &cccConn{recordConn: t.rec, tls: tc})
 	return nil
 }
 
