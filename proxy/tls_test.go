@@ -753,3 +753,40 @@ func TestRecordConn(t *testing.T) {
 		t.Fatalf("TLS layer after close_notify: %v, want EOF", err)
 	}
 }
+
+// TestPlainLegsStaySpliceable: without PROT P on either leg, secureData hands
+// back the very *net.TCPConn values, so relay splices them in the kernel.
+func TestPlainLegsStaySpliceable(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var conns []*net.TCPConn
+	for range 2 {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		a, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer a.Close()
+		conns = append(conns, c.(*net.TCPConn))
+	}
+	ts := newTLSSetup(t)
+	srv := &Server{cfg: Config{TLS: TLSConfig{Certificate: ts.store}}}
+	s := &session{srv: srv, ftps: newSessionTLS(srv, false)}
+	cli, sv, err := s.secureData(t.Context(), conns[0], conns[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cli != net.Conn(conns[0]) || sv != net.Conn(conns[1]) {
+		t.Fatalf("plain legs came back as %T and %T, not the original *net.TCPConn", cli, sv)
+	}
+	if s.ftps.dataClient != nil || s.ftps.dataServer != nil {
+		t.Fatal("plain legs recorded as TLS")
+	}
+}
