@@ -42,6 +42,12 @@ type ftpServer struct {
 // its directory with the fixtures, and waits until it answers on IPv4 and IPv6.
 func startServer(t testing.TB, tp *topology, kind string) *ftpServer {
 	t.Helper()
+	return startServerTLS(t, tp, kind, nil)
+}
+
+// startServerTLS is startServer with FTPS configured as tc says (nil: none; see ftps_servers_linux_test.go).
+func startServerTLS(t testing.TB, tp *topology, kind string, tc *serverTLS) *ftpServer {
+	t.Helper()
 	u, err := user.Lookup(e2eUser)
 	if err != nil {
 		t.Fatalf("test user: %v (%s)", err, installHint)
@@ -70,14 +76,17 @@ func startServer(t testing.TB, tp *topology, kind string) *ftpServer {
 		if err := os.Mkdir(empty, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		writeFile(t, cfg, vsftpdConfig(root, empty, s.log))
+		writeFile(t, cfg, tc.vsftpd(vsftpdConfig(root, empty, s.log)))
 		args = []string{cfg}
 	case proftpd:
 		bin = proftpdBin
 		cfg := filepath.Join(conf, "proftpd.conf")
-		writeFile(t, cfg, proftpdConfig(root, conf, s.log))
+		writeFile(t, cfg, tc.proftpd(proftpdConfig(root, conf, s.log), conf))
 		args = []string{"-n", "-q", "-c", cfg}
 	case pureFTPd:
+		if tc != nil {
+			t.Fatal("the FTPS tests configure vsftpd and proftpd, not pure-ftpd")
+		}
 		bin = pureFTPdBin // its PureDB is written below, with a password hash from openssl
 		args = pureFTPdArgs(t, root, conf, uid, gid)
 	default:
@@ -105,8 +114,9 @@ func startServer(t testing.TB, tp *topology, kind string) *ftpServer {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	for _, addr := range []string{hostPort(serverV4, 21), hostPort(serverV6, 21)} {
-		if err := waitPort(ctx, tp.Client, addr, "220", s.proc); err != nil {
+	port, banner := tc.probe()
+	for _, addr := range []string{hostPort(serverV4, port), hostPort(serverV6, port)} {
+		if err := waitPort(ctx, tp.Client, addr, banner, s.proc); err != nil {
 			b, _ := os.ReadFile(out.Name())
 			t.Fatalf("%s not ready: %v\noutput:\n%s", kind, err, tail(b, 30))
 		}

@@ -184,6 +184,9 @@ func (s *session) legFailed(plan *dataPlan, err error) error {
 // setupServerLeg negotiates the server side of the plan: EPSV (or PASV) when
 // we dial the server, EPRT (or PORT) when the server dials us.
 func (s *session) setupServerLeg(ctx context.Context, plan *dataPlan, clientPassive bool) error {
+	if err := s.ensureServerProt(ctx); err != nil {
+		return err
+	}
 	passive := s.srv.cfg.ServerMode == ServerPassive || s.srv.cfg.PreserveClientAddress ||
 		(s.srv.cfg.ServerMode == ServerClient && clientPassive)
 	if passive {
@@ -357,12 +360,16 @@ func (s *session) handleTransfer(ctx context.Context, cmd rewrite.Command) error
 		return err
 	}
 
+	cliData, srvData, err := s.secureData(ctx, cliConn, srvConn)
+	if err != nil {
+		return s.dataTLSFailed(ctx, err, early, srvConn, cliConn)
+	}
 	up := upload(cmd.Verb)
 	done := make(chan relayResult, 1)
 	if up {
-		go relayData(srvConn, cliConn, done)
+		go relay(srvData, cliData, true, done)
 	} else {
-		go relayData(cliConn, srvConn, done)
+		go relay(cliData, srvData, false, done)
 	}
 	res, final, abort, err := s.awaitTransfer(ctx, done, early, srvConn, cliConn)
 	if err != nil {
@@ -640,6 +647,7 @@ func (s *session) logTransfer(cmd rewrite.Command, plan *dataPlan, up bool, res 
 	if res.err != nil {
 		fields = append(fields, zap.String("relay_error", res.err.Error()))
 	}
+	fields = append(fields, s.tlsTransferFields()...)
 	s.log.Info("transfer", fields...)
 }
 

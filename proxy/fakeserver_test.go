@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"bufio"
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -30,6 +32,16 @@ type fakeFTP struct {
 	noDial  bool   // in active mode, answer 150 and then 425 without connecting
 	slow    string // RETR of this file trickles data until the data connection breaks (for ABOR)
 	muteAbo bool   // never answer ABOR (as pure-ftpd may not after a cut transfer)
+
+	// FTPS (RFC 4217), all off without tlsCfg.
+	tlsCfg       *tls.Config
+	implicitTLS  bool          // TLS from connect (implicit FTPS)
+	requireTLS   bool          // USER before AUTH TLS gets 530
+	requireReuse bool          // a protected data connection must resume a TLS session (vsftpd require_ssl_reuse)
+	secureCmds   []string      // commands received over TLS
+	dataTLS      []string      // per protected data connection: "resumed" or "full"
+	slowStore    time.Duration // STOR waits this long before reading the data connection, after
+	// sending a record on it, as an OpenSSL server's session tickets arrive after the handshake
 }
 
 func newFakeFTP(t *testing.T) *fakeFTP {
@@ -69,7 +81,49 @@ func (f *fakeFTP) serve() {
 	}
 }
 
+// errNoReuse: a protected data connection did not resume a TLS session.
+var errNoReuse = errors.New("TLS session reuse required")
+
+// secureData puts the server side of TLS on a data connection.
+func (f *fakeFTP) secureData(d net.Conn) (net.Conn, error) {
+	td := tls.Server(d, f.tlsCfg)
+	td.SetDeadline(time.Now().Add(5 * time.Second))
+	if err := td.Handshake(); err != nil {
+		d.Close()
+		return nil, err
+	}
+	td.SetDeadline(time.Time{})
+	resumed := td.ConnectionState().DidResume
+	f.mu.Lock()
+	f.dataTLS = append(f.dataTLS, map[bool]string{true: "resumed", false: "full"}[resumed])
+	f.mu.Unlock()
+	if f.requireReuse && !resumed {
+		td.Close()
+		return nil, errNoReuse
+	}
+	return td, nil
+}
+
+// configure changes the TLS settings of a serving fake; sessions read them
+// under the same lock (nothing else orders them with a test's writes).
+func (f *fakeFTP) configure(change func(*fakeFTP)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	change(f)
+}
+
 func (f *fakeFTP) session(c net.Conn) {
+	secure, protP := false, false
+	f.mu.Lock()
+	implicit := f.implicitTLS
+	f.mu.Unlock()
+	if implicit {
+		tc := tls.Server(c, f.tlsCfg)
+		if err := tc.Handshake(); err != nil {
+			return
+		}
+		c, secure = tc, true
+	}
 	r := bufio.NewReader(c)
 	say := func(format string, args ...any) { fmt.Fprintf(c, format+"\r\n", args...) }
 	say("220 fake FTP ready")
@@ -103,10 +157,38 @@ func (f *fakeFTP) session(c net.Conn) {
 		verb = strings.ToUpper(verb)
 		f.mu.Lock()
 		f.log = append(f.log, verb)
+		if secure {
+			f.secureCmds = append(f.secureCmds, verb)
+		}
 		f.mu.Unlock()
 		switch verb {
 		case "PROXY": // a PROXY protocol v1 header: like servers that accept them, no reply
+		case "AUTH":
+			if f.tlsCfg == nil || secure {
+				say("502 AUTH not available")
+				continue
+			}
+			say("234 AUTH TLS ok")
+			tc := tls.Server(c, f.tlsCfg)
+			if err := tc.Handshake(); err != nil {
+				return
+			}
+			c, secure = tc, true
+			r = bufio.NewReader(c)
+		case "PBSZ":
+			say("200 PBSZ=0")
+		case "PROT":
+			if !secure {
+				say("503 PROT needs AUTH")
+				continue
+			}
+			protP = strings.EqualFold(arg, "P")
+			say("200 PROT %s ok", arg)
 		case "USER":
+			if f.requireTLS && !secure {
+				say("530 TLS required")
+				continue
+			}
 			say("331 password please")
 		case "PASS":
 			say("230 logged in")
@@ -174,6 +256,12 @@ func (f *fakeFTP) session(c net.Conn) {
 				continue
 			}
 			say("150 opening data connection")
+			if protP {
+				if d, err = f.secureData(d); err != nil {
+					say("522 data TLS: %v", err)
+					continue
+				}
+			}
 			if f.slow != "" && arg == f.slow {
 				deadline := time.Now().Add(5 * time.Second)
 				for time.Now().Before(deadline) {
@@ -196,6 +284,19 @@ func (f *fakeFTP) session(c net.Conn) {
 				continue
 			}
 			say("150 ok to send data")
+			if protP {
+				if d, err = f.secureData(d); err != nil {
+					say("522 data TLS: %v", err)
+					continue
+				}
+			}
+			f.mu.Lock()
+			slow := f.slowStore
+			f.mu.Unlock()
+			if slow > 0 {
+				d.Write([]byte("unsolicited"))
+				time.Sleep(slow)
+			}
 			b, _ := io.ReadAll(d)
 			d.Close()
 			f.mu.Lock()

@@ -1,7 +1,7 @@
 // Package proxy owns ftpgate's connections: control listeners, sessions, data
-// plans and the data relay. It decides nothing itself (that is policy's job),
-// speaks the wire protocol only through rewrite, and touches the kernel only
-// through the nat.Firewall it is given.
+// plans, the data relay and TLS on both legs (FTPS). It decides nothing itself
+// (that is policy's job), speaks the wire protocol only through rewrite, and
+// touches the kernel only through the nat.Firewall it is given.
 package proxy
 
 import (
@@ -89,6 +89,8 @@ type Config struct {
 
 	Policy policy.Config
 	Limits rewrite.Limits
+	// TLS is FTPS on both legs; the zero value means none toward clients.
+	TLS TLSConfig
 
 	ConnectTimeout time.Duration // dialing the server, or an active-mode client
 	LoginTimeout   time.Duration // from connect until the server accepted a login
@@ -165,6 +167,9 @@ func (c Config) Validate() error {
 	if err := c.ProxyProtocol.Validate(); err != nil {
 		return err
 	}
+	if err := c.TLS.validate(c.Mode); err != nil {
+		return err
+	}
 	return c.Policy.Validate()
 }
 
@@ -184,7 +189,8 @@ type Server struct {
 	log *zap.Logger
 
 	listeners []*net.TCPListener
-	ctrlAddrs []netip.AddrPort // fixed once Listen returns
+	implicit  map[*net.TCPListener]bool // implicit FTPS listeners; fixed once Listen returns
+	ctrlAddrs []netip.AddrPort          // fixed once Listen returns
 	draining  chan struct{}
 	hub       *dataHub
 	sessionWG sync.WaitGroup
@@ -239,6 +245,10 @@ func (s *Server) Listen(ctx context.Context) error {
 		s.lns.Add(1)
 		s.log.Info("listening", zap.Stringer("addr", l.Addr()), zap.String("mode", string(s.cfg.Mode)),
 			zap.String("upstream", s.cfg.Upstream), zap.String("server_mode", string(s.cfg.ServerMode)))
+	}
+	if err := s.listenImplicit(ctx, lc); err != nil {
+		s.closeListeners()
+		return err
 	}
 	return nil
 }
@@ -321,7 +331,7 @@ func (s *Server) acceptLoop(ctx context.Context, l *net.TCPListener, wg *sync.Wa
 		go func() {
 			defer s.sessionWG.Done()
 			defer s.sessions.Add(-1)
-			newSession(s, c).run(ctx)
+			newSession(s, c, s.implicit[l]).run(ctx)
 		}()
 	}
 }

@@ -64,9 +64,11 @@ type session struct {
 	start     time.Time
 	bytesUp   int64 // data bytes client -> server
 	bytesDown int64 // data bytes server -> client
+
+	ftps *sessionTLS // FTPS on either leg (tls_session.go)
 }
 
-func newSession(srv *Server, c *net.TCPConn) *session {
+func newSession(srv *Server, c *net.TCPConn, implicit bool) *session {
 	s := &session{
 		srv:         srv,
 		id:          srv.nextID.Add(1),
@@ -78,6 +80,7 @@ func newSession(srv *Server, c *net.TCPConn) *session {
 		clientHop:   addrPortOf(c.RemoteAddr()),
 		clientLocal: addrPortOf(c.LocalAddr()),
 		start:       time.Now(),
+		ftps:        newSessionTLS(srv, implicit),
 	}
 	s.base = srv.log.With(zap.Uint64("session", s.id), zap.Stringer("client", s.clientPeer))
 	s.log = s.base
@@ -119,6 +122,11 @@ func (s *session) run(parent context.Context) {
 	if err := setOOBInline(s.client); err != nil {
 		s.log.Debug("SO_OOBINLINE", zap.Error(err))
 	}
+	if err := s.acceptImplicit(ctx); err != nil {
+		s.client.Close()
+		s.logEnd(err)
+		return
+	}
 	if err := s.connectServer(ctx); err != nil {
 		s.client.Close()
 		s.logEnd(err)
@@ -145,6 +153,7 @@ func (s *session) logEnd(err error) {
 		zap.Int64("bytes_in", s.bytesUp),
 		zap.Int64("bytes_out", s.bytesDown),
 	}
+	fields = append(fields, s.tlsSessionFields()...)
 	if err != nil && !errors.Is(err, errSessionEnd) {
 		fields = append(fields, zap.String("reason", err.Error()))
 	}
@@ -219,13 +228,17 @@ func (s *session) dialServer(ctx context.Context, upstream string) error {
 	s.serverPeer = addrPortOf(s.server.RemoteAddr())
 	s.serverLocal = addrPortOf(s.server.LocalAddr())
 	s.log = s.log.With(zap.Stringer("server", s.serverPeer))
-	return nil
+	return s.connectServerTLS(ctx)
 }
 
 func (s *session) readClient(ctx context.Context) {
-	r := rewrite.NewReader(s.client, s.srv.cfg.Limits)
+	r := rewrite.NewReader(s.clientStream(), s.srv.cfg.Limits)
 	for {
 		cmd, err := r.ReadCommand()
+		pause := err == nil && pausesReader(cmd) // the loop may put TLS under us (AUTH) or take it away (CCC)
+		if pause {
+			s.ftps.pipelined.Store(int64(r.Buffered()))
+		}
 		select {
 		case s.cmds <- cmdEvent{cmd, err}:
 		case <-ctx.Done():
@@ -234,13 +247,22 @@ func (s *session) readClient(ctx context.Context) {
 		if err != nil && !recoverable(err) {
 			return
 		}
+		if pause {
+			if r = s.awaitRelease(ctx, r, s.ftps.clientSwitch); r == nil {
+				return
+			}
+		}
 	}
 }
 
 func (s *session) readServer(ctx context.Context) {
-	r := rewrite.NewReader(s.server, s.srv.cfg.Limits)
+	r := rewrite.NewReader(s.serverStream(), s.srv.cfg.Limits)
 	for {
 		rep, err := r.ReadReply()
+		pause := err == nil && rep.Code == 234 && s.ftps.authPending.Load() // the loop puts TLS under us
+		if pause {
+			s.ftps.serverBuffered.Store(int64(r.Buffered()))
+		}
 		select {
 		case s.replies <- replyEvent{rep, err}:
 		case <-ctx.Done():
@@ -248,6 +270,11 @@ func (s *session) readServer(ctx context.Context) {
 		}
 		if err != nil {
 			return
+		}
+		if pause {
+			if r = s.awaitRelease(ctx, r, s.ftps.serverSwitch); r == nil {
+				return
+			}
 		}
 	}
 }
@@ -412,6 +439,9 @@ func (s *session) loop(ctx context.Context) error {
 			break
 		}
 	}
+	if err := s.afterGreeting(ctx); err != nil {
+		return err
+	}
 	for first := true; ; first = false {
 		cmd, err := s.nextCommand(ctx)
 		if first && s.untrustedProxyHeader(cmdEvent{cmd, err}) {
@@ -469,7 +499,9 @@ func (s *session) handle(ctx context.Context, cmd rewrite.Command) error {
 		return s.handleActive(ctx, cmd)
 	case "FEAT":
 		return s.handleFEAT(ctx, cmd)
-	case "AUTH", "PBSZ", "PROT", "CCC", "ADAT", "MIC", "CONF", "ENC":
+	case "AUTH", "PBSZ", "PROT", "CCC":
+		return s.handleSecurity(ctx, cmd)
+	case "ADAT", "MIC", "CONF", "ENC":
 		return s.replyf(502, "%s is not supported by this gateway.", cmd.Verb)
 	case "ABOR":
 		s.closePlan()
@@ -514,8 +546,9 @@ func (s *session) forward(ctx context.Context, cmd rewrite.Command) error {
 	return nil
 }
 
-// handleFEAT relays the server's feature list without what ftpgate cannot
-// carry (TLS until it terminates it).
+// handleFEAT relays the server's feature list without the server's security
+// features, which are not the client's business, and adds ftpgate's own TLS
+// features when the client may use TLS.
 func (s *session) handleFEAT(ctx context.Context, cmd rewrite.Command) error {
 	rep, err := s.exchange(ctx, cmd.Verb, cmd.Arg)
 	if err != nil {
@@ -530,5 +563,5 @@ func (s *session) handleFEAT(ctx context.Context, cmd rewrite.Command) error {
 			return true
 		})
 	}
-	return s.reply(rep)
+	return s.reply(s.tlsFeatures(rep))
 }

@@ -128,6 +128,9 @@ unpack() {
 }
 mkdir -p "$OPT_DIR"
 unpack proftpd usr/sbin/proftpd proftpd-core
+# mod_tls for the FTPS tests, which load it with ModulePath and LoadModule; a directory of its own
+# keeps the proftpd-core unpack above as it is.
+unpack proftpd-tls usr/lib/proftpd/mod_tls.so proftpd-mod-crypto
 unpack pure-ftpd usr/sbin/pure-ftpd pure-ftpd pure-ftpd-common
 
 # The account the test servers log in as.

@@ -45,6 +45,8 @@ type fileConfig struct {
 	Firewall               firewallConfig      `yaml:"firewall"`
 	Timeouts               timeoutConfig       `yaml:"timeouts"`
 	Policy                 policyConfig        `yaml:"policy"`
+	TLS                    tlsConfig           `yaml:"tls"`        // tls.go
+	ServerTLS              serverTLSConfig     `yaml:"server_tls"` // tls.go
 }
 
 type firewallConfig struct {
@@ -256,6 +258,7 @@ func newRunFlags() *runFlags {
 	fs.StringVar(&fc.Firewall.Set6, "firewall-set6", "", "external-set: IPv6 pinhole set name")
 	fs.DurationVar(&fc.Timeouts.Data, "data-timeout", 0, "how long to wait for a data connection (default 30s)")
 	fs.DurationVar(&fc.Timeouts.Idle, "idle-timeout", 0, "idle control connection timeout (default 5m)")
+	addTLSFlags(fs, fc)
 	return f
 }
 
@@ -315,6 +318,7 @@ func (f *runFlags) parse(args []string) (fileConfig, error) {
 	over("firewall-set6", func() { base.Firewall.Set6 = fc.Firewall.Set6 })
 	over("data-timeout", func() { base.Timeouts.Data = fc.Timeouts.Data })
 	over("idle-timeout", func() { base.Timeouts.Idle = fc.Timeouts.Idle })
+	tlsOverrides(over, fc, &base)
 	return base, nil
 }
 
@@ -395,6 +399,9 @@ func (fc fileConfig) settings() (proxy.Config, nat.Config, error) {
 		if err := fc.interception(&pc, &nc); err != nil {
 			return pc, nc, err
 		}
+	}
+	if err := fc.tlsSettings(&pc); err != nil {
+		return pc, nc, err
 	}
 	if err := pc.Validate(); err != nil {
 		return pc, nc, err

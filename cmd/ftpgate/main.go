@@ -117,6 +117,7 @@ func cmdRun(args []string) int {
 		return 1
 	}
 	defer pc.stop()
+	defer reloadOnSIGHUP(ctx, pc.TLS.Certificate, fc.TLS, log)()
 
 	srv, err := proxy.New(pc.Config, fw, log.Named("proxy"))
 	if err != nil {

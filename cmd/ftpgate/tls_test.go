@@ -1,0 +1,223 @@
+package main
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ftpgate/ftpgate/proxy"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+)
+
+// writeCert writes a self-signed certificate and its key as PEM files into
+// dir and returns their paths.
+func writeCert(t *testing.T, dir, cn string) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: cn},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, cn+".pem"), filepath.Join(dir, cn+".key")
+	writeFile := func(p, typ string, b []byte) {
+		if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: b}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeFile(certFile, "CERTIFICATE", der)
+	writeFile(keyFile, "EC PRIVATE KEY", kder)
+	return certFile, keyFile
+}
+
+func TestTLSSettings(t *testing.T) {
+	dir := t.TempDir()
+	cert, key := writeCert(t, dir, "gate")
+	ca, _ := writeCert(t, dir, "server-ca")
+	p := writeConfig(t, `
+listen: ["198.18.0.1:21"]
+upstream: ftps://ftp.example:9990
+tls:
+  cert: `+cert+`
+  key: `+key+`
+  implicit_listen: ["198.18.0.1:990"]
+  min_version: "1.3"
+  session_reuse: optional
+  ccc: allow
+server_tls:
+  mode: require
+  ca: `+ca+`
+  name: ftp.internal
+`)
+	fc, err := newRunFlags().parse([]string{"--config", p, "--tls-ccc", "refuse", "--server-tls-insecure"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, _, err := fc.settings()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := pc.TLS
+	switch {
+	case c.Certificate == nil || c.Certificate.Current() == nil || c.Certificate.Current().Leaf.Subject.CommonName != "gate":
+		t.Errorf("certificate not loaded: %+v", c.Certificate)
+	case pc.Upstream != "ftp.example:9990" || !c.ServerImplicit:
+		t.Errorf("upstream %q implicit %v: want ftp.example:9990 with implicit TLS", pc.Upstream, c.ServerImplicit)
+	case len(c.ImplicitListen) != 1 || c.MinVersion != tls.VersionTLS13 || !c.DataReuseOptional:
+		t.Errorf("client-side settings lost: %+v", c)
+	case c.CCC != proxy.CCCRefuse:
+		t.Errorf("CCC %q: the flag should override the file", c.CCC)
+	case c.Server != proxy.ServerTLSRequire || c.ServerCAs == nil || c.ServerName != "ftp.internal" || !c.ServerInsecure:
+		t.Errorf("server-side settings: %+v", c)
+	}
+}
+
+func TestParseUpstream(t *testing.T) {
+	for _, tc := range []struct {
+		in, addr string
+		implicit bool
+		err      string
+	}{
+		{"198.18.1.2:21", "198.18.1.2:21", false, ""},
+		{"ftps://198.18.1.2", "198.18.1.2:990", true, ""},
+		{"ftps://[fd00::2]:9990", "[fd00::2]:9990", true, ""},
+		{"ftp://ftp.example", "ftp.example:21", false, ""},
+		{"ftps://ftp.example/", "ftp.example:990", true, ""},
+		{"https://ftp.example", "", false, "scheme"},
+		{"ftps://user@ftp.example", "", false, "nothing else"},
+		{"ftps://ftp.example/pub", "", false, "nothing else"},
+	} {
+		t.Run(tc.in, func(t *testing.T) {
+			addr, implicit, err := parseUpstream(tc.in)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("error %v, want one mentioning %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil || addr != tc.addr || implicit != tc.implicit {
+				t.Fatalf("got %q %v %v, want %q %v", addr, implicit, err, tc.addr, tc.implicit)
+			}
+		})
+	}
+}
+
+func TestTLSSettingsErrors(t *testing.T) {
+	dir := t.TempDir()
+	cert, key := writeCert(t, dir, "gate")
+	notPEM := filepath.Join(dir, "not.pem")
+	if err := os.WriteFile(notPEM, []byte("hello"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	base := []string{"--upstream", "198.18.1.2:21"}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"cert without key", []string{"--tls-cert", cert}, "both"},
+		{"missing cert file", []string{"--tls-cert", filepath.Join(dir, "none.pem"), "--tls-key", key}, "none.pem"},
+		{"key of another cert", []string{"--tls-cert", cert, "--tls-key", notPEM}, "tls certificate"},
+		{"bad version", []string{"--tls-min-version", "1.1"}, "want 1.2 or 1.3"},
+		{"bad reuse", []string{"--tls-session-reuse", "sometimes"}, "session reuse"},
+		{"bad CCC", []string{"--tls-ccc", "maybe"}, "CCC policy"},
+		{"bad server mode", []string{"--server-tls", "always"}, "server TLS mode"},
+		{"CA without certificates", []string{"--server-ca", notPEM}, "no PEM certificate"},
+		{"implicit listener without certificate", []string{"--implicit-listen", ":990"}, "certificate"},
+		{"ftps upstream with TLS off", []string{"--upstream", "ftps://198.18.1.2", "--server-tls", "off"}, "ftps://"},
+		{"intercept in reverse mode", []string{"--tls-cert", cert, "--tls-key", key, "--tls-intercept", "198.18.1.0/24"}, "transparent"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fc, err := newRunFlags().parse(append(append([]string{}, base...), tc.args...))
+			if err == nil {
+				_, _, err = fc.settings()
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want one mentioning %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestReloadOnSIGHUP: a SIGHUP loads the certificate files again into the
+// store; a broken file is logged and the certificate in use stays.
+func TestReloadOnSIGHUP(t *testing.T) {
+	dir := t.TempDir()
+	cert, key := writeCert(t, dir, "first")
+	first, err := loadCertificate(cert, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := proxy.NewCertStore(first)
+	core, logs := observer.New(zap.InfoLevel)
+	stop := reloadOnSIGHUP(context.Background(), store, tlsConfig{Cert: cert, Key: key}, zap.New(core))
+	defer stop()
+
+	hup := func() {
+		t.Helper()
+		if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitLog := func(msg string, n int) {
+		t.Helper()
+		for range 500 {
+			if logs.FilterMessage(msg).Len() >= n {
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		t.Fatalf("no %q log record after SIGHUP", msg)
+	}
+
+	// Renew: replace the files in place, as an ACME client would.
+	c2, k2 := writeCert(t, t.TempDir(), "second")
+	for _, mv := range [][2]string{{c2, cert}, {k2, key}} {
+		if err := os.Rename(mv[0], mv[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hup()
+	waitLog("SIGHUP: certificate reloaded; new sessions present it", 1)
+	if cn := store.Current().Leaf.Subject.CommonName; cn != "second" {
+		t.Fatalf("store holds %q after the reload, want second", cn)
+	}
+
+	if err := os.WriteFile(cert, []byte("broken"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hup()
+	waitLog("SIGHUP: certificate reload failed; keeping the current one", 1)
+	if cn := store.Current().Leaf.Subject.CommonName; cn != "second" {
+		t.Fatalf("store holds %q after a failed reload, want second", cn)
+	}
+}

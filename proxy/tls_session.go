@@ -1,0 +1,657 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ftpgate/ftpgate/rewrite"
+	"go.uber.org/zap"
+)
+
+// sessionTLS is a session's FTPS state. The loop goroutine owns it, except
+// the switch channels and the counters the reader goroutines set.
+type sessionTLS struct {
+	implicit bool             // the client came through an implicit FTPS listener
+	cert     *tls.Certificate // what this session presents; nil: no TLS toward the client
+
+	// The client leg.
+	clientCfg    *tls.Config
+	rec          *recordConn // the client's socket under the control channel's TLS layer
+	client       *tls.Conn   // the control channel's TLS layer; nil while it is clear
+	clientState  *tlsState   // of the control channel, kept after CCC for the logs
+	secured      bool        // AUTH (or implicit TLS) happened: PBSZ and PROT are allowed
+	cleared      bool        // CCC returned the control channel to clear text
+	pbsz         bool
+	prot         byte // 'C' or 'P'; zero means 'C'
+	clientSwitch chan net.Conn
+	pipelined    atomic.Int64 // bytes the client reader held after AUTH or CCC
+
+	// The server leg.
+	serverCfg      *tls.Config
+	server         *tls.Conn
+	serverState    *tlsState
+	serverPBSZ     bool
+	serverProt     byte // what the server accepted; zero means 'C'
+	serverSwitch   chan net.Conn
+	authPending    atomic.Bool  // AUTH TLS sent to the server: its reader pauses after a 234
+	serverBuffered atomic.Int64 // bytes the server reader held after that 234
+
+	// The running transfer's data legs, for its log record.
+	dataClient, dataServer *tlsState
+}
+
+func newSessionTLS(srv *Server, implicit bool) *sessionTLS {
+	t := &sessionTLS{
+		implicit:     implicit,
+		clientSwitch: make(chan net.Conn),
+		serverSwitch: make(chan net.Conn),
+	}
+	if st := srv.cfg.TLS.Certificate; st != nil {
+		t.cert = st.Current() // pinned: a reload leaves this session as it is
+	}
+	return t
+}
+
+// pausesReader reports whether the client reader must wait for the loop
+// after delivering cmd, because the loop may change the stream under it.
+func pausesReader(cmd rewrite.Command) bool { return cmd.Verb == "AUTH" || cmd.Verb == "CCC" }
+
+// clientStream is what the client reader reads: the TLS layer, or the socket.
+func (s *session) clientStream() io.Reader {
+	if s.ftps.client != nil {
+		return s.ftps.client
+	}
+	return s.client
+}
+
+// serverStream is what the server reader reads.
+func (s *session) serverStream() io.Reader {
+	if s.ftps.server != nil {
+		return s.ftps.server
+	}
+	return s.server
+}
+
+// awaitRelease is a paused reader waiting for the loop: it returns a reader
+// of the new stream, r itself to carry on, or nil when the session ends.
+func (s *session) awaitRelease(ctx context.Context, r *rewrite.Reader, ch <-chan net.Conn) *rewrite.Reader {
+	select {
+	case next := <-ch:
+		if next == nil {
+			return r
+		}
+		return rewrite.NewReader(next, s.srv.cfg.Limits)
+	case <-ctx.Done():
+		return nil
+	}
+}
+
+// releaseReader hands a paused reader its next stream (nil: the same as before).
+func releaseReader(ctx context.Context, ch chan<- net.Conn, next net.Conn) {
+	select {
+	case ch <- next:
+	case <-ctx.Done():
+	}
+}
+
+func (s *session) handshakeTimeout() time.Duration {
+	if d := s.srv.cfg.TLS.HandshakeTimeout; d > 0 {
+		return d
+	}
+	return s.srv.cfg.ConnectTimeout
+}
+
+// clientTLSAllowed reports whether this session's client may use TLS: there
+// is a certificate and, in the transparent modes, the destination is one
+// the operator chose to intercept.
+func (s *session) clientTLSAllowed() bool {
+	if s.ftps.cert == nil {
+		return false
+	}
+	if !s.srv.cfg.Mode.Transparent() {
+		return true
+	}
+	dst := s.serverPeer.Addr()
+	return slices.ContainsFunc(s.srv.cfg.TLS.Intercept, func(p netip.Prefix) bool { return p.Contains(dst) })
+}
+
+func (s *session) clientTLSConfig() (*tls.Config, error) {
+	if s.ftps.clientCfg == nil {
+		lo, hi := s.srv.cfg.TLS.versions()
+		cfg, err := newClientTLSConfig(s.ftps.cert, lo, hi)
+		if err != nil {
+			return nil, err
+		}
+		s.ftps.clientCfg = cfg
+	}
+	return s.ftps.clientCfg, nil
+}
+
+func (s *session) serverTLSConfig() *tls.Config {
+	if s.ftps.serverCfg == nil {
+		cfg := &s.srv.cfg.TLS
+		name := cfg.ServerName
+		if name == "" {
+			name = s.serverPeer.Addr().String()
+			if s.srv.cfg.Mode == ModeReverse {
+				if host, _, err := net.SplitHostPort(s.srv.cfg.Upstream); err == nil {
+					name = host
+				}
+			}
+		}
+		s.ftps.serverCfg = newServerTLSConfig(cfg, name)
+	}
+	return s.ftps.serverCfg
+}
+
+// acceptImplicit runs the TLS handshake of a client that came through an
+// implicit FTPS listener, before anything else is said.
+func (s *session) acceptImplicit(ctx context.Context) error {
+	if !s.ftps.implicit {
+		return nil
+	}
+	return s.handshakeClient(ctx)
+}
+
+// handshakeClient puts TLS on the client's control connection, with
+// ftpgate as the TLS server.
+func (s *session) handshakeClient(ctx context.Context) error {
+	t := s.ftps
+	cfg, err := s.clientTLSConfig()
+	if err != nil {
+		s.log.Error("client TLS configuration", zap.Error(err))
+		return err
+	}
+	t.rec = &recordConn{Conn: s.client}
+	tc := tls.Server(t.rec, cfg)
+	lift := handshakeDeadline(s.client, s.handshakeTimeout())
+	err = tc.HandshakeContext(ctx)
+	lift()
+	if err != nil {
+		s.log.Warn("client TLS handshake failed", zap.Bool("implicit", t.implicit), zap.Error(err))
+		return fmt.Errorf("client TLS handshake: %w", err)
+	}
+	t.client, t.secured = tc, true
+	t.clientState = stateOf(tc.ConnectionState())
+	s.cw = rewrite.NewWriter(tc)
+	s.log.Info("tls", zap.String("leg", "client"), zap.String("channel", "control"), zap.Bool("implicit", t.implicit),
+		zap.String("sni", tc.ConnectionState().ServerName), zap.Object("tls", t.clientState))
+	return nil
+}
+
+// connectServerTLS starts TLS toward an implicit FTPS server right after
+// connecting.
+func (s *session) connectServerTLS(ctx context.Context) error {
+	if !s.srv.cfg.TLS.ServerImplicit {
+		return nil
+	}
+	return s.handshakeServer(ctx)
+}
+
+// handshakeServer puts TLS on the server's control connection, with
+// ftpgate as the TLS client.
+func (s *session) handshakeServer(ctx context.Context) error {
+	t := s.ftps
+	cfg := s.serverTLSConfig()
+	tc := tls.Client(s.server, cfg)
+	lift := handshakeDeadline(s.server, s.handshakeTimeout())
+	err := tc.HandshakeContext(ctx)
+	lift()
+	if err != nil {
+		s.log.Error("server TLS handshake failed", zap.String("server_name", cfg.ServerName), zap.Error(err))
+		return fmt.Errorf("server TLS handshake: %w", err)
+	}
+	t.server = tc
+	t.serverState = stateOf(tc.ConnectionState())
+	s.sw = rewrite.NewWriter(tc)
+	fields := []zap.Field{zap.String("leg", "server"), zap.String("channel", "control"),
+		zap.Bool("implicit", s.srv.cfg.TLS.ServerImplicit), zap.String("server_name", cfg.ServerName),
+		zap.Object("tls", t.serverState)}
+	if cfg.InsecureSkipVerify {
+		s.log.Warn("tls: server certificate NOT verified (insecure mode)", fields...)
+	} else {
+		s.log.Info("tls", fields...)
+	}
+	return nil
+}
+
+// afterGreeting starts TLS toward the server once it has greeted, when the
+// mode requires it or the client came in with implicit TLS (mirror).
+func (s *session) afterGreeting(ctx context.Context) error {
+	if s.ftps.server != nil {
+		return nil // implicit FTPS toward the server
+	}
+	mode := s.srv.cfg.TLS.serverMode()
+	if mode != ServerTLSRequire && !(mode == ServerTLSMirror && s.ftps.implicit) {
+		return nil
+	}
+	rep, err := s.serverAUTH(ctx)
+	if err != nil {
+		return err
+	}
+	if rep != nil {
+		s.log.Error("the FTP server refused AUTH TLS", zap.String("server_tls", string(mode)), zap.Stringer("reply", rep))
+		s.replyf(421, "Service not available: the FTP server refused TLS.")
+		return fmt.Errorf("server refused AUTH TLS with %d", rep.Code)
+	}
+	return nil
+}
+
+// serverAUTH upgrades the server's control connection: AUTH TLS, then the
+// handshake. A refusal returns the server's reply; a failed handshake has
+// told the client (421) and ends the session.
+func (s *session) serverAUTH(ctx context.Context) (*rewrite.Reply, error) {
+	t := s.ftps
+	t.authPending.Store(true)
+	rep, err := s.exchange(ctx, "AUTH", "TLS")
+	t.authPending.Store(false)
+	if err != nil {
+		return nil, err
+	}
+	if rep.Code != 234 {
+		s.log.Info("server refused AUTH TLS", zap.Stringer("reply", rep))
+		return rep, nil
+	}
+	if n := t.serverBuffered.Load(); n > 0 {
+		s.log.Warn("server sent data after 234 before the TLS handshake", zap.Int64("bytes", n))
+		s.replyf(421, "Service not available: the FTP server broke the TLS upgrade.")
+		return nil, fmt.Errorf("server sent %d bytes after 234", n)
+	}
+	if err := s.handshakeServer(ctx); err != nil {
+		s.replyf(421, "Service not available: TLS toward the FTP server failed.")
+		return nil, err
+	}
+	releaseReader(ctx, t.serverSwitch, t.server)
+	return nil, nil
+}
+
+// handleSecurity answers AUTH, PBSZ, PROT and CCC. The client's side of TLS
+// is ftpgate's own; the server's follows the server TLS mode.
+func (s *session) handleSecurity(ctx context.Context, cmd rewrite.Command) error {
+	switch cmd.Verb {
+	case "AUTH":
+		return s.handleAUTH(ctx, cmd)
+	case "CCC":
+		return s.handleCCC(ctx)
+	case "PBSZ":
+		return s.handlePBSZ(cmd)
+	case "PROT":
+		return s.handlePROT(ctx, cmd)
+	}
+	return s.replyf(502, "%s is not supported by this gateway.", cmd.Verb)
+}
+
+func (s *session) handleAUTH(ctx context.Context, cmd rewrite.Command) error {
+	t := s.ftps
+	pipelined := t.pipelined.Load()
+	carryOn := func(code int, text string) error {
+		releaseReader(ctx, t.clientSwitch, nil)
+		return s.replyf(code, "%s", text)
+	}
+	if !s.clientTLSAllowed() {
+		return carryOn(502, "AUTH is not supported by this gateway.")
+	}
+	if t.secured {
+		return carryOn(503, "TLS is already in use.")
+	}
+	mech := strings.ToUpper(strings.TrimSpace(cmd.Arg))
+	switch mech {
+	case "TLS", "TLS-C", "SSL", "TLS-P":
+	default:
+		return carryOn(504, "Security mechanism not supported; use AUTH TLS.")
+	}
+	if pipelined > 0 {
+		s.log.Warn("client sent more after AUTH before the TLS handshake", zap.Int64("bytes", pipelined))
+		s.replyf(421, "Nothing may follow AUTH before the TLS handshake.")
+		return fmt.Errorf("client sent %d bytes after AUTH before the TLS handshake", pipelined)
+	}
+	if s.srv.cfg.TLS.serverMode() == ServerTLSMirror && t.server == nil {
+		rep, err := s.serverAUTH(ctx)
+		if err != nil {
+			return err
+		}
+		if rep != nil { // the client hears what the server said
+			releaseReader(ctx, t.clientSwitch, nil)
+			return s.reply(rep)
+		}
+	}
+	if err := s.replyf(234, "AUTH %s successful.", mech); err != nil {
+		return err
+	}
+	if err := s.handshakeClient(ctx); err != nil {
+		return err
+	}
+	if mech == "SSL" || mech == "TLS-P" {
+		// The pre-RFC 4217 mechanisms protect data connections too.
+		t.pbsz, t.prot = true, 'P'
+	}
+	releaseReader(ctx, t.clientSwitch, t.client)
+	return nil
+}
+
+func (s *session) handleCCC(ctx context.Context) error {
+	t := s.ftps
+	pipelined := t.pipelined.Load()
+	if t.client == nil {
+		releaseReader(ctx, t.clientSwitch, nil)
+		return s.replyf(533, "CCC needs a protected control channel.")
+	}
+	if s.srv.cfg.TLS.CCC != CCCAllow {
+		releaseReader(ctx, t.clientSwitch, nil)
+		s.log.Info("CCC refused by policy")
+		return s.replyf(534, "CCC refused by policy: the control channel stays protected.")
+	}
+	if pipelined > 0 {
+		s.log.Warn("client sent more after CCC before the TLS shutdown", zap.Int64("bytes", pipelined))
+		s.replyf(421, "Nothing may follow CCC before the TLS shutdown.")
+		return fmt.Errorf("client sent %d bytes after CCC before the TLS shutdown", pipelined)
+	}
+	if err := s.replyf(200, "CCC command successful: the control channel returns to clear text."); err != nil {
+		return err
+	}
+	// ftpgate's close_notify ends its TLS; the client's, if it sends one, is
+	// read by the client reader (cccConn), whose recordConn has read nothing
+	// past the last TLS record.
+	tc := t.client
+	if err := tc.CloseWrite(); err != nil {
+		s.log.Warn("CCC: cannot send close_notify", zap.Error(err))
+		return fmt.Errorf("CCC: %w", err)
+	}
+	t.client, t.cleared = nil, true
+	s.cw = rewrite.NewWriter(s.client)
+	s.log.Info("control channel back in clear text (CCC)")
+	releaseReader(ctx, t.clientSwitch, &cccConn{recordConn: t.rec, tls: tc})
+	return nil
+}
+
+// errDataAfterCCC: the client sent application data where its close_notify
+// was due.
+var errDataAfterCCC = errors.New("application data after CCC instead of close_notify")
+
+// awaitCloseNotify reads the peer's close_notify, which crypto/tls reports
+// as io.EOF.
+func awaitCloseNotify(c *tls.Conn) error {
+	var b [64]byte
+	n, err := c.Read(b[:])
+	switch {
+	case n > 0:
+		return errDataAfterCCC
+	case errors.Is(err, io.EOF):
+		return nil
+	case err == nil:
+		return errDataAfterCCC
+	}
+	return err
+}
+
+func (s *session) handlePBSZ(cmd rewrite.Command) error {
+	if !s.ftps.secured {
+		return s.replyf(503, "PBSZ needs AUTH TLS first.")
+	}
+	s.ftps.pbsz = true
+	if strings.TrimSpace(cmd.Arg) != "0" {
+		return s.replyf(200, "PBSZ=0")
+	}
+	return s.replyf(200, "PBSZ 0 successful.")
+}
+
+func (s *session) handlePROT(ctx context.Context, cmd rewrite.Command) error {
+	t := s.ftps
+	if !t.secured {
+		return s.replyf(503, "PROT needs AUTH TLS first.")
+	}
+	if !t.pbsz {
+		return s.replyf(503, "PROT needs PBSZ first.")
+	}
+	var level byte
+	switch strings.ToUpper(strings.TrimSpace(cmd.Arg)) {
+	case "C":
+		level = 'C'
+	case "P":
+		level = 'P'
+	case "S", "E":
+		return s.replyf(536, "Protection level not supported; use C or P.")
+	default:
+		return s.replyf(504, "Unknown protection level; use C or P.")
+	}
+	if s.srv.cfg.TLS.serverMode() == ServerTLSMirror && t.server != nil {
+		rep, err := s.setServerProt(ctx, level)
+		if err != nil {
+			return err
+		}
+		if rep != nil { // mirrored: the client hears the server's refusal
+			return s.reply(rep)
+		}
+	}
+	t.prot = level
+	if level == 'P' {
+		return s.replyf(200, "Protection set to Private.")
+	}
+	return s.replyf(200, "Protection set to Clear.")
+}
+
+// setServerProt asks the server for protection level (after PBSZ 0 if not
+// sent yet). A refusal returns the server's reply.
+func (s *session) setServerProt(ctx context.Context, level byte) (*rewrite.Reply, error) {
+	t := s.ftps
+	if !t.serverPBSZ {
+		rep, err := s.exchange(ctx, "PBSZ", "0")
+		if err != nil {
+			return nil, err
+		}
+		if rep.Code/100 != 2 {
+			return rep, nil
+		}
+		t.serverPBSZ = true
+	}
+	rep, err := s.exchange(ctx, "PROT", string(level))
+	if err != nil {
+		return nil, err
+	}
+	if rep.Code/100 != 2 {
+		return rep, nil
+	}
+	t.serverProt = level
+	return nil, nil
+}
+
+// wantServerProt is the protection level the server's data connections
+// should have: P when TLS toward the server is required, the client's own
+// when mirroring.
+func (s *session) wantServerProt() byte {
+	if s.srv.cfg.TLS.serverMode() == ServerTLSRequire {
+		return 'P'
+	}
+	return prot(s.ftps.prot)
+}
+
+func prot(b byte) byte {
+	if b == 0 {
+		return 'C'
+	}
+	return b
+}
+
+// ensureServerProt sets the server's protection level before a data
+// connection is negotiated, if it differs from what it should be.
+func (s *session) ensureServerProt(ctx context.Context) error {
+	t := s.ftps
+	if t.server == nil {
+		return nil
+	}
+	want := s.wantServerProt()
+	if prot(t.serverProt) == want {
+		return nil
+	}
+	rep, err := s.setServerProt(ctx, want)
+	if err != nil {
+		return err
+	}
+	if rep != nil {
+		s.log.Warn("server refused the protection level", zap.String("prot", string(want)), zap.Stringer("reply", rep))
+		return legErrorf("the server refused PROT %c with %d", want, rep.Code)
+	}
+	return nil
+}
+
+// tlsFeatures adds to a FEAT reply what ftpgate itself offers the client:
+// AUTH TLS, PBSZ and PROT (and CCC when allowed), whatever the server lists.
+func (s *session) tlsFeatures(rep *rewrite.Reply) *rewrite.Reply {
+	if rep == nil || rep.Code != 211 || !s.clientTLSAllowed() {
+		return rep
+	}
+	feats := []string{" AUTH TLS", " PBSZ", " PROT"}
+	if s.srv.cfg.TLS.CCC == CCCAllow {
+		feats = append(feats, " CCC")
+	}
+	if len(rep.Lines) < 2 {
+		return rewrite.NewReply(211, append(append([]string{"Features:"}, feats...), "End")...)
+	}
+	last := len(rep.Lines) - 1
+	lines := make([]string, 0, len(rep.Lines)+len(feats))
+	lines = append(lines, rep.Lines[:last]...)
+	lines = append(lines, feats...)
+	lines = append(lines, rep.Lines[last])
+	return &rewrite.Reply{Code: rep.Code, Lines: lines}
+}
+
+// dataTLSError is a data connection's TLS failure; the client hears Code.
+type dataTLSError struct {
+	leg  string // "client" or "server"
+	code int
+	msg  string
+	err  error
+}
+
+func (e *dataTLSError) Error() string { return e.leg + " data TLS: " + e.msg }
+func (e *dataTLSError) Unwrap() error { return e.err }
+
+// secureData puts TLS on the transfer's data connections where the legs'
+// protection levels say so: ftpgate is the TLS server toward the client
+// (also when it dialed the client, RFC 4217 §7) and the TLS client toward
+// the server. Both handshakes run at once, bounded by the data timeout. A
+// client's data connection that does not resume this session's control TLS
+// session is refused unless DataReuseOptional. Plain legs come back as the
+// *net.TCPConn they were, so that relay can splice them.
+func (s *session) secureData(ctx context.Context, cli, srv *net.TCPConn) (net.Conn, net.Conn, error) {
+	t := s.ftps
+	t.dataClient, t.dataServer = nil, nil
+	cliP := prot(t.prot) == 'P'
+	srvP := t.server != nil && prot(t.serverProt) == 'P'
+	var cliOut, srvOut net.Conn = cli, srv
+	if !cliP && !srvP {
+		return cliOut, srvOut, nil
+	}
+	hctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	timeout := s.srv.cfg.DataTimeout
+	var wg sync.WaitGroup
+	var cliTLS, srvTLS *tls.Conn
+	var cliErr, srvErr error
+	if cliP {
+		cfg, err := s.clientTLSConfig()
+		if err != nil {
+			return nil, nil, err
+		}
+		cliTLS = tls.Server(cli, cfg)
+		wg.Go(func() {
+			lift := handshakeDeadline(cli, timeout)
+			defer lift()
+			if cliErr = cliTLS.HandshakeContext(hctx); cliErr != nil {
+				cancel()
+			}
+		})
+	}
+	if srvP {
+		srvTLS = tls.Client(srv, s.serverTLSConfig())
+		wg.Go(func() {
+			lift := handshakeDeadline(srv, timeout)
+			defer lift()
+			if srvErr = srvTLS.HandshakeContext(hctx); srvErr != nil {
+				cancel()
+			}
+		})
+	}
+	wg.Wait()
+	switch {
+	case cliErr != nil && !errors.Is(cliErr, context.Canceled):
+		s.log.Warn("client data TLS handshake failed", zap.Error(cliErr))
+		return nil, nil, &dataTLSError{leg: "client", code: 425, msg: "TLS handshake failed", err: cliErr}
+	case srvErr != nil && !errors.Is(srvErr, context.Canceled):
+		s.log.Warn("server data TLS handshake failed", zap.Error(srvErr))
+		return nil, nil, &dataTLSError{leg: "server", code: 425, msg: "TLS handshake with the server failed", err: srvErr}
+	case cliErr != nil || srvErr != nil:
+		return nil, nil, &dataTLSError{leg: "client", code: 425, msg: "TLS handshake interrupted", err: errors.Join(cliErr, srvErr)}
+	}
+	if cliP {
+		cs := cliTLS.ConnectionState()
+		if !cs.DidResume && !s.srv.cfg.TLS.DataReuseOptional {
+			s.log.Warn("data connection refused: its TLS session does not resume the control connection's",
+				zap.Stringer("from", addrPortOf(cli.RemoteAddr())), zap.String("version", tls.VersionName(cs.Version)))
+			return nil, nil, &dataTLSError{leg: "client", code: 522, msg: "TLS session reuse required"}
+		}
+		t.dataClient = stateOf(cs)
+		cliOut = cliTLS
+	}
+	if srvP {
+		t.dataServer = stateOf(srvTLS.ConnectionState())
+		srvOut = srvTLS
+	}
+	return cliOut, srvOut, nil
+}
+
+// dataTLSFailed ends a transfer whose data connection could not be
+// protected: both data connections are closed, the server's final reply is
+// swallowed (unless it came early, while the legs were connecting) and the
+// client hears why.
+func (s *session) dataTLSFailed(ctx context.Context, err error, early *rewrite.Reply, conns ...*net.TCPConn) error {
+	for _, c := range conns {
+		c.Close()
+	}
+	var de *dataTLSError
+	if !errors.As(err, &de) {
+		return err
+	}
+	if early == nil {
+		if _, err := s.serverReply(ctx, s.srv.cfg.IdleTimeout); err != nil {
+			return err
+		}
+	}
+	if de.code == 522 {
+		return s.replyf(522, "Data connection refused: its TLS session must resume the control connection's.")
+	}
+	return s.replyf(de.code, "Can't open data connection: %s.", de.msg)
+}
+
+// tlsSessionFields are the TLS facts of a session's end record.
+func (s *session) tlsSessionFields() []zap.Field {
+	t := s.ftps
+	if t.clientState == nil && t.serverState == nil {
+		return nil
+	}
+	fields := []zap.Field{tlsField("client_tls", t.clientState), tlsField("server_tls", t.serverState)}
+	if t.cleared {
+		fields = append(fields, zap.Bool("ccc", true))
+	}
+	return fields
+}
+
+// tlsTransferFields are the TLS facts of a transfer record: each data leg's
+// version and cipher suite, or "none".
+func (s *session) tlsTransferFields() []zap.Field {
+	t := s.ftps
+	if t.clientState == nil && t.serverState == nil {
+		return nil
+	}
+	return []zap.Field{tlsField("client_tls", t.dataClient), tlsField("server_tls", t.dataServer)}
+}
