@@ -316,6 +316,20 @@ func (h *dataHub) release(dl *dataListener) {
 	h.mu.Unlock()
 }
 
+// touch records that a data connection accepted on port has just ended:
+// the port then counts as recently used for the cooldown, since the peer's
+// side of that connection may linger (TIME_WAIT, or a server that closes
+// late) and a peer dialing from a fixed port would meet it.
+func (h *dataHub) touch(port uint16) {
+	r := h.srv.cfg.PassivePorts
+	if port < r.Lo || port > r.Hi {
+		return
+	}
+	h.mu.Lock()
+	h.released[port] = time.Now()
+	h.mu.Unlock()
+}
+
 // wait returns the expected data connection, or errDataTimeout at the
 // deadline.
 func (dl *dataListener) wait(ctx context.Context, deadline time.Time) (*net.TCPConn, error) {

@@ -343,6 +343,7 @@ func (s *session) handleTransfer(ctx context.Context, cmd rewrite.Command) error
 		return nil
 	}
 
+	clientListens, serverListens := plan.clientPassive(), !plan.serverPassive() // connectLegs ends the listening
 	cliConn, srvConn, early, err := s.connectLegs(ctx, plan, srvConn)
 	if err != nil {
 		srvConn = nil // connectLegs closed it
@@ -360,6 +361,13 @@ func (s *session) handleTransfer(ctx context.Context, cmd rewrite.Command) error
 		return err
 	}
 
+	// The ports we accepted on count as used until these connections end.
+	if serverListens {
+		defer s.srv.hub.touch(addrPortOf(srvConn.LocalAddr()).Port())
+	}
+	if clientListens {
+		defer s.srv.hub.touch(addrPortOf(cliConn.LocalAddr()).Port())
+	}
 	cliData, srvData, err := s.secureData(ctx, cliConn, srvConn)
 	if err != nil {
 		return s.dataTLSFailed(ctx, err, early, srvConn, cliConn)
