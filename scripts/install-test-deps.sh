@@ -93,7 +93,7 @@ for svc in vsftpd haproxy; do
 	fi
 	if "/etc/init.d/$svc" status >/dev/null 2>&1; then
 		"/etc/init.d/$svc" stop >/dev/null 2>&1 || true
-		log "$svc: stopped the root-namespace daemon"
+		log "$svc: init script reports it running (it matches by name, so this may be a test's own server in a namespace); asked it to stop the packaged daemon by pidfile"
 	fi
 	if compgen -G "/etc/rc[2-5].d/S*$svc" >/dev/null; then
 		update-rc.d "$svc" disable >/dev/null 2>&1 || true
