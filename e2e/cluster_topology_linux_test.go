@@ -299,33 +299,6 @@ func recordHost(r logRecord, field string) string {
 	return ap.Addr().Unmap().String()
 }
 
-// idleBaseline waits until ftpgate is idle (no session or pinhole, the same goroutine and fd
-// counts twice in a row, two garbage collections so that no pooled splice pipe is counted, as
-// warmUp does) and returns its resource counts.
-func idleBaseline(ctx context.Context, t *testing.T, g *gate) gateVars {
-	t.Helper()
-	var prev gateVars
-	var gc0 uint32
-	for i := 0; ; i++ {
-		v, err := g.Vars(ctx)
-		if err != nil {
-			t.Fatalf("ftpgate /debug/vars: %v", err)
-		}
-		if i == 0 {
-			gc0 = v.NumGC
-		} else if v.Sessions == 0 && v.Pinholes == 0 && v.Goroutines == prev.Goroutines && v.ProcFDs == prev.ProcFDs &&
-			v.NumGC-gc0 >= 2 {
-			return v
-		}
-		prev = v
-		select {
-		case <-ctx.Done():
-			t.Fatalf("ftpgate did not become idle: %s", v)
-		case <-time.After(2 * time.Millisecond): // every answer allocates: this drives collections
-		}
-	}
-}
-
 // gateCounters reads ftpgate's own counters and its garbage collection count from
 // /debug/vars, and nothing else: cheap enough to sample under load (gate.Vars also counts fds
 // and listening sockets).

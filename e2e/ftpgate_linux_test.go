@@ -486,3 +486,30 @@ func (g *gate) waitSettled(ctx context.Context, base gateVars) (gateVars, error)
 		}
 	}
 }
+
+// idleBaseline waits until ftpgate is idle (no session or pinhole, the same goroutine and fd
+// counts twice in a row, two garbage collections so that no pooled splice pipe is counted, as
+// warmUp does) and returns its resource counts.
+func idleBaseline(ctx context.Context, t *testing.T, g *gate) gateVars {
+	t.Helper()
+	var prev gateVars
+	var gc0 uint32
+	for i := 0; ; i++ {
+		v, err := g.Vars(ctx)
+		if err != nil {
+			t.Fatalf("ftpgate /debug/vars: %v", err)
+		}
+		if i == 0 {
+			gc0 = v.NumGC
+		} else if v.Sessions == 0 && v.Pinholes == 0 && v.Goroutines == prev.Goroutines && v.ProcFDs == prev.ProcFDs &&
+			v.NumGC-gc0 >= 2 {
+			return v
+		}
+		prev = v
+		select {
+		case <-ctx.Done():
+			t.Fatalf("ftpgate did not become idle: %s", v)
+		case <-time.After(2 * time.Millisecond): // every answer allocates: this drives collections
+		}
+	}
+}

@@ -107,27 +107,9 @@ func ftpsWarmUp(t *testing.T, tp *topology, g *gate, curl ftpsCurl) gateVars {
 	if err := curl.Get(ctx, gateV4(), modeEPSV, oneFile, filepath.Join(t.TempDir(), oneFile)); err != nil {
 		t.Fatalf("FTPS warm-up through ftpgate: %v", err)
 	}
-	var prev gateVars
-	var gc0 uint32
-	for i := 0; ; i++ {
-		v, err := g.Vars(ctx)
-		if err != nil {
-			t.Fatalf("ftpgate /debug/vars: %v", err)
-		}
-		if i == 0 {
-			gc0 = v.NumGC
-		} else if v.Sessions == 0 && v.Pinholes == 0 && v.Goroutines == prev.Goroutines && v.ProcFDs == prev.ProcFDs &&
-			v.NumGC-gc0 >= 2 {
-			t.Logf("ftpgate baseline after the FTPS warm-up: %s", v)
-			return v
-		}
-		prev = v
-		select {
-		case <-ctx.Done():
-			t.Fatalf("ftpgate did not become idle after the warm-up: %s", v)
-		case <-time.After(2 * time.Millisecond):
-		}
-	}
+	v := idleBaseline(ctx, t, g)
+	t.Logf("ftpgate baseline after the FTPS warm-up: %s", v)
+	return v
 }
 
 // getPutter is a client that downloads and uploads.

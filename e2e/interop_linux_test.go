@@ -290,29 +290,9 @@ func warmUp(t *testing.T, tp *topology, g *gate, eps ...endpoint) gateVars {
 			}
 		}
 	}
-	// Idle: no session, the same goroutine and fd counts twice in a row, and two garbage
-	// collections since the warm-up, so that no pooled splice pipe is counted (see waitSettled).
-	var prev gateVars
-	var gc0 uint32
-	for i := 0; ; i++ {
-		v, err := g.Vars(ctx)
-		if err != nil {
-			t.Fatalf("ftpgate /debug/vars: %v", err)
-		}
-		if i == 0 {
-			gc0 = v.NumGC
-		} else if v.Sessions == 0 && v.Pinholes == 0 && v.Goroutines == prev.Goroutines && v.ProcFDs == prev.ProcFDs &&
-			v.NumGC-gc0 >= 2 {
-			t.Logf("ftpgate baseline after warm-up: %s", v)
-			return v
-		}
-		prev = v
-		select {
-		case <-ctx.Done():
-			t.Fatalf("ftpgate did not become idle after warm-up: %s", v)
-		case <-time.After(2 * time.Millisecond): // every answer allocates: this drives collections
-		}
-	}
+	v := idleBaseline(ctx, t, g)
+	t.Logf("ftpgate baseline after warm-up: %s", v)
+	return v
 }
 
 // checkSettled checks that after the load ftpgate returns to its baseline resources, ended
