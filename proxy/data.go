@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"time"
 
 	"github.com/ftpgate/ftpgate/nat"
 	"go.uber.org/zap"
@@ -56,11 +55,6 @@ func (s *Server) closeData(ctx context.Context, dl *dataListener, log *zap.Logge
 	}
 	s.unpin(ctx, dl, log)
 	s.hub.release(dl)
-}
-
-// accept waits until the deadline for the expected data connection.
-func (s *Server) accept(ctx context.Context, dl *dataListener, deadline time.Time) (*net.TCPConn, error) {
-	return dl.wait(ctx, deadline)
 }
 
 // dial opens a data connection to target from our local address src

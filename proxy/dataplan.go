@@ -543,7 +543,7 @@ func (s *session) connectLegs(ctx context.Context, plan *dataPlan, srvConn *net.
 	go func() {
 		var r legResult
 		if plan.clientPassive() {
-			r.c, r.err = s.srv.accept(legCtx, plan.clientLn, deadline)
+			r.c, r.err = plan.clientLn.wait(legCtx, deadline)
 		} else {
 			r.c, r.err = s.srv.dial(legCtx, s.clientSide, plan.clientAddr, false)
 		}
@@ -553,7 +553,7 @@ func (s *session) connectLegs(ctx context.Context, plan *dataPlan, srvConn *net.
 	if !plan.serverPassive() {
 		srvCh = make(chan legResult, 1)
 		go func() {
-			c, err := s.srv.accept(legCtx, plan.serverLn, deadline)
+			c, err := plan.serverLn.wait(legCtx, deadline)
 			srvCh <- legResult{c, err}
 		}()
 	}

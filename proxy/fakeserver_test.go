@@ -152,7 +152,9 @@ func (f *fakeFTP) session(c net.Conn) {
 			return
 		}
 		line = strings.TrimRight(line, "\r\n")
-		line = strings.TrimLeft(line, "\xff\xf4\xf2") // Telnet IP and DM before ABOR
+		for len(line) > 0 && (line[0] == 0xff || line[0] == 0xf4 || line[0] == 0xf2) {
+			line = line[1:] // Telnet IAC IP IAC DM before ABOR
+		}
 		verb, arg, _ := strings.Cut(line, " ")
 		verb = strings.ToUpper(verb)
 		f.mu.Lock()

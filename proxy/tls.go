@@ -218,11 +218,11 @@ func newClientTLSConfig(cert *tls.Certificate, lo, hi uint16) (*tls.Config, erro
 	}
 	mark := append([]byte(controlMark), id[:]...)
 	c := &tls.Config{
-		Certificates:     []tls.Certificate{*cert},
-		MinVersion:       lo,
-		MaxVersion:       hi,
-		SessionTicketKey: key,
+		Certificates: []tls.Certificate{*cert},
+		MinVersion:   lo,
+		MaxVersion:   hi,
 	}
+	c.SetSessionTicketKeys([][32]byte{key}) // per session: no other session's tickets decrypt
 	c.WrapSession = func(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
 		ss.Extra = append(ss.Extra, mark)
 		return c.EncryptTicket(cs, ss)

@@ -95,50 +95,48 @@ func (r *Reader) readLine() ([]byte, int, error) {
 			return nil, 0, err
 		}
 	}
-	for {
-		chunk, err := r.br.ReadSlice('\n')
-		if err == nil {
-			if len(r.pend) > 0 {
-				r.pend = append(r.pend, chunk...)
-				chunk = r.pend
-				r.pend = r.pend[:0]
-			}
-			size := len(chunk)
-			line := chunk[:len(chunk)-1]
-			if n := len(line); n > 0 && line[n-1] == '\r' {
-				line = line[:n-1]
-			}
-			if len(line) > r.maxLine {
-				r.setHead(line, nil)
-				return nil, size, ErrLineTooLong
-			}
-			return line, size, nil
-		}
-		full := errors.Is(err, bufio.ErrBufferFull)
-		if full || len(r.pend)+len(chunk) > r.maxLine+1 {
-			// Too long whatever follows: even a CRLF next leaves more than
-			// maxLine bytes. Drop what we have and skip to the next LF.
-			r.setHead(r.pend, chunk)
+	chunk, err := r.br.ReadSlice('\n')
+	if err == nil {
+		if len(r.pend) > 0 {
+			r.pend = append(r.pend, chunk...)
+			chunk = r.pend
 			r.pend = r.pend[:0]
-			if err == io.EOF {
-				return nil, 0, ErrLineTooLong
-			}
-			r.skipping = true
-			if full {
-				_ = r.discardLine() // an error here leaves skipping set for the next call
-			}
+		}
+		size := len(chunk)
+		line := chunk[:len(chunk)-1]
+		if n := len(line); n > 0 && line[n-1] == '\r' {
+			line = line[:n-1]
+		}
+		if len(line) > r.maxLine {
+			r.setHead(line, nil)
+			return nil, size, ErrLineTooLong
+		}
+		return line, size, nil
+	}
+	full := errors.Is(err, bufio.ErrBufferFull)
+	if full || len(r.pend)+len(chunk) > r.maxLine+1 {
+		// Too long whatever follows: even a CRLF next leaves more than
+		// maxLine bytes. Drop what we have and skip to the next LF.
+		r.setHead(r.pend, chunk)
+		r.pend = r.pend[:0]
+		if err == io.EOF {
 			return nil, 0, ErrLineTooLong
 		}
-		r.pend = append(r.pend, chunk...)
-		if err == io.EOF {
-			if len(r.pend) == 0 {
-				return nil, 0, io.EOF
-			}
-			r.pend = r.pend[:0]
-			return nil, 0, io.ErrUnexpectedEOF
+		r.skipping = true
+		if full {
+			_ = r.discardLine() // an error here leaves skipping set for the next call
 		}
-		return nil, 0, err
+		return nil, 0, ErrLineTooLong
 	}
+	r.pend = append(r.pend, chunk...)
+	if err == io.EOF {
+		if len(r.pend) == 0 {
+			return nil, 0, io.EOF
+		}
+		r.pend = r.pend[:0]
+		return nil, 0, io.ErrUnexpectedEOF
+	}
+	return nil, 0, err
 }
 
 // discardLine reads up to and including the next LF, keeping nothing.
