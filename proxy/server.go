@@ -92,6 +92,10 @@ type Config struct {
 	// TLS is FTPS on both legs; the zero value means none toward clients.
 	TLS TLSConfig
 
+	// Observer is told of sessions, transfers, pinholes and denials (metrics
+	// and audit records); nil means NopObserver.
+	Observer Observer
+
 	ConnectTimeout time.Duration // dialing the server, or an active-mode client
 	LoginTimeout   time.Duration // from connect until the server accepted a login
 	IdleTimeout    time.Duration // waiting for a client command; paused while a transfer runs
