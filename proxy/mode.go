@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -44,54 +43,6 @@ func (a StaticAddr) Addr(v6 bool) (netip.Addr, bool) {
 
 // String returns the address.
 func (a StaticAddr) String() string { return netip.Addr(a).String() }
-
-// AdvertiseRule chooses what passive replies tell clients from some
-// networks (split horizon: in-cluster clients get the pod or ClusterIP
-// address, outside clients the load balancer's), and optionally maps the
-// advertised port for balancers that publish other ports than ftpgate
-// listens on.
-type AdvertiseRule struct {
-	Clients    []netip.Prefix    // client networks the rule is for
-	Addr       AddrSource        // the address to advertise; nil keeps the default
-	PortOffset int               // added to the data port, unless Ports maps it
-	Ports      map[uint16]uint16 // explicit data port -> advertised port
-}
-
-func (r AdvertiseRule) matches(client netip.Addr) bool {
-	client = client.Unmap()
-	for _, p := range r.Clients {
-		if p.Contains(client) {
-			return true
-		}
-	}
-	return false
-}
-
-func (r AdvertiseRule) mapPort(p uint16) uint16 {
-	if m, ok := r.Ports[p]; ok {
-		return m
-	}
-	return uint16(int(p) + r.PortOffset)
-}
-
-// validate reports whether every port the rule can produce is a real port.
-func (r AdvertiseRule) validate(data [2]uint16) error {
-	if len(r.Clients) == 0 {
-		return errors.New("advertise rule without client networks")
-	}
-	for from, to := range r.Ports {
-		if from == 0 || to == 0 {
-			return fmt.Errorf("advertise rule port map %d -> %d: port 0", from, to)
-		}
-	}
-	if r.PortOffset != 0 && data[0] != 0 {
-		lo, hi := int(data[0])+r.PortOffset, int(data[1])+r.PortOffset
-		if lo < 1 || hi > 65535 {
-			return fmt.Errorf("advertise rule port offset %d moves data ports %d-%d out of range", r.PortOffset, data[0], data[1])
-		}
-	}
-	return nil
-}
 
 // Hooks are the kernel helpers the transparent modes need. cmd fills them
 // from package nat; tests may fake them. Nil hooks are not used.
@@ -143,7 +94,7 @@ func (s *session) target() (string, error) {
 			return "", fmt.Errorf("redirect mode without an original-destination lookup")
 		}
 		var err error
-		dst, err = cfg.Hooks.OriginalDst(s.client)
+		dst, err = cfg.Hooks.OriginalDst(s.ctl.client)
 		if err != nil {
 			return "", fmt.Errorf("original destination: %w", err)
 		}
@@ -159,16 +110,6 @@ func (s *session) target() (string, error) {
 	}
 	return dst.String(), nil
 }
-
-// errLoop: the original destination is ftpgate itself.
-var errLoop = fmt.Errorf("connection addressed to ftpgate itself, not to a server (loop)")
-
-type destinationError struct {
-	dst    netip.AddrPort
-	reason string
-}
-
-func (e *destinationError) Error() string { return "destination refused: " + e.reason }
 
 // isSelf reports whether dst is one of ftpgate's own control listeners: a
 // client that connected to the proxy port directly, whose "original

@@ -196,17 +196,12 @@ type Server struct {
 	implicit  map[*net.TCPListener]bool // implicit FTPS listeners; fixed once Listen returns
 	ctrlAddrs []netip.AddrPort          // fixed once Listen returns
 	draining  chan struct{}
-	hub       *dataHub
+	ports     *dataPorts // data listeners and their pinholes
+	obs       Observer
 	sessionWG sync.WaitGroup
 	nextID    atomic.Uint64
 
-	sessions, lns, pinholes, accepted, transfers atomic.Int64
-
-	// Sessions behind one balancer that sends PROXY headers can wait on the
-	// same data port with the same pinhole (balancer, us, port): the kernel
-	// element goes only when the last of them closes it.
-	pinMu   sync.Mutex
-	pinRefs map[nat.Pinhole]int
+	sessions, lns, accepted, transfers atomic.Int64
 }
 
 // New checks cfg and returns a Server. fw may be nat's fake or a real firewall.
@@ -218,8 +213,22 @@ func New(cfg Config, fw nat.Firewall, log *zap.Logger) (*Server, error) {
 		return nil, errors.New("no firewall (use nat mode none for no kernel changes)")
 	}
 	cfg.setDefaults()
-	s := &Server{cfg: cfg, fw: fw, log: log, draining: make(chan struct{}), pinRefs: map[nat.Pinhole]int{}}
-	s.hub = newDataHub(s)
+	obs := cfg.Observer
+	if obs == nil {
+		obs = NopObserver{}
+	}
+	s := &Server{cfg: cfg, fw: fw, log: log, obs: obs, draining: make(chan struct{})}
+	pp := cfg.ProxyProtocol
+	s.ports = newDataPorts(dataPortsConfig{
+		Ports:      cfg.PassivePorts,
+		PinholeTTL: cfg.PinholeTTL,
+		ProxyHeader: func(a netip.Addr) bool {
+			return pp.Data && pp.trusted(a)
+		},
+		DataPeer: cfg.Policy.DataPeer,
+		Log:      log,
+		Observer: obs,
+	}, fw)
 	return s, nil
 }
 
@@ -227,8 +236,8 @@ func New(cfg Config, fw nat.Firewall, log *zap.Logger) (*Server, error) {
 func (s *Server) Stats() Stats {
 	return Stats{
 		Sessions:  s.sessions.Load(),
-		Listeners: s.lns.Load(),
-		Pinholes:  s.pinholes.Load(),
+		Listeners: s.lns.Load() + s.ports.lns.Load(),
+		Pinholes:  s.ports.pinholes.Load(),
 		Accepted:  s.accepted.Load(),
 		Transfers: s.transfers.Load(),
 	}
@@ -337,30 +346,5 @@ func (s *Server) acceptLoop(ctx context.Context, l *net.TCPListener, wg *sync.Wa
 			defer s.sessions.Add(-1)
 			newSession(s, c, s.implicit[l]).run(ctx)
 		}()
-	}
-}
-
-// openPinhole asks the firewall to admit p and keeps the count.
-func (s *Server) openPinhole(ctx context.Context, p nat.Pinhole) error {
-	s.pinMu.Lock()
-	defer s.pinMu.Unlock()
-	if err := s.fw.Open(ctx, p, s.cfg.PinholeTTL); err != nil {
-		return fmt.Errorf("open pinhole %s: %w", p, err)
-	}
-	s.pinholes.Add(1)
-	s.pinRefs[p]++
-	return nil
-}
-
-func (s *Server) closePinhole(ctx context.Context, p nat.Pinhole, log *zap.Logger) {
-	s.pinMu.Lock()
-	defer s.pinMu.Unlock()
-	s.pinholes.Add(-1)
-	if s.pinRefs[p]--; s.pinRefs[p] > 0 {
-		return
-	}
-	delete(s.pinRefs, p)
-	if err := s.fw.Close(ctx, p); err != nil {
-		log.Error("close pinhole", zap.Stringer("pinhole", p), zap.Error(err))
 	}
 }

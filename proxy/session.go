@@ -16,19 +16,6 @@ import (
 	"golang.org/x/sync/errgroup"
 )
 
-// maxQueued bounds the client commands held while a transfer runs.
-const maxQueued = 16
-
-type cmdEvent struct {
-	cmd rewrite.Command
-	err error
-}
-
-type replyEvent struct {
-	reply *rewrite.Reply
-	err   error
-}
-
 // session is one client's control connection and its server counterpart.
 // Everything but the two reader goroutines and the data relay runs on the
 // session's loop goroutine, so its fields need no locks.
@@ -38,11 +25,7 @@ type session struct {
 	log  *zap.Logger // grows server and user fields as they become known
 	base *zap.Logger // session and client only, for the session-end record
 
-	client, server *net.TCPConn
-	cw, sw         *rewrite.Writer
-	cmds           chan cmdEvent
-	replies        chan replyEvent
-	queued         []cmdEvent
+	ctl *control // the control channel: both connections and their framing
 
 	clientPeer, clientLocal netip.AddrPort
 	serverPeer, serverLocal netip.AddrPort
@@ -72,10 +55,6 @@ func newSession(srv *Server, c *net.TCPConn, implicit bool) *session {
 	s := &session{
 		srv:         srv,
 		id:          srv.nextID.Add(1),
-		client:      c,
-		cw:          rewrite.NewWriter(c),
-		cmds:        make(chan cmdEvent),
-		replies:     make(chan replyEvent),
 		clientPeer:  addrPortOf(c.RemoteAddr()),
 		clientHop:   addrPortOf(c.RemoteAddr()),
 		clientLocal: addrPortOf(c.LocalAddr()),
@@ -83,8 +62,16 @@ func newSession(srv *Server, c *net.TCPConn, implicit bool) *session {
 		ftps:        newSessionTLS(srv, implicit),
 	}
 	s.base = srv.log.With(zap.Uint64("session", s.id), zap.Stringer("client", s.clientPeer))
-	s.log = s.base
+	s.ctl = newControl(c, srv.cfg.Limits, srv.cfg.IdleTimeout, s.base)
+	s.setLog(s.base)
 	return s
+}
+
+// setLog sets the session's logger, which grows fields as the session
+// learns its server and user; the control channel logs with it too.
+func (s *session) setLog(l *zap.Logger) {
+	s.log = l
+	s.ctl.log = l
 }
 
 // proxyHeader reads the PROXY header a trusted load balancer sends first,
@@ -94,19 +81,16 @@ func (s *session) proxyHeader() error {
 	if !pp.Control || !pp.trusted(s.clientHop.Addr()) {
 		return nil
 	}
-	src, err := readProxyHeader(s.client)
+	src, err := readProxyHeader(s.ctl.client)
 	if err != nil {
 		return err
 	}
 	s.clientPeer = src
 	s.base = s.srv.log.With(zap.Uint64("session", s.id), zap.Stringer("client", s.clientPeer),
 		zap.Stringer("via", s.clientHop))
-	s.log = s.base
+	s.setLog(s.base)
 	return nil
 }
-
-// errSessionEnd ends a session normally (QUIT, 421, the client left).
-var errSessionEnd = errors.New("session ended")
 
 // run drives the session until it ends and closes everything it opened.
 func (s *session) run(parent context.Context) {
@@ -114,33 +98,33 @@ func (s *session) run(parent context.Context) {
 	defer cancel()
 	if err := s.proxyHeader(); err != nil {
 		s.log.Warn("PROXY header refused", zap.Error(err))
-		s.client.Close()
+		s.ctl.client.Close()
 		return
 	}
 	s.log.Info("session start", zap.Stringer("local", s.clientLocal))
 
-	if err := setOOBInline(s.client); err != nil {
+	if err := setOOBInline(s.ctl.client); err != nil {
 		s.log.Debug("SO_OOBINLINE", zap.Error(err))
 	}
 	if err := s.acceptImplicit(ctx); err != nil {
-		s.client.Close()
+		s.ctl.client.Close()
 		s.logEnd(err)
 		return
 	}
 	if err := s.connectServer(ctx); err != nil {
-		s.client.Close()
+		s.ctl.client.Close()
 		s.logEnd(err)
 		return
 	}
 
 	g := new(errgroup.Group)
-	g.Go(func() error { s.readClient(ctx); return nil })
-	g.Go(func() error { s.readServer(ctx); return nil })
+	g.Go(func() error { s.ctl.readClient(ctx, s.ftps); return nil })
+	g.Go(func() error { s.ctl.readServer(ctx, s.ftps); return nil })
 	err := s.loop(ctx)
 	cancel()
 	s.closePlan()
-	s.client.Close()
-	s.server.Close()
+	s.ctl.client.Close()
+	s.ctl.server.Close()
 	g.Wait()
 	s.logEnd(err)
 }
@@ -181,27 +165,27 @@ func (s *session) connectServer(ctx context.Context) error {
 		switch {
 		case errors.As(err, &de):
 			s.log.Warn("destination refused", zap.Stringer("destination", de.dst), zap.String("reason", de.reason))
-			s.replyf(421, "Service not available: %s.", de.reason)
+			s.ctl.replyf(421, "Service not available: %s.", de.reason)
 		case errors.Is(err, errLoop):
 			s.log.Warn("connection to ftpgate itself refused", zap.Stringer("local", s.clientLocal))
-			s.replyf(421, "This is a transparent FTP gateway; connect to the FTP server's own address.")
+			s.ctl.replyf(421, "This is a transparent FTP gateway; connect to the FTP server's own address.")
 		default:
 			s.log.Error("cannot tell the server of an intercepted connection", zap.Error(err))
-			s.replyf(421, "Service not available.")
+			s.ctl.replyf(421, "Service not available.")
 		}
 		return err
 	}
 	if err := s.dialServer(ctx, upstream); err != nil {
 		s.log.Warn("upstream unreachable", zap.String("upstream", upstream), zap.Error(err))
-		s.replyf(421, "Service not available: cannot reach the FTP server.")
+		s.ctl.replyf(421, "Service not available: cannot reach the FTP server.")
 		return err
 	}
 	if v := cfg.ProxyProtocol.SendUpstream; v != 0 {
-		s.server.SetWriteDeadline(time.Now().Add(cfg.ConnectTimeout))
-		if err := writeProxyHeader(s.server, v, s.clientPeer, s.clientLocal); err != nil {
-			s.server.Close()
+		s.ctl.server.SetWriteDeadline(time.Now().Add(cfg.ConnectTimeout))
+		if err := writeProxyHeader(s.ctl.server, v, s.clientPeer, s.clientLocal); err != nil {
+			s.ctl.server.Close()
 			s.log.Warn("sending the PROXY header upstream failed", zap.Error(err))
-			s.replyf(421, "Service not available: cannot reach the FTP server.")
+			s.ctl.replyf(421, "Service not available: cannot reach the FTP server.")
 			return err
 		}
 	}
@@ -223,166 +207,19 @@ func (s *session) dialServer(ctx context.Context, upstream string) error {
 	if err != nil {
 		return err
 	}
-	s.server = c.(*net.TCPConn)
-	s.sw = rewrite.NewWriter(s.server)
-	s.serverPeer = addrPortOf(s.server.RemoteAddr())
-	s.serverLocal = addrPortOf(s.server.LocalAddr())
-	s.log = s.log.With(zap.Stringer("server", s.serverPeer))
+	s.ctl.attachServer(c.(*net.TCPConn))
+	s.serverPeer = addrPortOf(s.ctl.server.RemoteAddr())
+	s.serverLocal = addrPortOf(s.ctl.server.LocalAddr())
+	s.setLog(s.log.With(zap.Stringer("server", s.serverPeer)))
 	return s.connectServerTLS(ctx)
-}
-
-func (s *session) readClient(ctx context.Context) {
-	r := rewrite.NewReader(s.clientStream(), s.srv.cfg.Limits)
-	for {
-		cmd, err := r.ReadCommand()
-		pause := err == nil && pausesReader(cmd) // the loop may put TLS under us (AUTH) or take it away (CCC)
-		if pause {
-			s.ftps.pipelined.Store(int64(r.Buffered()))
-		}
-		select {
-		case s.cmds <- cmdEvent{cmd, err}:
-		case <-ctx.Done():
-			return
-		}
-		if err != nil && !recoverable(err) {
-			return
-		}
-		if pause {
-			if r = s.awaitRelease(ctx, r, s.ftps.clientSwitch); r == nil {
-				return
-			}
-		}
-	}
-}
-
-func (s *session) readServer(ctx context.Context) {
-	r := rewrite.NewReader(s.serverStream(), s.srv.cfg.Limits)
-	for {
-		rep, err := r.ReadReply()
-		pause := err == nil && rep.Code == 234 && s.ftps.authPending.Load() // the loop puts TLS under us
-		if pause {
-			s.ftps.serverBuffered.Store(int64(r.Buffered()))
-		}
-		select {
-		case s.replies <- replyEvent{rep, err}:
-		case <-ctx.Done():
-			return
-		}
-		if err != nil {
-			return
-		}
-		if pause {
-			if r = s.awaitRelease(ctx, r, s.ftps.serverSwitch); r == nil {
-				return
-			}
-		}
-	}
-}
-
-// recoverable reports whether a client read error leaves the stream usable:
-// the reader has skipped the bad line and can go on.
-func recoverable(err error) bool {
-	var pe *rewrite.ProtocolError
-	return errors.Is(err, rewrite.ErrLineTooLong) || errors.As(err, &pe)
-}
-
-// reply writes a reply to the client.
-func (s *session) reply(r *rewrite.Reply) error {
-	s.client.SetWriteDeadline(time.Now().Add(s.srv.cfg.IdleTimeout))
-	if err := s.cw.WriteReply(r); err != nil {
-		return fmt.Errorf("write to client: %w", err)
-	}
-	return nil
-}
-
-// replyf writes a one-line reply of our own to the client.
-func (s *session) replyf(code int, format string, args ...any) error {
-	return s.reply(rewrite.NewReply(code, fmt.Sprintf(format, args...)))
-}
-
-// send writes a command to the server.
-func (s *session) send(c rewrite.Command) error {
-	s.server.SetWriteDeadline(time.Now().Add(s.srv.cfg.IdleTimeout))
-	if err := s.sw.WriteCommand(c); err != nil {
-		return fmt.Errorf("write to server: %w", err)
-	}
-	return nil
-}
-
-// serverReply waits for the server's next reply. A 421 is passed to the
-// client and ends the session.
-func (s *session) serverReply(ctx context.Context, timeout time.Duration) (*rewrite.Reply, error) {
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	select {
-	case ev := <-s.replies:
-		if ev.err != nil {
-			return nil, s.serverBroke(ev.err)
-		}
-		if ev.reply.Code == 421 {
-			s.reply(ev.reply)
-			return nil, fmt.Errorf("server closing: %w", errSessionEnd)
-		}
-		return ev.reply, nil
-	case <-t.C:
-		s.replyf(421, "Timeout waiting for the FTP server.")
-		return nil, errors.New("timeout waiting for a server reply")
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-}
-
-// serverBroke turns a server read error into the session's end, telling the
-// client why.
-func (s *session) serverBroke(err error) error {
-	if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ECONNRESET) {
-		s.replyf(421, "The FTP server closed the connection.")
-		return fmt.Errorf("server closed the control connection: %w", errSessionEnd)
-	}
-	s.log.Warn("server broke the protocol", zap.Error(err))
-	s.replyf(421, "The FTP server sent an invalid reply.")
-	return fmt.Errorf("server protocol error: %w", err)
-}
-
-// relayReplies forwards server replies to the client until a final (2xx-5xx)
-// reply, and returns that.
-func (s *session) relayReplies(ctx context.Context) (*rewrite.Reply, error) {
-	for {
-		rep, err := s.serverReply(ctx, s.srv.cfg.IdleTimeout)
-		if err != nil {
-			return nil, err
-		}
-		if err := s.reply(rep); err != nil {
-			return nil, err
-		}
-		if rep.Code >= 200 {
-			return rep, nil
-		}
-	}
-}
-
-// exchange sends a command of our own and returns the server's final reply.
-func (s *session) exchange(ctx context.Context, verb, arg string) (*rewrite.Reply, error) {
-	if err := s.send(rewrite.Command{Verb: verb, Arg: arg}); err != nil {
-		return nil, err
-	}
-	for {
-		rep, err := s.serverReply(ctx, s.srv.cfg.IdleTimeout)
-		if err != nil {
-			return nil, err
-		}
-		if rep.Code >= 200 {
-			return rep, nil
-		}
-	}
 }
 
 // nextCommand returns the next client command, forwarding any unsolicited
 // server reply meanwhile and enforcing the idle and login timeouts.
 func (s *session) nextCommand(ctx context.Context) (rewrite.Command, error) {
-	if len(s.queued) > 0 {
-		ev := s.queued[0]
-		s.queued = s.queued[1:]
+	if len(s.ctl.queued) > 0 {
+		ev := s.ctl.queued[0]
+		s.ctl.queued = s.ctl.queued[1:]
 		return ev.cmd, ev.err
 	}
 	timeout := s.srv.cfg.IdleTimeout
@@ -393,13 +230,13 @@ func (s *session) nextCommand(ctx context.Context) (rewrite.Command, error) {
 	defer t.Stop()
 	for {
 		select {
-		case ev := <-s.cmds:
+		case ev := <-s.ctl.cmds:
 			return ev.cmd, ev.err
-		case ev := <-s.replies:
+		case ev := <-s.ctl.replies:
 			if ev.err != nil {
-				return rewrite.Command{}, s.serverBroke(ev.err)
+				return rewrite.Command{}, s.ctl.serverBroke(ev.err)
 			}
-			if err := s.reply(ev.reply); err != nil {
+			if err := s.ctl.reply(ev.reply); err != nil {
 				return rewrite.Command{}, err
 			}
 			if ev.reply.Code == 421 {
@@ -407,13 +244,13 @@ func (s *session) nextCommand(ctx context.Context) (rewrite.Command, error) {
 			}
 		case <-t.C:
 			if !s.loggedIn {
-				s.replyf(421, "Login timeout.")
+				s.ctl.replyf(421, "Login timeout.")
 				return rewrite.Command{}, errors.New("login timeout")
 			}
-			s.replyf(421, "Idle timeout.")
+			s.ctl.replyf(421, "Idle timeout.")
 			return rewrite.Command{}, errors.New("idle timeout")
 		case <-s.srv.draining:
-			s.replyf(421, "Service shutting down.")
+			s.ctl.replyf(421, "Service shutting down.")
 			return rewrite.Command{}, fmt.Errorf("shutdown: %w", errSessionEnd)
 		case <-ctx.Done():
 			return rewrite.Command{}, ctx.Err()
@@ -425,11 +262,11 @@ func (s *session) nextCommand(ctx context.Context) (rewrite.Command, error) {
 func (s *session) loop(ctx context.Context) error {
 	// The greeting (possibly 120 first, then 220).
 	for {
-		rep, err := s.serverReply(ctx, s.srv.cfg.LoginTimeout)
+		rep, err := s.ctl.serverReply(ctx, s.srv.cfg.LoginTimeout)
 		if err != nil {
 			return err
 		}
-		if err := s.reply(rep); err != nil {
+		if err := s.ctl.reply(rep); err != nil {
 			return err
 		}
 		if rep.Code >= 200 {
@@ -446,13 +283,13 @@ func (s *session) loop(ctx context.Context) error {
 		cmd, err := s.nextCommand(ctx)
 		if first && s.untrustedProxyHeader(cmdEvent{cmd, err}) {
 			s.log.Warn("PROXY header from untrusted source refused", zap.Stringer("from", s.clientHop))
-			s.replyf(421, "PROXY protocol header not accepted from this address.")
+			s.ctl.replyf(421, "PROXY protocol header not accepted from this address.")
 			return errors.New("PROXY header from an untrusted source")
 		}
 		if err != nil {
 			if recoverable(err) {
 				s.log.Warn("bad command line from client", zap.Error(err))
-				if err := s.replyf(500, "Command line not understood: %s.", lineError(err)); err != nil {
+				if err := s.ctl.replyf(500, "Command line not understood: %s.", lineError(err)); err != nil {
 					return err
 				}
 				continue
@@ -502,7 +339,7 @@ func (s *session) handle(ctx context.Context, cmd rewrite.Command) error {
 	case "AUTH", "PBSZ", "PROT", "CCC":
 		return s.handleSecurity(ctx, cmd)
 	case "ADAT", "MIC", "CONF", "ENC":
-		return s.replyf(502, "%s is not supported by this gateway.", cmd.Verb)
+		return s.ctl.replyf(502, "%s is not supported by this gateway.", cmd.Verb)
 	case "ABOR":
 		s.closePlan()
 		return s.forward(ctx, cmd)
@@ -529,17 +366,17 @@ func (s *session) handle(ctx context.Context, cmd rewrite.Command) error {
 
 // forward sends the command as it came and relays the server's replies.
 func (s *session) forward(ctx context.Context, cmd rewrite.Command) error {
-	if err := s.send(cmd); err != nil {
+	if err := s.ctl.send(cmd); err != nil {
 		return err
 	}
-	rep, err := s.relayReplies(ctx)
+	rep, err := s.ctl.relayReplies(ctx)
 	if err != nil {
 		return err
 	}
 	if rep.Code == 230 || (rep.Code == 202 && cmd.Verb == "PASS") {
 		if !s.loggedIn {
 			s.loggedIn = true
-			s.log = s.log.With(zap.String("user", s.user))
+			s.setLog(s.log.With(zap.String("user", s.user)))
 			s.log.Info("login")
 		}
 	}
@@ -550,7 +387,7 @@ func (s *session) forward(ctx context.Context, cmd rewrite.Command) error {
 // features, which are not the client's business, and adds ftpgate's own TLS
 // features when the client may use TLS.
 func (s *session) handleFEAT(ctx context.Context, cmd rewrite.Command) error {
-	rep, err := s.exchange(ctx, cmd.Verb, cmd.Arg)
+	rep, err := s.ctl.exchange(ctx, cmd.Verb, cmd.Arg)
 	if err != nil {
 		return err
 	}
@@ -563,5 +400,5 @@ func (s *session) handleFEAT(ctx context.Context, cmd rewrite.Command) error {
 			return true
 		})
 	}
-	return s.reply(s.tlsFeatures(rep))
+	return s.ctl.reply(s.tlsFeatures(rep))
 }

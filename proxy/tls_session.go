@@ -50,6 +50,22 @@ type sessionTLS struct {
 	dataClient, dataServer *tlsState
 }
 
+// clientStream is what the client reader reads: the TLS layer, or the socket.
+func (t *sessionTLS) clientStream(sock net.Conn) io.Reader {
+	if t.client != nil {
+		return t.client
+	}
+	return sock
+}
+
+// serverStream is what the server reader reads: the TLS layer, or the socket.
+func (t *sessionTLS) serverStream(sock net.Conn) io.Reader {
+	if t.server != nil {
+		return t.server
+	}
+	return sock
+}
+
 func newSessionTLS(srv *Server, implicit bool) *sessionTLS {
 	t := &sessionTLS{
 		implicit:     implicit,
@@ -60,48 +76,6 @@ func newSessionTLS(srv *Server, implicit bool) *sessionTLS {
 		t.cert = st.Current() // pinned: a reload leaves this session as it is
 	}
 	return t
-}
-
-// pausesReader reports whether the client reader must wait for the loop
-// after delivering cmd, because the loop may change the stream under it.
-func pausesReader(cmd rewrite.Command) bool { return cmd.Verb == "AUTH" || cmd.Verb == "CCC" }
-
-// clientStream is what the client reader reads: the TLS layer, or the socket.
-func (s *session) clientStream() io.Reader {
-	if s.ftps.client != nil {
-		return s.ftps.client
-	}
-	return s.client
-}
-
-// serverStream is what the server reader reads.
-func (s *session) serverStream() io.Reader {
-	if s.ftps.server != nil {
-		return s.ftps.server
-	}
-	return s.server
-}
-
-// awaitRelease is a paused reader waiting for the loop: it returns a reader
-// of the new stream, r itself to carry on, or nil when the session ends.
-func (s *session) awaitRelease(ctx context.Context, r *rewrite.Reader, ch <-chan net.Conn) *rewrite.Reader {
-	select {
-	case next := <-ch:
-		if next == nil {
-			return r
-		}
-		return rewrite.NewReader(next, s.srv.cfg.Limits)
-	case <-ctx.Done():
-		return nil
-	}
-}
-
-// releaseReader hands a paused reader its next stream (nil: the same as before).
-func releaseReader(ctx context.Context, ch chan<- net.Conn, next net.Conn) {
-	select {
-	case ch <- next:
-	case <-ctx.Done():
-	}
 }
 
 func (s *session) handshakeTimeout() time.Duration {
@@ -172,9 +146,9 @@ func (s *session) handshakeClient(ctx context.Context) error {
 		s.log.Error("client TLS configuration", zap.Error(err))
 		return err
 	}
-	t.rec = &recordConn{Conn: s.client}
+	t.rec = &recordConn{Conn: s.ctl.client}
 	tc := tls.Server(t.rec, cfg)
-	lift := handshakeDeadline(s.client, s.handshakeTimeout())
+	lift := handshakeDeadline(s.ctl.client, s.handshakeTimeout())
 	err = tc.HandshakeContext(ctx)
 	lift()
 	if err != nil {
@@ -183,7 +157,7 @@ func (s *session) handshakeClient(ctx context.Context) error {
 	}
 	t.client, t.secured = tc, true
 	t.clientState = stateOf(tc.ConnectionState())
-	s.cw = rewrite.NewWriter(tc)
+	s.ctl.cw = rewrite.NewWriter(tc)
 	s.log.Info("tls", zap.String("leg", "client"), zap.String("channel", "control"), zap.Bool("implicit", t.implicit),
 		zap.String("sni", tc.ConnectionState().ServerName), zap.Object("tls", t.clientState))
 	return nil
@@ -203,8 +177,8 @@ func (s *session) connectServerTLS(ctx context.Context) error {
 func (s *session) handshakeServer(ctx context.Context) error {
 	t := s.ftps
 	cfg := s.serverTLSConfig()
-	tc := tls.Client(s.server, cfg)
-	lift := handshakeDeadline(s.server, s.handshakeTimeout())
+	tc := tls.Client(s.ctl.server, cfg)
+	lift := handshakeDeadline(s.ctl.server, s.handshakeTimeout())
 	err := tc.HandshakeContext(ctx)
 	lift()
 	if err != nil {
@@ -213,7 +187,7 @@ func (s *session) handshakeServer(ctx context.Context) error {
 	}
 	t.server = tc
 	t.serverState = stateOf(tc.ConnectionState())
-	s.sw = rewrite.NewWriter(tc)
+	s.ctl.sw = rewrite.NewWriter(tc)
 	fields := []zap.Field{zap.String("leg", "server"), zap.String("channel", "control"),
 		zap.Bool("implicit", s.srv.cfg.TLS.ServerImplicit), zap.String("server_name", cfg.ServerName),
 		zap.Object("tls", t.serverState)}
@@ -241,7 +215,7 @@ func (s *session) afterGreeting(ctx context.Context) error {
 	}
 	if rep != nil {
 		s.log.Error("the FTP server refused AUTH TLS", zap.String("server_tls", string(mode)), zap.Stringer("reply", rep))
-		s.replyf(421, "Service not available: the FTP server refused TLS.")
+		s.ctl.replyf(421, "Service not available: the FTP server refused TLS.")
 		return fmt.Errorf("server refused AUTH TLS with %d", rep.Code)
 	}
 	return nil
@@ -253,7 +227,7 @@ func (s *session) afterGreeting(ctx context.Context) error {
 func (s *session) serverAUTH(ctx context.Context) (*rewrite.Reply, error) {
 	t := s.ftps
 	t.authPending.Store(true)
-	rep, err := s.exchange(ctx, "AUTH", "TLS")
+	rep, err := s.ctl.exchange(ctx, "AUTH", "TLS")
 	t.authPending.Store(false)
 	if err != nil {
 		return nil, err
@@ -264,11 +238,11 @@ func (s *session) serverAUTH(ctx context.Context) (*rewrite.Reply, error) {
 	}
 	if n := t.serverBuffered.Load(); n > 0 {
 		s.log.Warn("server sent data after 234 before the TLS handshake", zap.Int64("bytes", n))
-		s.replyf(421, "Service not available: the FTP server broke the TLS upgrade.")
+		s.ctl.replyf(421, "Service not available: the FTP server broke the TLS upgrade.")
 		return nil, fmt.Errorf("server sent %d bytes after 234", n)
 	}
 	if err := s.handshakeServer(ctx); err != nil {
-		s.replyf(421, "Service not available: TLS toward the FTP server failed.")
+		s.ctl.replyf(421, "Service not available: TLS toward the FTP server failed.")
 		return nil, err
 	}
 	releaseReader(ctx, t.serverSwitch, t.server)
@@ -288,7 +262,7 @@ func (s *session) handleSecurity(ctx context.Context, cmd rewrite.Command) error
 	case "PROT":
 		return s.handlePROT(ctx, cmd)
 	}
-	return s.replyf(502, "%s is not supported by this gateway.", cmd.Verb)
+	return s.ctl.replyf(502, "%s is not supported by this gateway.", cmd.Verb)
 }
 
 func (s *session) handleAUTH(ctx context.Context, cmd rewrite.Command) error {
@@ -296,7 +270,7 @@ func (s *session) handleAUTH(ctx context.Context, cmd rewrite.Command) error {
 	pipelined := t.pipelined.Load()
 	carryOn := func(code int, text string) error {
 		releaseReader(ctx, t.clientSwitch, nil)
-		return s.replyf(code, "%s", text)
+		return s.ctl.replyf(code, "%s", text)
 	}
 	if !s.clientTLSAllowed() {
 		return carryOn(502, "AUTH is not supported by this gateway.")
@@ -312,7 +286,7 @@ func (s *session) handleAUTH(ctx context.Context, cmd rewrite.Command) error {
 	}
 	if pipelined > 0 {
 		s.log.Warn("client sent more after AUTH before the TLS handshake", zap.Int64("bytes", pipelined))
-		s.replyf(421, "Nothing may follow AUTH before the TLS handshake.")
+		s.ctl.replyf(421, "Nothing may follow AUTH before the TLS handshake.")
 		return fmt.Errorf("client sent %d bytes after AUTH before the TLS handshake", pipelined)
 	}
 	if s.srv.cfg.TLS.serverMode() == ServerTLSMirror && t.server == nil {
@@ -322,10 +296,10 @@ func (s *session) handleAUTH(ctx context.Context, cmd rewrite.Command) error {
 		}
 		if rep != nil { // the client hears what the server said
 			releaseReader(ctx, t.clientSwitch, nil)
-			return s.reply(rep)
+			return s.ctl.reply(rep)
 		}
 	}
-	if err := s.replyf(234, "AUTH %s successful.", mech); err != nil {
+	if err := s.ctl.replyf(234, "AUTH %s successful.", mech); err != nil {
 		return err
 	}
 	if err := s.handshakeClient(ctx); err != nil {
@@ -344,19 +318,19 @@ func (s *session) handleCCC(ctx context.Context) error {
 	pipelined := t.pipelined.Load()
 	if t.client == nil {
 		releaseReader(ctx, t.clientSwitch, nil)
-		return s.replyf(533, "CCC needs a protected control channel.")
+		return s.ctl.replyf(533, "CCC needs a protected control channel.")
 	}
 	if s.srv.cfg.TLS.CCC != CCCAllow {
 		releaseReader(ctx, t.clientSwitch, nil)
 		s.log.Info("CCC refused by policy")
-		return s.replyf(534, "CCC refused by policy: the control channel stays protected.")
+		return s.ctl.replyf(534, "CCC refused by policy: the control channel stays protected.")
 	}
 	if pipelined > 0 {
 		s.log.Warn("client sent more after CCC before the TLS shutdown", zap.Int64("bytes", pipelined))
-		s.replyf(421, "Nothing may follow CCC before the TLS shutdown.")
+		s.ctl.replyf(421, "Nothing may follow CCC before the TLS shutdown.")
 		return fmt.Errorf("client sent %d bytes after CCC before the TLS shutdown", pipelined)
 	}
-	if err := s.replyf(200, "CCC command successful: the control channel returns to clear text."); err != nil {
+	if err := s.ctl.replyf(200, "CCC command successful: the control channel returns to clear text."); err != nil {
 		return err
 	}
 	// ftpgate's close_notify ends its TLS; the client's, if it sends one, is
@@ -368,15 +342,11 @@ func (s *session) handleCCC(ctx context.Context) error {
 		return fmt.Errorf("CCC: %w", err)
 	}
 	t.client, t.cleared = nil, true
-	s.cw = rewrite.NewWriter(s.client)
+	s.ctl.cw = rewrite.NewWriter(s.ctl.client)
 	s.log.Info("control channel back in clear text (CCC)")
 	releaseReader(ctx, t.clientSwitch, &cccConn{recordConn: t.rec, tls: tc})
 	return nil
 }
-
-// errDataAfterCCC: the client sent application data where its close_notify
-// was due.
-var errDataAfterCCC = errors.New("application data after CCC instead of close_notify")
 
 // awaitCloseNotify reads the peer's close_notify, which crypto/tls reports
 // as io.EOF.
@@ -396,22 +366,22 @@ func awaitCloseNotify(c *tls.Conn) error {
 
 func (s *session) handlePBSZ(cmd rewrite.Command) error {
 	if !s.ftps.secured {
-		return s.replyf(503, "PBSZ needs AUTH TLS first.")
+		return s.ctl.replyf(503, "PBSZ needs AUTH TLS first.")
 	}
 	s.ftps.pbsz = true
 	if strings.TrimSpace(cmd.Arg) != "0" {
-		return s.replyf(200, "PBSZ=0")
+		return s.ctl.replyf(200, "PBSZ=0")
 	}
-	return s.replyf(200, "PBSZ 0 successful.")
+	return s.ctl.replyf(200, "PBSZ 0 successful.")
 }
 
 func (s *session) handlePROT(ctx context.Context, cmd rewrite.Command) error {
 	t := s.ftps
 	if !t.secured {
-		return s.replyf(503, "PROT needs AUTH TLS first.")
+		return s.ctl.replyf(503, "PROT needs AUTH TLS first.")
 	}
 	if !t.pbsz {
-		return s.replyf(503, "PROT needs PBSZ first.")
+		return s.ctl.replyf(503, "PROT needs PBSZ first.")
 	}
 	var level byte
 	switch strings.ToUpper(strings.TrimSpace(cmd.Arg)) {
@@ -420,9 +390,9 @@ func (s *session) handlePROT(ctx context.Context, cmd rewrite.Command) error {
 	case "P":
 		level = 'P'
 	case "S", "E":
-		return s.replyf(536, "Protection level not supported; use C or P.")
+		return s.ctl.replyf(536, "Protection level not supported; use C or P.")
 	default:
-		return s.replyf(504, "Unknown protection level; use C or P.")
+		return s.ctl.replyf(504, "Unknown protection level; use C or P.")
 	}
 	if s.srv.cfg.TLS.serverMode() == ServerTLSMirror && t.server != nil {
 		rep, err := s.setServerProt(ctx, level)
@@ -430,14 +400,14 @@ func (s *session) handlePROT(ctx context.Context, cmd rewrite.Command) error {
 			return err
 		}
 		if rep != nil { // mirrored: the client hears the server's refusal
-			return s.reply(rep)
+			return s.ctl.reply(rep)
 		}
 	}
 	t.prot = level
 	if level == 'P' {
-		return s.replyf(200, "Protection set to Private.")
+		return s.ctl.replyf(200, "Protection set to Private.")
 	}
-	return s.replyf(200, "Protection set to Clear.")
+	return s.ctl.replyf(200, "Protection set to Clear.")
 }
 
 // setServerProt asks the server for protection level (after PBSZ 0 if not
@@ -445,7 +415,7 @@ func (s *session) handlePROT(ctx context.Context, cmd rewrite.Command) error {
 func (s *session) setServerProt(ctx context.Context, level byte) (*rewrite.Reply, error) {
 	t := s.ftps
 	if !t.serverPBSZ {
-		rep, err := s.exchange(ctx, "PBSZ", "0")
+		rep, err := s.ctl.exchange(ctx, "PBSZ", "0")
 		if err != nil {
 			return nil, err
 		}
@@ -454,7 +424,7 @@ func (s *session) setServerProt(ctx context.Context, level byte) (*rewrite.Reply
 		}
 		t.serverPBSZ = true
 	}
-	rep, err := s.exchange(ctx, "PROT", string(level))
+	rep, err := s.ctl.exchange(ctx, "PROT", string(level))
 	if err != nil {
 		return nil, err
 	}
@@ -524,17 +494,6 @@ func (s *session) tlsFeatures(rep *rewrite.Reply) *rewrite.Reply {
 	lines = append(lines, rep.Lines[last])
 	return &rewrite.Reply{Code: rep.Code, Lines: lines}
 }
-
-// dataTLSError is a data connection's TLS failure; the client hears Code.
-type dataTLSError struct {
-	leg  string // "client" or "server"
-	code int
-	msg  string
-	err  error
-}
-
-func (e *dataTLSError) Error() string { return e.leg + " data TLS: " + e.msg }
-func (e *dataTLSError) Unwrap() error { return e.err }
 
 // secureData puts TLS on the transfer's data connections where the legs'
 // protection levels say so: ftpgate is the TLS server toward the client
@@ -623,14 +582,14 @@ func (s *session) dataTLSFailed(ctx context.Context, err error, early *rewrite.R
 		return err
 	}
 	if early == nil {
-		if _, err := s.serverReply(ctx, s.srv.cfg.IdleTimeout); err != nil {
+		if _, err := s.ctl.serverReply(ctx, s.srv.cfg.IdleTimeout); err != nil {
 			return err
 		}
 	}
 	if de.code == 522 {
-		return s.replyf(522, "Data connection refused: its TLS session must resume the control connection's.")
+		return s.ctl.replyf(522, "Data connection refused: its TLS session must resume the control connection's.")
 	}
-	return s.replyf(de.code, "Can't open data connection: %s.", de.msg)
+	return s.ctl.replyf(de.code, "Can't open data connection: %s.", de.msg)
 }
 
 // tlsSessionFields are the TLS facts of a session's end record.

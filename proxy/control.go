@@ -1,0 +1,241 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"syscall"
+	"time"
+
+	"github.com/ftpgate/ftpgate/rewrite"
+	"go.uber.org/zap"
+)
+
+// control is a session's control channel as one FTP conversation: the two
+// connections, their framing (a reader goroutine and a writer on each) and
+// the pipeline of commands and replies between them. The session above it
+// holds the state and makes the decisions; it never formats a line itself.
+//
+// The readers hand every command and reply to the session's loop over
+// channels, so that the loop can wait for a client command and a server reply
+// at once (a server may speak unasked, a client may ABOR mid-transfer). Around
+// AUTH and CCC a reader pauses until the loop has changed the stream under it
+// (sessionTLS's switch channels).
+type control struct {
+	client, server *net.TCPConn
+	cw, sw         *rewrite.Writer
+	cmds           chan cmdEvent
+	replies        chan replyEvent
+	queued         []cmdEvent // client commands that came while a transfer ran
+
+	limits  rewrite.Limits
+	timeout time.Duration // write deadline and reply wait: the idle timeout
+	log     *zap.Logger
+}
+
+func newControl(client *net.TCPConn, limits rewrite.Limits, timeout time.Duration, log *zap.Logger) *control {
+	return &control{
+		client:  client,
+		cw:      rewrite.NewWriter(client),
+		cmds:    make(chan cmdEvent),
+		replies: make(chan replyEvent),
+		limits:  limits,
+		timeout: timeout,
+		log:     log,
+	}
+}
+
+// attachServer makes c the server end of the conversation.
+func (c *control) attachServer(server *net.TCPConn) {
+	c.server = server
+	c.sw = rewrite.NewWriter(server)
+}
+
+// maxQueued bounds the client commands held while a transfer runs.
+const maxQueued = 16
+
+type cmdEvent struct {
+	cmd rewrite.Command
+	err error
+}
+
+type replyEvent struct {
+	reply *rewrite.Reply
+	err   error
+}
+
+// readClient reads client commands for the loop until the session ends.
+func (c *control) readClient(ctx context.Context, t *sessionTLS) {
+	r := rewrite.NewReader(t.clientStream(c.client), c.limits)
+	for {
+		cmd, err := r.ReadCommand()
+		pause := err == nil && pausesReader(cmd) // the loop may put TLS under us (AUTH) or take it away (CCC)
+		if pause {
+			t.pipelined.Store(int64(r.Buffered()))
+		}
+		select {
+		case c.cmds <- cmdEvent{cmd, err}:
+		case <-ctx.Done():
+			return
+		}
+		if err != nil && !recoverable(err) {
+			return
+		}
+		if pause {
+			if r = c.awaitRelease(ctx, r, t.clientSwitch); r == nil {
+				return
+			}
+		}
+	}
+}
+
+// readServer reads server replies for the loop until the session ends.
+func (c *control) readServer(ctx context.Context, t *sessionTLS) {
+	r := rewrite.NewReader(t.serverStream(c.server), c.limits)
+	for {
+		rep, err := r.ReadReply()
+		pause := err == nil && rep.Code == 234 && t.authPending.Load() // the loop puts TLS under us
+		if pause {
+			t.serverBuffered.Store(int64(r.Buffered()))
+		}
+		select {
+		case c.replies <- replyEvent{rep, err}:
+		case <-ctx.Done():
+			return
+		}
+		if err != nil {
+			return
+		}
+		if pause {
+			if r = c.awaitRelease(ctx, r, t.serverSwitch); r == nil {
+				return
+			}
+		}
+	}
+}
+
+// recoverable reports whether a client read error leaves the stream usable:
+// the reader has skipped the bad line and can go on.
+func recoverable(err error) bool {
+	var pe *rewrite.ProtocolError
+	return errors.Is(err, rewrite.ErrLineTooLong) || errors.As(err, &pe)
+}
+
+// reply writes a reply to the client.
+func (c *control) reply(r *rewrite.Reply) error {
+	c.client.SetWriteDeadline(time.Now().Add(c.timeout))
+	if err := c.cw.WriteReply(r); err != nil {
+		return fmt.Errorf("write to client: %w", err)
+	}
+	return nil
+}
+
+// replyf writes a one-line reply of our own to the client.
+func (c *control) replyf(code int, format string, args ...any) error {
+	return c.reply(rewrite.NewReply(code, fmt.Sprintf(format, args...)))
+}
+
+// send writes a command to the server.
+func (c *control) send(cmd rewrite.Command) error {
+	c.server.SetWriteDeadline(time.Now().Add(c.timeout))
+	if err := c.sw.WriteCommand(cmd); err != nil {
+		return fmt.Errorf("write to server: %w", err)
+	}
+	return nil
+}
+
+// serverReply waits for the server's next reply. A 421 is passed to the
+// client and ends the session.
+func (c *control) serverReply(ctx context.Context, timeout time.Duration) (*rewrite.Reply, error) {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case ev := <-c.replies:
+		if ev.err != nil {
+			return nil, c.serverBroke(ev.err)
+		}
+		if ev.reply.Code == 421 {
+			c.reply(ev.reply)
+			return nil, fmt.Errorf("server closing: %w", errSessionEnd)
+		}
+		return ev.reply, nil
+	case <-t.C:
+		c.replyf(421, "Timeout waiting for the FTP server.")
+		return nil, errors.New("timeout waiting for a server reply")
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// serverBroke turns a server read error into the session's end, telling the
+// client why.
+func (c *control) serverBroke(err error) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ECONNRESET) {
+		c.replyf(421, "The FTP server closed the connection.")
+		return fmt.Errorf("server closed the control connection: %w", errSessionEnd)
+	}
+	c.log.Warn("server broke the protocol", zap.Error(err))
+	c.replyf(421, "The FTP server sent an invalid reply.")
+	return fmt.Errorf("server protocol error: %w", err)
+}
+
+// relayReplies forwards server replies to the client until a final (2xx-5xx)
+// reply, and returns that.
+func (c *control) relayReplies(ctx context.Context) (*rewrite.Reply, error) {
+	for {
+		rep, err := c.serverReply(ctx, c.timeout)
+		if err != nil {
+			return nil, err
+		}
+		if err := c.reply(rep); err != nil {
+			return nil, err
+		}
+		if rep.Code >= 200 {
+			return rep, nil
+		}
+	}
+}
+
+// exchange sends a command of our own and returns the server's final reply.
+func (c *control) exchange(ctx context.Context, verb, arg string) (*rewrite.Reply, error) {
+	if err := c.send(rewrite.Command{Verb: verb, Arg: arg}); err != nil {
+		return nil, err
+	}
+	for {
+		rep, err := c.serverReply(ctx, c.timeout)
+		if err != nil {
+			return nil, err
+		}
+		if rep.Code >= 200 {
+			return rep, nil
+		}
+	}
+}
+
+// pausesReader reports whether the client reader must wait for the loop
+// after delivering cmd, because the loop may change the stream under it.
+func pausesReader(cmd rewrite.Command) bool { return cmd.Verb == "AUTH" || cmd.Verb == "CCC" }
+
+// awaitRelease is a paused reader waiting for the loop: it returns a reader
+// of the new stream, r itself to carry on, or nil when the session ends.
+func (c *control) awaitRelease(ctx context.Context, r *rewrite.Reader, ch <-chan net.Conn) *rewrite.Reader {
+	select {
+	case next := <-ch:
+		if next == nil {
+			return r
+		}
+		return rewrite.NewReader(next, c.limits)
+	case <-ctx.Done():
+		return nil
+	}
+}
+
+// releaseReader hands a paused reader its next stream (nil: the same as before).
+func releaseReader(ctx context.Context, ch chan<- net.Conn, next net.Conn) {
+	select {
+	case ch <- next:
+	case <-ctx.Done():
+	}
+}

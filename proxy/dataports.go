@@ -1,0 +1,465 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/ftpgate/ftpgate/nat"
+	"github.com/ftpgate/ftpgate/policy"
+	"go.uber.org/zap"
+)
+
+// dataPorts owns everything a data connection needs before it is up: the
+// listening ports, the peers they wait for, and the firewall pinholes that
+// admit those peers, with the reference counts that let several sessions
+// share one port and one pinhole. A data plan asks it for "a port for peer
+// P" (expect), admits the peer (admit), waits for its connection (accept)
+// and gives the port back (release); pinholes open and close in here only.
+//
+// One listening port serves many sessions at once as long as the peers they
+// expect differ: an accepted connection goes to the session expecting its
+// source address, so a Kubernetes Service with a handful of data ports
+// carries hundreds of concurrent transfers. Two expectations of the same peer
+// never share a port; when every port is taken for that peer, expect waits a
+// little for one to free up, then gives up (the client hears 425), never the
+// wrong session.
+type dataPorts struct {
+	cfg dataPortsConfig
+	fw  nat.Firewall
+
+	mu        sync.Mutex
+	listeners map[netip.AddrPort]*sharedListener
+	released  map[uint16]time.Time // when a port's listener last closed
+	freed     chan struct{}        // closed and replaced whenever an expectation ends
+
+	// Sessions behind one balancer that sends PROXY headers can wait on the
+	// same data port with the same pinhole (balancer, us, port): the kernel
+	// element goes only when the last of them closes it.
+	pinMu   sync.Mutex
+	pinRefs map[nat.Pinhole]int
+
+	lns, pinholes atomic.Int64 // open now, for Stats
+}
+
+// dataPortsConfig is what the data ports are built from.
+type dataPortsConfig struct {
+	// Ports is the range to listen in; the zero value means a fresh
+	// kernel-chosen port for each expectation.
+	Ports nat.PortRange
+	// PinholeTTL is how long a pinhole waits for its peer; zero means the
+	// firewall's default.
+	PinholeTTL time.Duration
+	// ProxyHeader reports whether connections from this address are a
+	// trusted balancer's that start with a PROXY header; nil means none.
+	ProxyHeader func(netip.Addr) bool
+	// DataPeer decides whether a connection from `from` may serve a session
+	// that expects peer (a trusted data source such as a balancer).
+	DataPeer func(peer, from netip.Addr) policy.Decision
+	Log      *zap.Logger
+	Observer Observer
+}
+
+func newDataPorts(cfg dataPortsConfig, fw nat.Firewall) *dataPorts {
+	if cfg.Observer == nil {
+		cfg.Observer = NopObserver{}
+	}
+	if cfg.DataPeer == nil {
+		cfg.DataPeer = func(peer, from netip.Addr) policy.Decision {
+			return policy.Decision{Reason: "not the expected peer " + peer.String()}
+		}
+	}
+	return &dataPorts{
+		cfg:       cfg,
+		fw:        fw,
+		listeners: map[netip.AddrPort]*sharedListener{},
+		released:  map[uint16]time.Time{},
+		freed:     make(chan struct{}),
+		pinRefs:   map[nat.Pinhole]int{},
+	}
+}
+
+// portCooldown is how long a port that just closed is avoided if others are
+// free: a peer that dials from a fixed port (servers in active mode use port
+// 20) could otherwise meet its own previous connection, still in TIME_WAIT,
+// on the same four-tuple.
+const portCooldown = 60 * time.Second
+
+// randomProbes is how many random ports expect tries before it scans the
+// whole range for the least recently used one.
+const randomProbes = 32
+
+// expectWait bounds the wait for a port when all are taken for one peer.
+const expectWait = 5 * time.Second
+
+// sharedListener is one listening socket and the expectations it serves.
+type sharedListener struct {
+	ln      *net.TCPListener
+	addr    netip.AddrPort
+	waiters map[netip.Addr]*dataPort
+	done    chan struct{} // closed when the accept loop has ended
+}
+
+// dataPort is one session's expectation of one data connection from peer,
+// on a (possibly shared) listening port, with the pinhole that admits the
+// peer once admit is called.
+type dataPort struct {
+	ports  *dataPorts
+	addr   netip.AddrPort // where we listen
+	peer   netip.Addr     // who may connect
+	hop    netip.Addr     // the address the kernel sees for peer (a balancer sending PROXY headers, or peer)
+	conns  chan *net.TCPConn
+	pin    nat.Pinhole
+	pinned bool // pin is open
+	closed bool
+}
+
+// expect reserves a data port on ip for one connection from peer, arriving
+// from hop (peer itself, or the balancer in front of it).
+func (h *dataPorts) expect(ctx context.Context, ip, peer, hop netip.Addr) (*dataPort, error) {
+	dp, err := h.reserveWait(ctx, ip, peer.Unmap())
+	if err != nil {
+		return nil, fmt.Errorf("data port on %s for %s: %w", ip, peer, err)
+	}
+	dp.hop = hop.Unmap()
+	return dp, nil
+}
+
+// reserveWait reserves a port, waiting up to expectWait for one to free up
+// when every port is taken for peer.
+func (h *dataPorts) reserveWait(ctx context.Context, ip, peer netip.Addr) (*dataPort, error) {
+	deadline := time.Now().Add(expectWait)
+	for {
+		h.mu.Lock()
+		dl, err := h.reserve(ip, peer)
+		freed := h.freed
+		h.mu.Unlock()
+		if !errors.Is(err, errNoPort) || time.Now().After(deadline) {
+			return dl, err
+		}
+		t := time.NewTimer(time.Until(deadline))
+		select {
+		case <-freed:
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		}
+		t.Stop()
+	}
+}
+
+// reserve picks a port for peer: an existing listener on it not already
+// expecting peer, or a new listener on a free port, preferring ports that
+// have not closed recently. h.mu is held.
+func (h *dataPorts) reserve(ip, peer netip.Addr) (*dataPort, error) {
+	r := h.cfg.Ports
+	if r.Lo == 0 { // no range: a fresh kernel-chosen port each time
+		return h.attach(ip, 0, peer)
+	}
+	n := int(r.Hi) - int(r.Lo) + 1
+	now := time.Now()
+	usable := func(port uint16) bool {
+		sl := h.listeners[netip.AddrPortFrom(ip, port)]
+		return sl == nil || sl.waiters[peer] == nil
+	}
+	cooling := func(port uint16) bool { return now.Sub(h.released[port]) < portCooldown }
+	for range min(randomProbes, n) {
+		port := uint16(int(r.Lo) + rand.IntN(n))
+		if !usable(port) || cooling(port) {
+			continue
+		}
+		dl, err := h.attach(ip, port, peer)
+		if err == nil || !errors.Is(err, syscall.EADDRINUSE) {
+			return dl, err
+		}
+	}
+	// Scan: least recently released first, a random starting point among
+	// equals.
+	start := rand.IntN(n)
+	tried := map[uint16]bool{}
+	for {
+		var best uint16
+		var bestAt time.Time
+		found := false
+		for i := range n {
+			port := uint16(int(r.Lo) + (start+i)%n)
+			if tried[port] || !usable(port) {
+				continue
+			}
+			if at := h.released[port]; !found || at.Before(bestAt) {
+				best, bestAt, found = port, at, true
+			}
+		}
+		if !found {
+			return nil, errNoPort
+		}
+		tried[best] = true
+		dl, err := h.attach(ip, best, peer)
+		if err == nil || !errors.Is(err, syscall.EADDRINUSE) {
+			return dl, err
+		}
+	}
+}
+
+// attach adds an expectation of peer to the listener on ip:port, opening
+// the listener if there is none. h.mu is held.
+func (h *dataPorts) attach(ip netip.Addr, port uint16, peer netip.Addr) (*dataPort, error) {
+	key := netip.AddrPortFrom(ip, port)
+	sl := h.listeners[key]
+	if sl == nil || port == 0 {
+		ln, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(key))
+		if err != nil {
+			return nil, err
+		}
+		h.lns.Add(1)
+		sl = &sharedListener{ln: ln, addr: addrPortOf(ln.Addr()), waiters: map[netip.Addr]*dataPort{},
+			done: make(chan struct{})}
+		h.listeners[sl.addr] = sl
+		go h.acceptLoop(sl)
+	}
+	dl := &dataPort{ports: h, addr: sl.addr, peer: peer, conns: make(chan *net.TCPConn, 1)}
+	sl.waiters[peer] = dl
+	return dl, nil
+}
+
+// acceptLoop hands each accepted connection to the expectation of its
+// source address; anything unexpected is closed and logged.
+func (h *dataPorts) acceptLoop(sl *sharedListener) {
+	defer close(sl.done)
+	for {
+		c, err := sl.ln.AcceptTCP()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of fds or similar: the waiters time out if it lasts.
+			h.cfg.Log.Error("data listener accept", zap.Stringer("listener", sl.addr), zap.Error(err))
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		if h.cfg.ProxyHeader != nil && h.cfg.ProxyHeader(addrPortOf(c.RemoteAddr()).Addr()) {
+			// The header may be slow to come: read it aside.
+			go h.deliverProxied(sl, c)
+			continue
+		}
+		h.deliver(sl, c, addrPortOf(c.RemoteAddr()))
+	}
+}
+
+// deliverProxied reads the PROXY header of a balancer's data connection and
+// delivers the connection by the source the header names.
+func (h *dataPorts) deliverProxied(sl *sharedListener, c *net.TCPConn) {
+	src, err := readProxyHeader(c)
+	if err != nil {
+		h.refuse(c, addrPortOf(c.RemoteAddr()), sl, "", "bad PROXY header: "+err.Error())
+		return
+	}
+	h.deliver(sl, c, src)
+}
+
+// deliver hands c, from `from`, to the expectation it belongs to, or refuses
+// it.
+func (h *dataPorts) deliver(sl *sharedListener, c *net.TCPConn, from netip.AddrPort) {
+	h.mu.Lock()
+	dl, why := h.match(sl, from.Addr())
+	delivered := false
+	if dl != nil {
+		select {
+		case dl.conns <- c:
+			delivered = true
+		default:
+			why = "a data connection from this peer is already waiting"
+		}
+	}
+	want := expected(sl)
+	h.mu.Unlock()
+	if !delivered {
+		h.refuse(c, from, sl, want, why)
+	}
+}
+
+// refuse closes a data connection that serves no expectation, and says so.
+func (h *dataPorts) refuse(c *net.TCPConn, from netip.AddrPort, sl *sharedListener, want, why string) {
+	h.cfg.Log.Warn("data connection refused", zap.Stringer("from", from), zap.String("want", want),
+		zap.Stringer("listener", sl.addr), zap.String("reason", why))
+	h.cfg.Observer.Observe(DataRefusedEvent{From: from, Listener: sl.addr, Reason: why})
+	c.Close()
+}
+
+// match finds the expectation an accepted connection from `from` belongs
+// to. A trusted data source (a load balancer that rewrites sources) can
+// only be matched when one session is waiting on the port. h.mu is held.
+func (h *dataPorts) match(sl *sharedListener, from netip.Addr) (*dataPort, string) {
+	if dl := sl.waiters[from]; dl != nil {
+		return dl, ""
+	}
+	var only *dataPort
+	for _, dl := range sl.waiters {
+		only = dl
+	}
+	if only == nil {
+		return nil, "no data connection expected on this port"
+	}
+	d := h.cfg.DataPeer(only.peer, from)
+	if !d.Allow {
+		return nil, d.Reason
+	}
+	if len(sl.waiters) > 1 {
+		return nil, "trusted source, but several sessions wait on this port"
+	}
+	h.cfg.Log.Info("data connection from trusted source", zap.Stringer("from", from), zap.String("reason", d.Reason))
+	return only, ""
+}
+
+// expected lists the peers a listener waits for, for logs. h.mu is held.
+func expected(sl *sharedListener) string {
+	var b strings.Builder
+	for p := range sl.waiters {
+		if b.Len() > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(p.String())
+	}
+	return b.String()
+}
+
+// release ends the expectation and closes its pinhole; the last expectation
+// of a port closes the listener. Waiters for a port hear of it only once the
+// listener is really closed, so that they can bind the port again. nil and a
+// second release are fine.
+func (dl *dataPort) release() {
+	if dl == nil {
+		return
+	}
+	h := dl.ports
+	// The kernel state must go even when the session's context is done.
+	dl.unpin(context.Background())
+	h.mu.Lock()
+	if dl.closed {
+		h.mu.Unlock()
+		return
+	}
+	dl.closed = true
+	var closing *sharedListener
+	if sl := h.listeners[dl.addr]; sl != nil && sl.waiters[dl.peer] == dl {
+		delete(sl.waiters, dl.peer)
+		if len(sl.waiters) == 0 {
+			delete(h.listeners, dl.addr)
+			closing = sl
+		}
+	}
+	h.mu.Unlock()
+	if closing != nil {
+		closing.ln.Close()
+		<-closing.done
+		h.lns.Add(-1)
+	}
+	// A connection delivered but never taken is closed here.
+	select {
+	case c := <-dl.conns:
+		c.Close()
+	default:
+	}
+	h.mu.Lock()
+	if closing != nil {
+		h.released[dl.addr.Port()] = time.Now()
+	}
+	close(h.freed)
+	h.freed = make(chan struct{})
+	h.mu.Unlock()
+}
+
+// touch records that a data connection accepted on port has just ended:
+// the port then counts as recently used for the cooldown, since the peer's
+// side of that connection may linger (TIME_WAIT, or a server that closes
+// late) and a peer dialing from a fixed port would meet it.
+func (h *dataPorts) touch(port uint16) {
+	r := h.cfg.Ports
+	if port < r.Lo || port > r.Hi {
+		return
+	}
+	h.mu.Lock()
+	h.released[port] = time.Now()
+	h.mu.Unlock()
+}
+
+// accept returns the expected data connection, or errDataTimeout at the
+// deadline.
+func (dl *dataPort) accept(ctx context.Context, deadline time.Time) (*net.TCPConn, error) {
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	select {
+	case c := <-dl.conns:
+		return c, nil
+	case <-t.C:
+		return nil, errDataTimeout
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// String describes the expectation for logs.
+func (dl *dataPort) String() string {
+	return fmt.Sprintf("%s for %s", dl.addr, dl.peer)
+}
+
+// admit opens the pinhole that lets the expected peer reach this port. When
+// via is valid the peer was told to connect to via (the server's address, in
+// the transparent modes) and the firewall diverts that flow here.
+func (dl *dataPort) admit(ctx context.Context, via netip.AddrPort) error {
+	p := nat.Pinhole{Peer: dl.hop, Local: dl.addr, Intercept: via}
+	if err := dl.ports.openPinhole(ctx, p); err != nil {
+		return err
+	}
+	dl.pin, dl.pinned = p, true
+	return nil
+}
+
+// unpin closes the pinhole, if open.
+func (dl *dataPort) unpin(ctx context.Context) {
+	if dl.pinned {
+		dl.pinned = false
+		dl.ports.closePinhole(ctx, dl.pin)
+	}
+}
+
+// openPinhole asks the firewall to admit p and counts the reference.
+func (h *dataPorts) openPinhole(ctx context.Context, p nat.Pinhole) error {
+	h.pinMu.Lock()
+	defer h.pinMu.Unlock()
+	start := time.Now()
+	err := h.fw.Open(ctx, p, h.cfg.PinholeTTL)
+	h.cfg.Observer.Observe(PinholeEvent{Op: "open", Pinhole: p, Duration: time.Since(start), Err: err})
+	if err != nil {
+		return fmt.Errorf("open pinhole %s: %w", p, err)
+	}
+	h.pinholes.Add(1)
+	h.pinRefs[p]++
+	return nil
+}
+
+// closePinhole drops a reference; the last one removes the kernel element.
+func (h *dataPorts) closePinhole(ctx context.Context, p nat.Pinhole) {
+	h.pinMu.Lock()
+	defer h.pinMu.Unlock()
+	h.pinholes.Add(-1)
+	if h.pinRefs[p]--; h.pinRefs[p] > 0 {
+		return
+	}
+	delete(h.pinRefs, p)
+	start := time.Now()
+	err := h.fw.Close(ctx, p)
+	h.cfg.Observer.Observe(PinholeEvent{Op: "close", Pinhole: p, Duration: time.Since(start), Err: err})
+	if err != nil {
+		h.cfg.Log.Error("close pinhole", zap.Stringer("pinhole", p), zap.Error(err))
+	}
+}

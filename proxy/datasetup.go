@@ -1,0 +1,290 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+
+	"github.com/ftpgate/ftpgate/rewrite"
+	"go.uber.org/zap"
+)
+
+// dataPlan is how the next transfer's two legs will connect. The client leg
+// is what the client asked for; the server leg is chosen by ServerMode. Each
+// leg either listens (and has a pinhole) or dials.
+type dataPlan struct {
+	clientMode string         // PASV, EPSV, LPSV, SPSV, PORT, EPRT or LPRT
+	clientLn   *dataPort      // client leg passive: we listen
+	clientAddr netip.AddrPort // client leg active: we dial the client
+
+	serverMode string         // EPSV, PASV, EPRT or PORT
+	serverLn   *dataPort      // server leg active: the server dials us
+	serverAddr netip.AddrPort // server leg passive: we dial the server
+}
+
+func (p *dataPlan) clientPassive() bool { return p.clientLn != nil }
+func (p *dataPlan) serverPassive() bool { return p.serverLn == nil }
+
+// closePlan drops the pending data plan: listeners and pinholes go.
+func (s *session) closePlan() {
+	if s.plan == nil {
+		return
+	}
+	s.plan.release()
+	s.plan = nil
+}
+
+// release gives back the plan's data ports and closes their pinholes; the
+// plan's connections, if any, are the transfer's to close.
+func (p *dataPlan) release() {
+	p.clientLn.release()
+	p.serverLn.release()
+	p.clientLn, p.serverLn = nil, nil
+}
+
+// handlePassive answers PASV, EPSV, LPSV and SPSV: the client will connect to us.
+func (s *session) handlePassive(ctx context.Context, cmd rewrite.Command) error {
+	v6 := s.clientLocal.Addr().Is6()
+	switch cmd.Verb {
+	case "EPSV":
+		arg, err := rewrite.ParseEPSVArg(cmd.Arg)
+		if errors.Is(err, rewrite.ErrUnsupportedFamily) {
+			return s.ctl.replyf(522, "Network protocol not supported, use (%d).", family(v6))
+		}
+		if err != nil {
+			return s.ctl.replyf(501, "Syntax error in EPSV argument.")
+		}
+		if arg.All {
+			s.epsvAll = true
+			return s.ctl.replyf(200, "EPSV ALL ok.")
+		}
+		if arg.Family != 0 && arg.Family != family(v6) {
+			return s.ctl.replyf(522, "Network protocol not supported, use (%d).", family(v6))
+		}
+	default:
+		if s.epsvAll {
+			return s.ctl.replyf(501, "%s not allowed after EPSV ALL.", cmd.Verb)
+		}
+	}
+	if (cmd.Verb == "PASV" || cmd.Verb == "SPSV") && v6 {
+		return s.ctl.replyf(425, "%s needs an IPv4 address; use EPSV.", cmd.Verb)
+	}
+
+	s.closePlan()
+	plan := &dataPlan{clientMode: cmd.Verb}
+	if err := s.setupServerLeg(ctx, plan, true); err != nil {
+		return s.legFailed(plan, err)
+	}
+	local := s.clientSide
+	if !local.IsValid() {
+		local = s.clientLocal.Addr()
+	}
+	// An advertised address that is one of ours (a followed interface's new
+	// address, a secondary address) is where the client will connect: listen
+	// there rather than on the control connection's address.
+	if adv, divert := s.advertised(netip.AddrPortFrom(local, 0)); !divert && adv.Addr() != local && s.isLocal(adv.Addr()) {
+		local = adv.Addr()
+	}
+	dl, err := s.srv.ports.expect(ctx, local, s.clientPeer.Addr(), s.clientHop.Addr())
+	if err != nil {
+		s.log.Error("data listener", zap.Error(err))
+		return s.legFailed(plan, legErrorf("no data port available"))
+	}
+	plan.clientLn = dl
+	advAP, divert := s.advertised(dl.addr)
+	var via netip.AddrPort // where the client will connect, when the firewall diverts it here
+	if divert {
+		via = advAP
+	}
+	if err := dl.admit(ctx, via); err != nil {
+		s.log.Error("pinhole for client", zap.Error(err))
+		return s.legFailed(plan, legErrorf("firewall refused the data port"))
+	}
+	port := advAP.Port()
+	var text string
+	code := 227
+	switch cmd.Verb {
+	case "PASV":
+		text, err = rewrite.FormatPASV(advAP)
+	case "EPSV":
+		code, text = 229, rewrite.FormatEPSV(port)
+	case "LPSV":
+		code = 228
+		text, err = rewrite.FormatLPSV(advAP)
+	case "SPSV":
+		text = rewrite.FormatSPSV(port)
+	}
+	if err != nil {
+		s.log.Error("format passive reply", zap.Error(err))
+		return s.legFailed(plan, legErrorf("cannot express the data address"))
+	}
+	s.plan = plan
+	s.log.Debug("passive data plan", zap.String("client_mode", plan.clientMode), zap.String("server_mode", plan.serverMode),
+		zap.Stringer("listen", dl.addr), zap.Stringer("advertised", advAP))
+	return s.ctl.reply(rewrite.NewReply(code, text))
+}
+
+// handleActive answers PORT, EPRT and LPRT: we will connect to the client.
+func (s *session) handleActive(ctx context.Context, cmd rewrite.Command) error {
+	if s.epsvAll {
+		return s.ctl.replyf(501, "%s not allowed after EPSV ALL.", cmd.Verb)
+	}
+	var target netip.AddrPort
+	var err error
+	switch cmd.Verb {
+	case "PORT":
+		target, err = rewrite.ParsePORT(cmd.Arg)
+	case "EPRT":
+		target, err = rewrite.ParseEPRT(cmd.Arg)
+	case "LPRT":
+		target, err = rewrite.ParseLPRT(cmd.Arg)
+	}
+	if err != nil {
+		s.log.Warn("bad active-mode address", zap.String("verb", cmd.Verb), zap.Error(err))
+		if cmd.Verb == "EPRT" && errors.Is(err, rewrite.ErrUnsupportedFamily) {
+			return s.ctl.replyf(522, "Network protocol not supported, use (1,2).")
+		}
+		return s.ctl.replyf(501, "Syntax error in %s address.", cmd.Verb)
+	}
+	target = netip.AddrPortFrom(target.Addr().Unmap(), target.Port())
+	if d := s.srv.cfg.Policy.ActiveTarget(s.clientPeer.Addr(), target); !d.Allow {
+		s.log.Warn("bounce attempt refused", zap.String("verb", cmd.Verb), zap.Stringer("target", target),
+			zap.String("reason", d.Reason))
+		return s.ctl.replyf(501, "%s refused: %s.", cmd.Verb, d.Reason)
+	}
+	s.closePlan()
+	plan := &dataPlan{clientMode: cmd.Verb, clientAddr: target}
+	if err := s.setupServerLeg(ctx, plan, false); err != nil {
+		return s.legFailed(plan, err)
+	}
+	s.plan = plan
+	return s.ctl.replyf(200, "%s command successful.", cmd.Verb)
+}
+
+// legFailed closes what a half-built plan opened and tells the client. Only a
+// legError is the client's to hear; anything else ends the session.
+func (s *session) legFailed(plan *dataPlan, err error) error {
+	plan.release()
+	var le *legError
+	if errors.As(err, &le) {
+		return s.ctl.replyf(425, "Can't open data connection: %s.", le.msg)
+	}
+	return err
+}
+
+// setupServerLeg negotiates the server side of the plan: EPSV (or PASV) when
+// we dial the server, EPRT (or PORT) when the server dials us.
+func (s *session) setupServerLeg(ctx context.Context, plan *dataPlan, clientPassive bool) error {
+	if err := s.ensureServerProt(ctx); err != nil {
+		return err
+	}
+	passive := s.srv.cfg.ServerMode == ServerPassive || s.srv.cfg.PreserveClientAddress ||
+		(s.srv.cfg.ServerMode == ServerClient && clientPassive)
+	if passive {
+		return s.serverPassive(ctx, plan)
+	}
+	return s.serverActive(ctx, plan)
+}
+
+func (s *session) serverPassive(ctx context.Context, plan *dataPlan) error {
+	srvIP := s.serverPeer.Addr()
+	if !s.noEPSV {
+		rep, err := s.ctl.exchange(ctx, "EPSV", "")
+		if err != nil {
+			return err
+		}
+		if rep.Code == 229 {
+			port, err := rewrite.ParseEPSV(rep.Text())
+			if err != nil {
+				s.log.Warn("server sent an invalid 229 reply", zap.Stringer("reply", rep), zap.Error(err))
+				return legErrorf("server sent an invalid EPSV reply")
+			}
+			plan.serverMode, plan.serverAddr = "EPSV", netip.AddrPortFrom(srvIP, port)
+			return nil
+		}
+		if rep.Code < 500 {
+			return legErrorf("server answered EPSV with %d", rep.Code)
+		}
+		s.noEPSV = true
+		s.log.Debug("server refused EPSV; using PASV", zap.Int("code", rep.Code))
+	}
+	if !srvIP.Is4() {
+		return legErrorf("server refused EPSV and PASV cannot reach an IPv6 server")
+	}
+	rep, err := s.ctl.exchange(ctx, "PASV", "")
+	if err != nil {
+		return err
+	}
+	if rep.Code != 227 {
+		return legErrorf("server answered PASV with %d", rep.Code)
+	}
+	ap, err := rewrite.ParsePASV(rep.Text())
+	if err != nil {
+		s.log.Warn("server sent an invalid 227 reply", zap.Stringer("reply", rep), zap.Error(err))
+		return legErrorf("server sent an invalid PASV reply")
+	}
+	if !s.srv.cfg.TrustServerPASVAddress {
+		if ap.Addr() != srvIP {
+			s.log.Debug("ignoring the address in the server's 227 reply", zap.Stringer("said", ap.Addr()),
+				zap.Stringer("using", srvIP))
+		}
+		ap = netip.AddrPortFrom(srvIP, ap.Port())
+	}
+	plan.serverMode, plan.serverAddr = "PASV", ap
+	return nil
+}
+
+func (s *session) serverActive(ctx context.Context, plan *dataPlan) error {
+	dl, err := s.srv.ports.expect(ctx, s.serverLocal.Addr(), s.serverPeer.Addr(), s.serverPeer.Addr())
+	if err != nil {
+		s.log.Error("data listener toward server", zap.Error(err))
+		return legErrorf("no data port available")
+	}
+	plan.serverLn = dl
+	if !s.noEPRT {
+		arg, err := rewrite.FormatEPRT(dl.addr)
+		if err != nil {
+			return err
+		}
+		rep, err := s.ctl.exchange(ctx, "EPRT", arg)
+		if err != nil {
+			return err
+		}
+		switch {
+		case rep.Code == 200:
+			plan.serverMode = "EPRT"
+		case rep.Code >= 500 && dl.addr.Addr().Is4():
+			s.noEPRT = true
+			s.log.Debug("server refused EPRT; using PORT", zap.Int("code", rep.Code))
+		default:
+			return legErrorf("server answered EPRT with %d", rep.Code)
+		}
+	}
+	if plan.serverMode == "" {
+		arg, err := rewrite.FormatPORT(dl.addr)
+		if err != nil {
+			return err
+		}
+		rep, err := s.ctl.exchange(ctx, "PORT", arg)
+		if err != nil {
+			return err
+		}
+		if rep.Code != 200 {
+			return legErrorf("server answered PORT with %d", rep.Code)
+		}
+		plan.serverMode = "PORT"
+	}
+	// Only now that the server accepted the address may it connect.
+	if err := dl.admit(ctx, netip.AddrPort{}); err != nil {
+		s.log.Error("pinhole for server", zap.Error(err))
+		return legErrorf("firewall refused the data port")
+	}
+	return nil
+}
+
+func family(v6 bool) int {
+	if v6 {
+		return 2
+	}
+	return 1
+}

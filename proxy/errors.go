@@ -1,0 +1,71 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/ftpgate/ftpgate/rewrite"
+)
+
+// The kinds of failure in one place. Each says who is at fault and what the
+// client hears:
+//
+//	errSessionEnd      the session ends normally (QUIT, 421, a side left)
+//	legError           a data leg could not be set up: 425, the session goes on
+//	serverGaveUp       the server's final reply came while the legs connected: relayed
+//	dataTLSError       a data leg's TLS failed: 425 or 522, the session goes on
+//	destinationError   policy refused the session's server: 421
+//	errLoop            a transparent session addressed ftpgate itself: 421
+//	errNoPort          no data port free for the peer: 425
+//	errDataTimeout     the expected data connection did not come: 425
+//	errDataAfterCCC    the client sent data where its close_notify was due
+
+// errSessionEnd ends a session normally (QUIT, 421, the client left).
+var errSessionEnd = errors.New("session ended")
+
+// legError is a data-connection setup failure that the client hears about as
+// a 425 but that does not end the session.
+type legError struct{ msg string }
+
+func (e *legError) Error() string { return e.msg }
+
+func legErrorf(format string, args ...any) error { return &legError{fmt.Sprintf(format, args...)} }
+
+// serverGaveUp: the server sent its final reply (425, 426, ...) while we
+// were still connecting the legs; that reply is the client's answer.
+type serverGaveUp struct{ reply *rewrite.Reply }
+
+func (e *serverGaveUp) Error() string { return fmt.Sprintf("server gave up with %d", e.reply.Code) }
+
+// dataTLSError is a data connection's TLS failure; the client hears Code.
+type dataTLSError struct {
+	leg  string // "client" or "server"
+	code int
+	msg  string
+	err  error
+}
+
+func (e *dataTLSError) Error() string { return e.leg + " data TLS: " + e.msg }
+
+func (e *dataTLSError) Unwrap() error { return e.err }
+
+type destinationError struct {
+	dst    netip.AddrPort
+	reason string
+}
+
+func (e *destinationError) Error() string { return "destination refused: " + e.reason }
+
+// errLoop: the original destination is ftpgate itself.
+var errLoop = fmt.Errorf("connection addressed to ftpgate itself, not to a server (loop)")
+
+// errNoPort means no data port could be had for this peer.
+var errNoPort = errors.New("no data port free for this peer")
+
+// errDataAfterCCC: the client sent application data where its close_notify
+// was due.
+var errDataAfterCCC = errors.New("application data after CCC instead of close_notify")
+
+// errDataTimeout means the expected data connection did not arrive in time.
+var errDataTimeout = errors.New("data connection did not arrive in time")

@@ -1,0 +1,90 @@
+package proxy
+
+import (
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"time"
+)
+
+// The relay: once both data legs are up, bytes flow from one to the other
+// until the source ends. Two plain legs are *net.TCPConn and io.Copy splices
+// them in the kernel (no wrapper may hide ReadFrom/WriteTo, or the copy falls
+// back to user space); a TLS leg is copied in user space.
+
+// relayResult is what one relay reports when its source is drained.
+type relayResult struct {
+	n   int64
+	err error
+}
+
+// relay copies src to dst until src ends, then closes dst's write side. Two
+// plain legs go through relayData, which splices in the kernel; a TLS leg
+// cannot, and is copied here in user space. toServer says that dst is the
+// server's leg (an upload).
+func relay(dst, src net.Conn, toServer bool, done chan<- relayResult) {
+	if d, ok := dst.(*net.TCPConn); ok {
+		if s, ok := src.(*net.TCPConn); ok {
+			relayData(d, s, done)
+			return
+		}
+	}
+	relayStream(dst, src, toServer, done)
+}
+
+// relayData copies src to dst until src ends, then half-closes dst so the
+// receiver sees end-of-file. Both are *net.TCPConn, so io.Copy splices in the
+// kernel; the byte count comes from io.Copy itself.
+func relayData(dst, src *net.TCPConn, done chan<- relayResult) {
+	n, err := io.Copy(dst, src)
+	if cerr := dst.CloseWrite(); err == nil && cerr != nil && !errors.Is(cerr, net.ErrClosed) {
+		err = cerr
+	}
+	done <- relayResult{n: n, err: err}
+}
+
+// drainTimeout bounds how long a protected upload waits for the server to
+// close its data connection after ftpgate's close_notify.
+const drainTimeout = 10 * time.Second
+
+// relayStream is relayData for TLS legs. Every TLS data leg ends with a
+// close_notify: dst's after the copy, and src's too, so a peer that waits
+// for one in both directions is not left waiting.
+//
+// On an upload the server's TLS connection is read until the server closes
+// it. A TLS 1.3 server sends session tickets that nobody reads while ftpgate
+// only writes, and closing a socket with unread data resets the connection
+// at once, dropping the end of the upload still queued for the server.
+func relayStream(dst, src net.Conn, drainDst bool, done chan<- relayResult) {
+	n, err := io.Copy(dst, src)
+	if cerr := closeWrite(dst); err == nil && cerr != nil && !errors.Is(cerr, net.ErrClosed) {
+		err = cerr
+	}
+	if t, ok := src.(*tls.Conn); ok {
+		_ = t.CloseWrite() // best effort: the copy is over
+	}
+	if t, ok := dst.(*tls.Conn); ok && drainDst && err == nil {
+		t.SetReadDeadline(time.Now().Add(drainTimeout))
+		_, _ = io.Copy(io.Discard, t) // until the server's close_notify or close
+	}
+	done <- relayResult{n: n, err: err}
+}
+
+// closeWrite ends the write side of a data leg: close_notify and then a TCP
+// half-close for a TLS leg, a half-close for a plain one.
+func closeWrite(c net.Conn) error {
+	switch c := c.(type) {
+	case *tls.Conn:
+		err := c.CloseWrite()
+		if tc, ok := c.NetConn().(*net.TCPConn); ok {
+			if cerr := tc.CloseWrite(); err == nil {
+				err = cerr
+			}
+		}
+		return err
+	case *net.TCPConn:
+		return c.CloseWrite()
+	}
+	return nil
+}

@@ -1,0 +1,395 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/ftpgate/ftpgate/rewrite"
+	"go.uber.org/zap"
+)
+
+// Running one transfer: the transfer command goes to the server, both legs of
+// the pending data plan connect (accept or dial), the relay moves the bytes,
+// and the server's final reply (226/426) is held until the relay has drained.
+// An ABOR meanwhile closes the data connections and is passed on.
+
+// upload reports whether a transfer command sends data from client to server.
+func upload(verb string) bool {
+	switch verb {
+	case "STOR", "STOU", "APPE":
+		return true
+	}
+	return false
+}
+
+// handleTransfer runs one transfer command: it connects both legs of the
+// pending plan, relays the data and holds the server's completion reply
+// until the relay has drained.
+func (s *session) handleTransfer(ctx context.Context, cmd rewrite.Command) error {
+	plan := s.plan
+	if plan == nil {
+		return s.ctl.replyf(425, "Use PORT, EPRT, PASV or EPSV first.")
+	}
+	s.plan = nil // a data connection serves one transfer
+	defer plan.release()
+	start := time.Now()
+
+	var srvConn, cliConn *net.TCPConn
+	defer func() {
+		if srvConn != nil {
+			srvConn.Close()
+		}
+		if cliConn != nil {
+			cliConn.Close()
+		}
+	}()
+	var err error
+	if plan.serverPassive() {
+		srvConn, err = s.srv.dial(ctx, s.serverLocal.Addr(), plan.serverAddr, s.srv.cfg.PreserveClientAddress)
+		if err != nil {
+			s.log.Warn("data connection to server failed", zap.Stringer("addr", plan.serverAddr), zap.Error(err))
+			return s.ctl.replyf(425, "Can't open data connection to the server.")
+		}
+	}
+	if err := s.ctl.send(cmd); err != nil {
+		return err
+	}
+	first, err := s.ctl.serverReply(ctx, s.srv.cfg.IdleTimeout)
+	if err != nil {
+		return err
+	}
+	if err := s.ctl.reply(first); err != nil {
+		return err
+	}
+	if first.Code >= 200 { // refused (550 and the like) or done without data
+		return nil
+	}
+
+	clientListens, serverListens := plan.clientPassive(), !plan.serverPassive() // connectLegs ends the listening
+	cliConn, srvConn, early, err := s.connectLegs(ctx, plan, srvConn)
+	if err != nil {
+		srvConn = nil // connectLegs closed it
+		var gone *serverGaveUp
+		if errors.As(err, &gone) {
+			return s.ctl.reply(gone.reply)
+		}
+		var le *legError
+		if errors.As(err, &le) {
+			if early != nil { // the server has finished already
+				return s.ctl.replyf(425, "Can't open data connection: %s.", le.msg)
+			}
+			return s.abandonTransfer(ctx, le.msg)
+		}
+		return err
+	}
+
+	// The ports we accepted on count as used until these connections end.
+	if serverListens {
+		defer s.srv.ports.touch(addrPortOf(srvConn.LocalAddr()).Port())
+	}
+	if clientListens {
+		defer s.srv.ports.touch(addrPortOf(cliConn.LocalAddr()).Port())
+	}
+	cliData, srvData, err := s.secureData(ctx, cliConn, srvConn)
+	if err != nil {
+		return s.dataTLSFailed(ctx, err, early, srvConn, cliConn)
+	}
+	up := upload(cmd.Verb)
+	done := make(chan relayResult, 1)
+	if up {
+		go relay(srvData, cliData, true, done)
+	} else {
+		go relay(cliData, srvData, false, done)
+	}
+	res, final, abort, err := s.awaitTransfer(ctx, done, early, srvConn, cliConn)
+	if err != nil {
+		return err
+	}
+	if up {
+		s.bytesUp += res.n
+	} else {
+		s.bytesDown += res.n
+	}
+	s.srv.transfers.Add(1)
+	s.logTransfer(cmd, plan, up, res, final, time.Since(start), abort)
+	if err := s.ctl.reply(final); err != nil {
+		return err
+	}
+	if abort != nil {
+		return s.finishAbort(ctx)
+	}
+	return nil
+}
+
+// awaitTransfer waits until the relay has drained and the server's final
+// reply has come. A client ABOR meanwhile closes the data connections and is
+// passed on; other commands wait in a bounded queue.
+func (s *session) awaitTransfer(ctx context.Context, done <-chan relayResult, early *rewrite.Reply, conns ...*net.TCPConn) (res relayResult, final *rewrite.Reply, abort *rewrite.Command, err error) {
+	final = early
+	relayed := false
+	cmds := s.ctl.cmds
+	var stall <-chan time.Time // after the relay ends, the server must answer in time
+	for !relayed || final == nil {
+		select {
+		case res = <-done:
+			relayed = true
+			for _, c := range conns {
+				c.Close() // the other direction carries nothing in stream mode
+			}
+			if final == nil {
+				t := time.NewTimer(s.srv.cfg.IdleTimeout)
+				defer t.Stop()
+				stall = t.C
+			}
+		case ev := <-s.ctl.replies:
+			if ev.err != nil {
+				return res, nil, nil, s.ctl.serverBroke(ev.err)
+			}
+			if ev.reply.Code < 200 {
+				if err := s.ctl.reply(ev.reply); err != nil {
+					return res, nil, nil, err
+				}
+				continue
+			}
+			final = ev.reply
+		case ev := <-cmds:
+			if ev.err == nil && ev.cmd.Verb == "ABOR" && abort == nil {
+				c := ev.cmd
+				abort = &c
+				for _, c := range conns {
+					c.Close()
+				}
+				if err := s.sendAbort(c); err != nil {
+					return res, nil, nil, err
+				}
+				continue
+			}
+			s.ctl.queued = append(s.ctl.queued, ev)
+			if len(s.ctl.queued) >= maxQueued {
+				cmds = nil // let the client wait in TCP until the transfer ends
+			}
+		case <-stall:
+			s.ctl.replyf(421, "Timeout waiting for the FTP server to finish the transfer.")
+			return res, nil, nil, errors.New("timeout waiting for the server's transfer reply")
+		case <-ctx.Done():
+			return res, nil, nil, ctx.Err()
+		}
+	}
+	return res, final, abort, nil
+}
+
+// sendAbort passes ABOR on, with the Telnet IP and Synch the client sent.
+func (s *session) sendAbort(c rewrite.Command) error {
+	if c.Telnet != 0 {
+		if err := s.ctl.sw.WriteTelnetAbort(); err != nil {
+			return fmt.Errorf("write to server: %w", err)
+		}
+	}
+	return s.ctl.send(c)
+}
+
+// abortReplyWait bounds the wait for the server's own reply to ABOR, after
+// the transfer's final reply: some servers (pure-ftpd) swallow an ABOR that
+// arrives during a transfer and never answer it.
+const abortReplyWait = 2 * time.Second
+
+// finishAbort relays the server's reply to ABOR itself, which follows the
+// transfer's own final reply. A server that does not answer within
+// abortReplyWait is brought back in step with a NOOP of our own: every reply
+// before the NOOP's is relayed, the NOOP's 200 is not.
+func (s *session) finishAbort(ctx context.Context) error {
+	t := time.NewTimer(abortReplyWait)
+	defer t.Stop()
+	select {
+	case ev := <-s.ctl.replies:
+		if ev.err != nil {
+			return s.ctl.serverBroke(ev.err)
+		}
+		return s.ctl.reply(ev.reply)
+	case <-t.C:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	s.log.Info("no reply to ABOR from the server; resynchronising with NOOP")
+	if err := s.ctl.send(rewrite.Command{Verb: "NOOP"}); err != nil {
+		return err
+	}
+	for range 4 {
+		rep, err := s.ctl.serverReply(ctx, s.srv.cfg.IdleTimeout)
+		if err != nil {
+			return err
+		}
+		if rep.Code == 200 {
+			return nil
+		}
+		if err := s.ctl.reply(rep); err != nil {
+			return err
+		}
+	}
+	s.ctl.replyf(421, "Lost step with the FTP server after ABOR.")
+	return errors.New("server replies out of step after ABOR")
+}
+
+// abandonTransfer ends a transfer whose client or server leg never came:
+// the server's data connection is closed (by connectLegs), its final reply is
+// swallowed, and the client hears 425.
+func (s *session) abandonTransfer(ctx context.Context, why string) error {
+	if _, err := s.ctl.serverReply(ctx, s.srv.cfg.IdleTimeout); err != nil {
+		return err
+	}
+	return s.ctl.replyf(425, "Can't open data connection: %s.", why)
+}
+
+type legResult struct {
+	c   *net.TCPConn
+	err error
+}
+
+// connectLegs brings up the client leg (accept or dial) and, when the server
+// dials us, the server leg, within DataTimeout, while listening to the
+// server: if it gives up first, its reply ends the wait. srvConn is the
+// server leg when we dialed it already. On error every connection is closed.
+//
+// A success reply (226) that comes before the legs are up is early, not
+// final: the data is in flight, so it is returned for the relay to hold.
+func (s *session) connectLegs(ctx context.Context, plan *dataPlan, srvConn *net.TCPConn) (cli, srv *net.TCPConn, early *rewrite.Reply, err error) {
+	legCtx, cancel := context.WithCancel(ctx)
+	deadline := time.Now().Add(s.srv.cfg.DataTimeout)
+	cliCh := make(chan legResult, 1)
+	go func() {
+		var r legResult
+		if plan.clientPassive() {
+			r.c, r.err = plan.clientLn.accept(legCtx, deadline)
+		} else {
+			r.c, r.err = s.srv.dial(legCtx, s.clientSide, plan.clientAddr, false)
+		}
+		cliCh <- r
+	}()
+	var srvCh chan legResult
+	if !plan.serverPassive() {
+		srvCh = make(chan legResult, 1)
+		go func() {
+			c, err := plan.serverLn.accept(legCtx, deadline)
+			srvCh <- legResult{c, err}
+		}()
+	}
+	srv = srvConn
+	pending := 1
+	if srvCh != nil {
+		pending++
+	}
+	fail := func(e error) (*net.TCPConn, *net.TCPConn, *rewrite.Reply, error) {
+		cancel()
+		for ; pending > 0; pending-- { // collect what the goroutines still bring
+			select {
+			case r := <-cliCh:
+				if r.c != nil {
+					r.c.Close()
+				}
+			case r := <-srvCh:
+				if r.c != nil {
+					r.c.Close()
+				}
+			}
+		}
+		for _, c := range []*net.TCPConn{cli, srv} {
+			if c != nil {
+				c.Close()
+			}
+		}
+		plan.release() // before the client hears anything
+		return nil, nil, early, e
+	}
+	for pending > 0 {
+		select {
+		case r := <-cliCh:
+			pending--
+			if r.err != nil {
+				s.log.Warn("client data connection failed", zap.String("client_mode", plan.clientMode), zap.Error(r.err))
+				return fail(legErrorf("the client did not connect"))
+			}
+			cli = r.c
+		case r := <-srvCh:
+			pending--
+			if r.err != nil {
+				s.log.Warn("server data connection failed", zap.String("server_mode", plan.serverMode), zap.Error(r.err))
+				return fail(legErrorf("the server did not connect"))
+			}
+			srv = r.c
+		case ev := <-s.ctl.replies:
+			if ev.err != nil {
+				return fail(s.ctl.serverBroke(ev.err))
+			}
+			if ev.reply.Code < 200 {
+				if err := s.ctl.reply(ev.reply); err != nil {
+					return fail(err)
+				}
+				continue
+			}
+			if ev.reply.Code < 400 && early == nil {
+				early = ev.reply
+				continue
+			}
+			s.log.Warn("server ended the transfer before the data connection was up", zap.Int("code", ev.reply.Code))
+			return fail(&serverGaveUp{ev.reply})
+		case <-ctx.Done():
+			return fail(ctx.Err())
+		}
+	}
+	cancel()
+	// The legs are up: their expectations and pinholes are done with.
+	plan.release()
+	return cli, srv, early, nil
+}
+
+func (s *session) logTransfer(cmd rewrite.Command, plan *dataPlan, up bool, res relayResult, final *rewrite.Reply,
+	d time.Duration, abort *rewrite.Command) {
+	dir := "download"
+	if up {
+		dir = "upload"
+	}
+	rate := 0.0
+	if secs := d.Seconds(); secs > 0 {
+		rate = float64(res.n) / secs
+	}
+	fields := []zap.Field{
+		zap.String("command", cmd.Verb),
+		zap.String("path", cmd.Arg),
+		zap.String("direction", dir),
+		zap.Int64("bytes", res.n),
+		zap.Duration("duration", d),
+		zap.Float64("rate_bps", rate),
+		zap.String("client_mode", plan.clientMode),
+		zap.String("server_mode", plan.serverMode),
+		zap.Int("code", final.Code),
+	}
+	if abort != nil {
+		fields = append(fields, zap.Bool("aborted", true))
+	}
+	if res.err != nil {
+		fields = append(fields, zap.String("relay_error", res.err.Error()))
+	}
+	fields = append(fields, s.tlsTransferFields()...)
+	s.log.Info("transfer", fields...)
+}
+
+// dial opens a data connection to target from our local address src
+// (invalid: the kernel's choice). transparent allows a non-local src.
+func (s *Server) dial(ctx context.Context, src netip.Addr, target netip.AddrPort, transparent bool) (*net.TCPConn, error) {
+	d := net.Dialer{Timeout: s.cfg.ConnectTimeout, KeepAlive: -1, Control: s.cfg.Hooks.DialControl}
+	if transparent {
+		d.Control = s.cfg.Hooks.TransparentDialControl
+	}
+	if src.IsValid() && src.Is4() == target.Addr().Is4() {
+		d.LocalAddr = &net.TCPAddr{IP: src.AsSlice()}
+	}
+	c, err := d.DialContext(ctx, "tcp", target.String())
+	if err != nil {
+		return nil, err
+	}
+	return c.(*net.TCPConn), nil
+}
