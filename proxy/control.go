@@ -30,6 +30,8 @@ type control struct {
 	replies        chan replyEvent
 	queued         []cmdEvent // client commands that came while a transfer ran
 
+	lastCode int // the code of the latest reply written to the client, for records
+
 	limits  rewrite.Limits
 	timeout time.Duration // write deadline and reply wait: the idle timeout
 	log     *zap.Logger
@@ -125,6 +127,7 @@ func recoverable(err error) bool {
 
 // reply writes a reply to the client.
 func (c *control) reply(r *rewrite.Reply) error {
+	c.lastCode = r.Code
 	c.client.SetWriteDeadline(time.Now().Add(c.timeout))
 	if err := c.cw.WriteReply(r); err != nil {
 		return fmt.Errorf("write to client: %w", err)
@@ -163,7 +166,7 @@ func (c *control) serverReply(ctx context.Context, timeout time.Duration) (*rewr
 		return ev.reply, nil
 	case <-t.C:
 		c.replyf(421, "Timeout waiting for the FTP server.")
-		return nil, errors.New("timeout waiting for a server reply")
+		return nil, fmt.Errorf("waiting for a server reply: %w", errTimeout)
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}

@@ -150,6 +150,7 @@ func (s *session) handleActive(ctx context.Context, cmd rewrite.Command) error {
 	if d := s.srv.cfg.Policy.ActiveTarget(s.clientPeer.Addr(), target); !d.Allow {
 		s.log.Warn("bounce attempt refused", zap.String("verb", cmd.Verb), zap.Stringer("target", target),
 			zap.String("reason", d.Reason))
+		s.deny("bounce", cmd.Verb, "active-target", d.Reason, 501)
 		return s.ctl.replyf(501, "%s refused: %s.", cmd.Verb, d.Reason)
 	}
 	s.closePlan()

@@ -20,6 +20,7 @@ import (
 //	errNoPort          no data port free for the peer: 425
 //	errDataTimeout     the expected data connection did not come: 425
 //	errDataAfterCCC    the client sent data where its close_notify was due
+//	errTimeout         a peer did not answer in time: 421, the session ends
 
 // errSessionEnd ends a session normally (QUIT, 421, the client left).
 var errSessionEnd = errors.New("session ended")
@@ -69,3 +70,7 @@ var errDataAfterCCC = errors.New("application data after CCC instead of close_no
 
 // errDataTimeout means the expected data connection did not arrive in time.
 var errDataTimeout = errors.New("data connection did not arrive in time")
+
+// errTimeout is wrapped by every timeout that ends a session ("login
+// timeout", "idle timeout", a server that does not answer).
+var errTimeout = errors.New("timeout")

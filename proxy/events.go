@@ -31,7 +31,7 @@ func (NopObserver) Observe(Event) {}
 type SessionStartEvent struct {
 	Session uint64
 	Time    time.Time
-	Mode    Mode
+	Mode    ListenMode
 	Client  netip.AddrPort // the real client (after a trusted PROXY header)
 	Via     netip.AddrPort // the transport peer when it differs from Client (a balancer)
 	Local   netip.AddrPort // our address the client connected to
@@ -41,7 +41,7 @@ type SessionStartEvent struct {
 type SessionEndEvent struct {
 	Session   uint64
 	Time      time.Time
-	Mode      Mode
+	Mode      ListenMode
 	Client    netip.AddrPort
 	Server    netip.AddrPort // invalid when no upstream connection was made
 	User      string

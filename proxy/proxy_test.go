@@ -37,7 +37,7 @@ type harness struct {
 	done chan struct{}      // closed when Serve returned
 }
 
-func newHarness(t *testing.T, mode ServerMode, tweak func(*fakeFTP, *Config)) *harness {
+func newHarness(t *testing.T, mode ServerDataMode, tweak func(*fakeFTP, *Config)) *harness {
 	t.Helper()
 	ftp := newFakeFTP(t)
 	cfg := Config{
@@ -182,7 +182,7 @@ func payload(n int) []byte {
 // and server data modes, and checks the exact pinholes opened and closed.
 func TestTransferModes(t *testing.T) {
 	want := payload(300 << 10)
-	for _, smode := range []ServerMode{ServerPassive, ServerActive, ServerClient} {
+	for _, smode := range []ServerDataMode{ServerPassive, ServerActive, ServerClient} {
 		for _, cmode := range []string{"PASV", "EPSV", "PORT", "EPRT"} {
 			t.Run(string(smode)+"/"+cmode, func(t *testing.T) {
 				h := newHarness(t, smode, nil)

@@ -1,7 +1,3 @@
-// Package proxy owns ftpgate's connections: control listeners, sessions, data
-// plans, the data relay and TLS on both legs (FTPS). It decides nothing itself
-// (that is policy's job), speaks the wire protocol only through rewrite, and
-// touches the kernel only through the nat.Firewall it is given.
 package proxy
 
 import (
@@ -15,167 +11,8 @@ import (
 	"time"
 
 	"github.com/ftpgate/ftpgate/nat"
-	"github.com/ftpgate/ftpgate/policy"
-	"github.com/ftpgate/ftpgate/rewrite"
 	"go.uber.org/zap"
 )
-
-// ServerMode is how ftpgate opens data connections toward the server.
-type ServerMode string
-
-// Server modes.
-const (
-	ServerPassive ServerMode = "passive" // we dial the server (EPSV, falling back to PASV)
-	ServerActive  ServerMode = "active"  // the server dials us (EPRT, falling back to PORT)
-	ServerClient  ServerMode = "client"  // mirror what the client asked for
-)
-
-// Defaults for the zero values of Config.
-const (
-	DefaultConnectTimeout = 10 * time.Second
-	DefaultLoginTimeout   = 60 * time.Second
-	DefaultIdleTimeout    = 5 * time.Minute
-	DefaultDataTimeout    = 30 * time.Second
-	DefaultShutdownGrace  = 30 * time.Second
-	DefaultKeepAlive      = 30 * time.Second
-)
-
-// Config is the proxy's configuration. Zero durations mean the default;
-// a negative KeepAlive turns keepalive off.
-type Config struct {
-	// Mode is how clients reach ftpgate; the zero value means ModeReverse.
-	Mode Mode
-	// Listen are the control-connection addresses, e.g. "198.18.0.1:21".
-	Listen []string
-	// Upstream is the FTP server, "host:port" (reverse mode only). A name
-	// is resolved again for every session.
-	Upstream string
-	// Advertise is the address written into passive replies to clients. Nil
-	// means the address of the data listener (the one the client connected
-	// to), or in the transparent modes with DivertData the server's address.
-	Advertise AddrSource
-	// AdvertiseRules choose the advertised address and port by client
-	// network; the first match wins, and clients no rule matches get
-	// Advertise.
-	AdvertiseRules []AdvertiseRule
-	// UpstreamSource is the source address of connections to servers; nil
-	// means the kernel's choice.
-	UpstreamSource AddrSource
-	// PreserveClientAddress (tproxy mode) makes connections to the server
-	// leave from the client's own address, so the server sees the client.
-	// The server leg of data connections is then always passive.
-	PreserveClientAddress bool
-	// DivertData (transparent modes) means the firewall diverts a data
-	// connection the client addresses to the server (Pinhole.Intercept), so
-	// passive replies can carry the server's address as clients expect.
-	DivertData bool
-	// Hooks are the kernel helpers of the transparent modes.
-	Hooks Hooks
-	// PassivePorts is the range data listeners use, toward clients and toward
-	// servers in active mode. The zero value means kernel-chosen ports.
-	PassivePorts nat.PortRange
-	// ServerMode is how data connections toward the server are opened; the
-	// zero value means ServerPassive.
-	ServerMode ServerMode
-	// TrustServerPASVAddress makes ftpgate dial the address in the server's
-	// 227 reply instead of the server's control address.
-	TrustServerPASVAddress bool
-	// PinholeTTL is how long a pinhole waits for its peer; zero means the
-	// firewall's default.
-	PinholeTTL time.Duration
-
-	// ProxyProtocol is the PROXY protocol of load balancers in front.
-	ProxyProtocol ProxyProtocol
-
-	Policy policy.Config
-	Limits rewrite.Limits
-	// TLS is FTPS on both legs; the zero value means none toward clients.
-	TLS TLSConfig
-
-	// Observer is told of sessions, transfers, pinholes and denials (metrics
-	// and audit records); nil means NopObserver.
-	Observer Observer
-
-	ConnectTimeout time.Duration // dialing the server, or an active-mode client
-	LoginTimeout   time.Duration // from connect until the server accepted a login
-	IdleTimeout    time.Duration // waiting for a client command; paused while a transfer runs
-	DataTimeout    time.Duration // waiting for a data connection to arrive
-	ShutdownGrace  time.Duration // how long running transfers may finish on shutdown
-	KeepAlive      time.Duration // TCP keepalive idle time on control connections
-}
-
-func (c *Config) setDefaults() {
-	def := func(d *time.Duration, v time.Duration) {
-		if *d == 0 {
-			*d = v
-		}
-	}
-	def(&c.ConnectTimeout, DefaultConnectTimeout)
-	def(&c.LoginTimeout, DefaultLoginTimeout)
-	def(&c.IdleTimeout, DefaultIdleTimeout)
-	def(&c.DataTimeout, DefaultDataTimeout)
-	def(&c.ShutdownGrace, DefaultShutdownGrace)
-	def(&c.KeepAlive, DefaultKeepAlive)
-	if c.ServerMode == "" {
-		c.ServerMode = ServerPassive
-	}
-	if c.Mode == "" {
-		c.Mode = ModeReverse
-	}
-}
-
-// Validate reports whether the configuration can run.
-func (c Config) Validate() error {
-	if len(c.Listen) == 0 {
-		return errors.New("no listen address")
-	}
-	for _, l := range c.Listen {
-		if _, _, err := net.SplitHostPort(l); err != nil {
-			return fmt.Errorf("listen address %q: %w", l, err)
-		}
-	}
-	switch c.Mode {
-	case "", ModeReverse:
-		if c.Upstream == "" {
-			return errors.New("no upstream server")
-		}
-		if _, _, err := net.SplitHostPort(c.Upstream); err != nil {
-			return fmt.Errorf("upstream %q: %w", c.Upstream, err)
-		}
-	case ModeRedirect, ModeTProxy:
-		if c.Upstream != "" {
-			return fmt.Errorf("mode %s takes each session's server from the intercepted connection; --upstream is for reverse mode", c.Mode)
-		}
-	default:
-		return fmt.Errorf("mode %q: want reverse, redirect or tproxy", c.Mode)
-	}
-	if c.PreserveClientAddress && c.Mode != ModeTProxy {
-		return errors.New("preserving the client address needs tproxy mode")
-	}
-	switch c.ServerMode {
-	case "", ServerPassive, ServerActive, ServerClient:
-	default:
-		return fmt.Errorf("server mode %q: want passive, active or client", c.ServerMode)
-	}
-	if c.PassivePorts.Lo > c.PassivePorts.Hi {
-		return fmt.Errorf("passive ports %d-%d: low end above high end", c.PassivePorts.Lo, c.PassivePorts.Hi)
-	}
-	if c.PassivePorts.Lo == 0 && c.PassivePorts.Hi != 0 {
-		return errors.New("passive ports: port 0 is not a valid data port")
-	}
-	for _, r := range c.AdvertiseRules {
-		if err := r.validate([2]uint16{c.PassivePorts.Lo, c.PassivePorts.Hi}); err != nil {
-			return err
-		}
-	}
-	if err := c.ProxyProtocol.Validate(); err != nil {
-		return err
-	}
-	if err := c.TLS.validate(c.Mode); err != nil {
-		return err
-	}
-	return c.Policy.Validate()
-}
 
 // Stats are live counters for health and leak checks.
 type Stats struct {
@@ -347,4 +184,32 @@ func (s *Server) acceptLoop(ctx context.Context, l *net.TCPListener, wg *sync.Wa
 			newSession(s, c, s.implicit[l]).run(ctx)
 		}()
 	}
+}
+
+// listenNetwork picks tcp4 or tcp6 for a literal IP address, so that an
+// IPv6 wildcard listener does not also take IPv4 (tproxy needs one listener
+// per family), and plain tcp for names.
+func listenNetwork(addr string) string {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil || host == "" {
+		return "tcp"
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return "tcp"
+	}
+	if ip.Is4() {
+		return "tcp4"
+	}
+	return "tcp6"
+}
+
+// addrPortOf turns a net.Addr of a TCP socket into an unmapped AddrPort.
+func addrPortOf(a net.Addr) netip.AddrPort {
+	ta, ok := a.(*net.TCPAddr)
+	if !ok {
+		return netip.AddrPort{}
+	}
+	ap := ta.AddrPort()
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }

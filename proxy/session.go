@@ -39,6 +39,7 @@ type session struct {
 	clientSide netip.Addr
 
 	user      string
+	result    string // the session record's result when not told by its error ("refused")
 	loggedIn  bool
 	epsvAll   bool
 	noEPSV    bool // the server refused EPSV: use PASV
@@ -74,34 +75,22 @@ func (s *session) setLog(l *zap.Logger) {
 	s.ctl.log = l
 }
 
-// proxyHeader reads the PROXY header a trusted load balancer sends first,
-// and makes its source the session's client.
-func (s *session) proxyHeader() error {
-	pp := s.srv.cfg.ProxyProtocol
-	if !pp.Control || !pp.trusted(s.clientHop.Addr()) {
-		return nil
-	}
-	src, err := readProxyHeader(s.ctl.client)
-	if err != nil {
-		return err
-	}
-	s.clientPeer = src
-	s.base = s.srv.log.With(zap.Uint64("session", s.id), zap.Stringer("client", s.clientPeer),
-		zap.Stringer("via", s.clientHop))
-	s.setLog(s.base)
-	return nil
-}
-
 // run drives the session until it ends and closes everything it opened.
 func (s *session) run(parent context.Context) {
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	if err := s.proxyHeader(); err != nil {
 		s.log.Warn("PROXY header refused", zap.Error(err))
+		s.deny("protocol", "", "proxy-protocol", "PROXY header refused: "+err.Error(), 0)
 		s.ctl.client.Close()
 		return
 	}
 	s.log.Info("session start", zap.Stringer("local", s.clientLocal))
+	start := SessionStartEvent{Session: s.id, Time: s.start, Mode: s.srv.cfg.Mode, Client: s.clientPeer, Local: s.clientLocal}
+	if s.clientHop != s.clientPeer {
+		start.Via = s.clientHop
+	}
+	s.srv.obs.Observe(start)
 
 	if err := setOOBInline(s.ctl.client); err != nil {
 		s.log.Debug("SO_OOBINLINE", zap.Error(err))
@@ -137,81 +126,39 @@ func (s *session) logEnd(err error) {
 		zap.Int64("bytes_in", s.bytesUp),
 		zap.Int64("bytes_out", s.bytesDown),
 	}
-	fields = append(fields, s.tlsSessionFields()...)
+	fields = append(fields, s.ftps.sessionFields()...)
 	if err != nil && !errors.Is(err, errSessionEnd) {
 		fields = append(fields, zap.String("reason", err.Error()))
 	}
 	s.base.Info("session end", fields...)
+	ev := SessionEndEvent{Session: s.id, Time: time.Now(), Mode: s.srv.cfg.Mode, Client: s.clientPeer,
+		Server: s.serverPeer, User: s.user, Duration: time.Since(s.start), BytesUp: s.bytesUp, BytesDown: s.bytesDown,
+		Result: s.result}
+	if err != nil && !errors.Is(err, errSessionEnd) {
+		ev.Reason = err.Error()
+	}
+	if ev.Result == "" {
+		ev.Result = endResult(err)
+	}
+	s.srv.obs.Observe(ev)
 }
 
-// connectServer finds the session's server, checks it against policy and
-// dials it. On failure the client has heard a 421 and the reason is logged.
-func (s *session) connectServer(ctx context.Context) error {
-	cfg := &s.srv.cfg
-	s.clientSide = s.clientLocal.Addr()
-	if cfg.Mode == ModeTProxy {
-		s.clientSide = netip.Addr{}
-		if h := cfg.Hooks.LocalToward; h != nil {
-			if a, err := h(s.clientPeer.Addr()); err == nil {
-				s.clientSide = a
-			} else {
-				s.log.Warn("no local address toward the client; data connections use the kernel's choice", zap.Error(err))
-			}
-		}
+// endResult classifies how a session ended for its record.
+func endResult(err error) string {
+	var te interface{ Timeout() bool }
+	switch {
+	case err == nil || errors.Is(err, errSessionEnd):
+		return "ok"
+	case errors.Is(err, errTimeout) || errors.As(err, &te) && te.Timeout():
+		return "timeout"
 	}
-	upstream, err := s.target()
-	if err != nil {
-		var de *destinationError
-		switch {
-		case errors.As(err, &de):
-			s.log.Warn("destination refused", zap.Stringer("destination", de.dst), zap.String("reason", de.reason))
-			s.ctl.replyf(421, "Service not available: %s.", de.reason)
-		case errors.Is(err, errLoop):
-			s.log.Warn("connection to ftpgate itself refused", zap.Stringer("local", s.clientLocal))
-			s.ctl.replyf(421, "This is a transparent FTP gateway; connect to the FTP server's own address.")
-		default:
-			s.log.Error("cannot tell the server of an intercepted connection", zap.Error(err))
-			s.ctl.replyf(421, "Service not available.")
-		}
-		return err
-	}
-	if err := s.dialServer(ctx, upstream); err != nil {
-		s.log.Warn("upstream unreachable", zap.String("upstream", upstream), zap.Error(err))
-		s.ctl.replyf(421, "Service not available: cannot reach the FTP server.")
-		return err
-	}
-	if v := cfg.ProxyProtocol.SendUpstream; v != 0 {
-		s.ctl.server.SetWriteDeadline(time.Now().Add(cfg.ConnectTimeout))
-		if err := writeProxyHeader(s.ctl.server, v, s.clientPeer, s.clientLocal); err != nil {
-			s.ctl.server.Close()
-			s.log.Warn("sending the PROXY header upstream failed", zap.Error(err))
-			s.ctl.replyf(421, "Service not available: cannot reach the FTP server.")
-			return err
-		}
-	}
-	return nil
+	return "error"
 }
 
-// dialServer opens the control connection to upstream, from the configured
-// source address (or the client's own, in tproxy mode when preserving it).
-func (s *session) dialServer(ctx context.Context, upstream string) error {
-	cfg := &s.srv.cfg
-	d := net.Dialer{Timeout: cfg.ConnectTimeout, KeepAliveConfig: s.srv.keepAlive(), Control: cfg.Hooks.DialControl}
-	if cfg.PreserveClientAddress {
-		d.Control = cfg.Hooks.TransparentDialControl
-		d.LocalAddr = &net.TCPAddr{IP: s.clientPeer.Addr().AsSlice()}
-	} else if src := s.srv.upstreamSource(upstream); src.IsValid() {
-		d.LocalAddr = &net.TCPAddr{IP: src.AsSlice()}
-	}
-	c, err := d.DialContext(ctx, "tcp", upstream)
-	if err != nil {
-		return err
-	}
-	s.ctl.attachServer(c.(*net.TCPConn))
-	s.serverPeer = addrPortOf(s.ctl.server.RemoteAddr())
-	s.serverLocal = addrPortOf(s.ctl.server.LocalAddr())
-	s.setLog(s.log.With(zap.Stringer("server", s.serverPeer)))
-	return s.connectServerTLS(ctx)
+// deny reports a refusal the client has been (or is being) answered for.
+func (s *session) deny(kind, verb, rule, reason string, code int) {
+	s.srv.obs.Observe(DenialEvent{Session: s.id, Time: time.Now(), Client: s.clientPeer, User: s.user,
+		Kind: kind, Verb: verb, Rule: rule, Reason: reason, Code: code})
 }
 
 // nextCommand returns the next client command, forwarding any unsolicited
@@ -245,10 +192,10 @@ func (s *session) nextCommand(ctx context.Context) (rewrite.Command, error) {
 		case <-t.C:
 			if !s.loggedIn {
 				s.ctl.replyf(421, "Login timeout.")
-				return rewrite.Command{}, errors.New("login timeout")
+				return rewrite.Command{}, fmt.Errorf("login: %w", errTimeout)
 			}
 			s.ctl.replyf(421, "Idle timeout.")
-			return rewrite.Command{}, errors.New("idle timeout")
+			return rewrite.Command{}, fmt.Errorf("idle: %w", errTimeout)
 		case <-s.srv.draining:
 			s.ctl.replyf(421, "Service shutting down.")
 			return rewrite.Command{}, fmt.Errorf("shutdown: %w", errSessionEnd)
@@ -373,6 +320,10 @@ func (s *session) forward(ctx context.Context, cmd rewrite.Command) error {
 	if err != nil {
 		return err
 	}
+	if changesFiles(cmd.Verb) {
+		s.srv.obs.Observe(FileCommandEvent{Session: s.id, Time: time.Now(), Client: s.clientPeer, User: s.user,
+			Verb: cmd.Verb, Path: cmd.Arg, Code: rep.Code})
+	}
 	if rep.Code == 230 || (rep.Code == 202 && cmd.Verb == "PASS") {
 		if !s.loggedIn {
 			s.loggedIn = true
@@ -400,5 +351,15 @@ func (s *session) handleFEAT(ctx context.Context, cmd rewrite.Command) error {
 			return true
 		})
 	}
-	return s.ctl.reply(s.tlsFeatures(rep))
+	return s.ctl.reply(s.ftps.features(rep, s.serverPeer.Addr()))
+}
+
+// changesFiles reports whether a command changes the server's files, for the
+// audit record.
+func changesFiles(verb string) bool {
+	switch verb {
+	case "DELE", "RNFR", "RNTO", "MKD", "XMKD", "RMD", "XRMD", "SITE", "MFMT", "MFCT", "MFF":
+		return true
+	}
+	return false
 }

@@ -104,7 +104,7 @@ type TLSConfig struct {
 }
 
 // validate checks the TLS settings against the proxy mode.
-func (c TLSConfig) validate(mode Mode) error {
+func (c TLSConfig) validate(mode ListenMode) error {
 	for _, v := range []uint16{c.MinVersion, c.MaxVersion} {
 		if v != 0 && (v < tls.VersionTLS10 || v > tls.VersionTLS13) {
 			return fmt.Errorf("tls: version %#x: want TLS 1.0 to 1.3", v)

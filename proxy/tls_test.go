@@ -215,7 +215,7 @@ func TestFTPSBothLegs(t *testing.T) {
 		{ServerTLSRequire, true},
 		{ServerTLSOff, false},
 	} {
-		for _, smode := range []ServerMode{ServerPassive, ServerActive} {
+		for _, smode := range []ServerDataMode{ServerPassive, ServerActive} {
 			for _, cmode := range []string{"EPSV", "PASV", "EPRT", "PORT"} {
 				t.Run(fmt.Sprintf("%s/%s/%s", tc.mode, smode, cmode), func(t *testing.T) {
 					ts := newTLSSetup(t)
@@ -661,7 +661,7 @@ func TestTLSConfigValidate(t *testing.T) {
 	ts := newTLSSetup(t)
 	for _, tc := range []struct {
 		name string
-		mode Mode
+		mode ListenMode
 		cfg  TLSConfig
 		want string // substring of the error; "" for none
 	}{

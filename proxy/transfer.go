@@ -30,13 +30,15 @@ func upload(verb string) bool {
 // pending plan, relays the data and holds the server's completion reply
 // until the relay has drained.
 func (s *session) handleTransfer(ctx context.Context, cmd rewrite.Command) error {
+	rec := transferRecord{start: time.Now(), cmd: cmd, plan: s.plan}
+	defer func() { s.recordTransfer(&rec) }()
 	plan := s.plan
 	if plan == nil {
+		rec.cause = "no data connection set up"
 		return s.ctl.replyf(425, "Use PORT, EPRT, PASV or EPSV first.")
 	}
 	s.plan = nil // a data connection serves one transfer
 	defer plan.release()
-	start := time.Now()
 
 	var srvConn, cliConn *net.TCPConn
 	defer func() {
@@ -52,6 +54,7 @@ func (s *session) handleTransfer(ctx context.Context, cmd rewrite.Command) error
 		srvConn, err = s.srv.dial(ctx, s.serverLocal.Addr(), plan.serverAddr, s.srv.cfg.PreserveClientAddress)
 		if err != nil {
 			s.log.Warn("data connection to server failed", zap.Stringer("addr", plan.serverAddr), zap.Error(err))
+			rec.cause = "data connection to the server failed"
 			return s.ctl.replyf(425, "Can't open data connection to the server.")
 		}
 	}
@@ -60,12 +63,17 @@ func (s *session) handleTransfer(ctx context.Context, cmd rewrite.Command) error
 	}
 	first, err := s.ctl.serverReply(ctx, s.srv.cfg.IdleTimeout)
 	if err != nil {
+		rec.cause = err.Error()
 		return err
 	}
 	if err := s.ctl.reply(first); err != nil {
+		rec.cause = err.Error()
 		return err
 	}
 	if first.Code >= 200 { // refused (550 and the like) or done without data
+		if first.Code >= 400 {
+			rec.refused, rec.cause = true, "the server refused the transfer"
+		}
 		return nil
 	}
 
@@ -73,6 +81,7 @@ func (s *session) handleTransfer(ctx context.Context, cmd rewrite.Command) error
 	cliConn, srvConn, early, err := s.connectLegs(ctx, plan, srvConn)
 	if err != nil {
 		srvConn = nil // connectLegs closed it
+		rec.cause = err.Error()
 		var gone *serverGaveUp
 		if errors.As(err, &gone) {
 			return s.ctl.reply(gone.reply)
@@ -96,8 +105,10 @@ func (s *session) handleTransfer(ctx context.Context, cmd rewrite.Command) error
 	}
 	cliData, srvData, err := s.secureData(ctx, cliConn, srvConn)
 	if err != nil {
+		rec.cause = err.Error()
 		return s.dataTLSFailed(ctx, err, early, srvConn, cliConn)
 	}
+	rec.tls = s.ftps.dataClient != nil
 	up := upload(cmd.Verb)
 	done := make(chan relayResult, 1)
 	if up {
@@ -106,8 +117,13 @@ func (s *session) handleTransfer(ctx context.Context, cmd rewrite.Command) error
 		go relay(cliData, srvData, false, done)
 	}
 	res, final, abort, err := s.awaitTransfer(ctx, done, early, srvConn, cliConn)
+	rec.bytes, rec.aborted = res.n, abort != nil
 	if err != nil {
+		rec.cause = err.Error()
 		return err
+	}
+	if res.err != nil {
+		rec.cause = res.err.Error()
 	}
 	if up {
 		s.bytesUp += res.n
@@ -115,7 +131,7 @@ func (s *session) handleTransfer(ctx context.Context, cmd rewrite.Command) error
 		s.bytesDown += res.n
 	}
 	s.srv.transfers.Add(1)
-	s.logTransfer(cmd, plan, up, res, final, time.Since(start), abort)
+	s.logTransfer(cmd, plan, up, res, final, time.Since(rec.start), abort)
 	if err := s.ctl.reply(final); err != nil {
 		return err
 	}
@@ -174,7 +190,7 @@ func (s *session) awaitTransfer(ctx context.Context, done <-chan relayResult, ea
 			}
 		case <-stall:
 			s.ctl.replyf(421, "Timeout waiting for the FTP server to finish the transfer.")
-			return res, nil, nil, errors.New("timeout waiting for the server's transfer reply")
+			return res, nil, nil, fmt.Errorf("waiting for the server's transfer reply: %w", errTimeout)
 		case <-ctx.Done():
 			return res, nil, nil, ctx.Err()
 		}
@@ -373,7 +389,7 @@ func (s *session) logTransfer(cmd rewrite.Command, plan *dataPlan, up bool, res 
 	if res.err != nil {
 		fields = append(fields, zap.String("relay_error", res.err.Error()))
 	}
-	fields = append(fields, s.tlsTransferFields()...)
+	fields = append(fields, s.ftps.transferFields()...)
 	s.log.Info("transfer", fields...)
 }
 
@@ -392,4 +408,57 @@ func (s *Server) dial(ctx context.Context, src netip.Addr, target netip.AddrPort
 		return nil, err
 	}
 	return c.(*net.TCPConn), nil
+}
+
+// transferRecord is what a transfer's record is made of, filled in as the
+// transfer goes; recordTransfer reports it however the transfer ended.
+type transferRecord struct {
+	start   time.Time
+	cmd     rewrite.Command
+	plan    *dataPlan
+	bytes   int64
+	tls     bool
+	aborted bool
+	refused bool   // the server refused the command (4xx/5xx before any data)
+	cause   string // why it failed; empty when it did not
+}
+
+// recordTransfer reports one ended transfer to the observer, with the code
+// of the last reply the client got.
+func (s *session) recordTransfer(r *transferRecord) {
+	ev := TransferEvent{
+		Session:   s.id,
+		Start:     r.start,
+		Duration:  time.Since(r.start),
+		Client:    s.clientPeer,
+		Server:    s.serverPeer,
+		User:      s.user,
+		Verb:      r.cmd.Verb,
+		Path:      r.cmd.Arg,
+		Direction: "download",
+		Bytes:     r.bytes,
+		Code:      s.ctl.lastCode,
+		TLS:       r.tls,
+		Cause:     r.cause,
+	}
+	if upload(r.cmd.Verb) {
+		ev.Direction = "upload"
+	}
+	if r.plan != nil {
+		ev.ClientMode, ev.ServerMode = r.plan.clientMode, r.plan.serverMode
+	}
+	switch {
+	case r.aborted:
+		ev.Result = "aborted"
+	case r.refused:
+		ev.Result = "refused"
+	case r.cause == "" && ev.Code >= 200 && ev.Code < 300:
+		ev.Result = "ok"
+	default:
+		ev.Result = "failed"
+		if ev.Cause == "" {
+			ev.Cause = fmt.Sprintf("reply %d", ev.Code)
+		}
+	}
+	s.srv.obs.Observe(ev)
 }

@@ -326,11 +326,11 @@ func (f *runFlags) parse(args []string) (fileConfig, error) {
 // Config values, checking each.
 func (fc fileConfig) settings() (proxy.Config, nat.Config, error) {
 	pc := proxy.Config{
-		Mode:                   proxy.Mode(fc.Mode),
+		Mode:                   proxy.ListenMode(fc.Mode),
 		PreserveClientAddress:  fc.PreserveClientAddress,
 		Listen:                 fc.Listen,
 		Upstream:               fc.Upstream,
-		ServerMode:             proxy.ServerMode(fc.ServerMode),
+		ServerMode:             proxy.ServerDataMode(fc.ServerMode),
 		TrustServerPASVAddress: fc.TrustServerPASVAddress,
 		PinholeTTL:             fc.Firewall.TTL,
 		ConnectTimeout:         fc.Timeouts.Connect,

@@ -10,7 +10,6 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -21,6 +20,10 @@ import (
 // sessionTLS is a session's FTPS state. The loop goroutine owns it, except
 // the switch channels and the counters the reader goroutines set.
 type sessionTLS struct {
+	cfg      *TLSConfig
+	mode     ListenMode
+	upstream string           // reverse mode's server, for the name its certificate must bear
+	fallback time.Duration    // handshake timeout when cfg has none: the connect timeout
 	implicit bool             // the client came through an implicit FTPS listener
 	cert     *tls.Certificate // what this session presents; nil: no TLS toward the client
 
@@ -68,6 +71,10 @@ func (t *sessionTLS) serverStream(sock net.Conn) io.Reader {
 
 func newSessionTLS(srv *Server, implicit bool) *sessionTLS {
 	t := &sessionTLS{
+		cfg:          &srv.cfg.TLS,
+		mode:         srv.cfg.Mode,
+		upstream:     srv.cfg.Upstream,
+		fallback:     srv.cfg.ConnectTimeout,
 		implicit:     implicit,
 		clientSwitch: make(chan net.Conn),
 		serverSwitch: make(chan net.Conn),
@@ -78,54 +85,53 @@ func newSessionTLS(srv *Server, implicit bool) *sessionTLS {
 	return t
 }
 
-func (s *session) handshakeTimeout() time.Duration {
-	if d := s.srv.cfg.TLS.HandshakeTimeout; d > 0 {
+func (t *sessionTLS) handshakeTimeout() time.Duration {
+	if d := t.cfg.HandshakeTimeout; d > 0 {
 		return d
 	}
-	return s.srv.cfg.ConnectTimeout
+	return t.fallback
 }
 
 // clientTLSAllowed reports whether this session's client may use TLS: there
 // is a certificate and, in the transparent modes, the destination is one
 // the operator chose to intercept.
-func (s *session) clientTLSAllowed() bool {
-	if s.ftps.cert == nil {
+func (t *sessionTLS) clientAllowed(dst netip.Addr) bool {
+	if t.cert == nil {
 		return false
 	}
-	if !s.srv.cfg.Mode.Transparent() {
+	if !t.mode.Transparent() {
 		return true
 	}
-	dst := s.serverPeer.Addr()
-	return slices.ContainsFunc(s.srv.cfg.TLS.Intercept, func(p netip.Prefix) bool { return p.Contains(dst) })
+	return slices.ContainsFunc(t.cfg.Intercept, func(p netip.Prefix) bool { return p.Contains(dst) })
 }
 
-func (s *session) clientTLSConfig() (*tls.Config, error) {
-	if s.ftps.clientCfg == nil {
-		lo, hi := s.srv.cfg.TLS.versions()
-		cfg, err := newClientTLSConfig(s.ftps.cert, lo, hi)
+func (t *sessionTLS) clientConfig() (*tls.Config, error) {
+	if t.clientCfg == nil {
+		lo, hi := t.cfg.versions()
+		cfg, err := newClientTLSConfig(t.cert, lo, hi)
 		if err != nil {
 			return nil, err
 		}
-		s.ftps.clientCfg = cfg
+		t.clientCfg = cfg
 	}
-	return s.ftps.clientCfg, nil
+	return t.clientCfg, nil
 }
 
-func (s *session) serverTLSConfig() *tls.Config {
-	if s.ftps.serverCfg == nil {
-		cfg := &s.srv.cfg.TLS
-		name := cfg.ServerName
+// serverConfig is the TLS client configuration toward server.
+func (t *sessionTLS) serverConfig(server netip.Addr) *tls.Config {
+	if t.serverCfg == nil {
+		name := t.cfg.ServerName
 		if name == "" {
-			name = s.serverPeer.Addr().String()
-			if s.srv.cfg.Mode == ModeReverse {
-				if host, _, err := net.SplitHostPort(s.srv.cfg.Upstream); err == nil {
+			name = server.String()
+			if t.mode == ModeReverse {
+				if host, _, err := net.SplitHostPort(t.upstream); err == nil {
 					name = host
 				}
 			}
 		}
-		s.ftps.serverCfg = newServerTLSConfig(cfg, name)
+		t.serverCfg = newServerTLSConfig(t.cfg, name)
 	}
-	return s.ftps.serverCfg
+	return t.serverCfg
 }
 
 // acceptImplicit runs the TLS handshake of a client that came through an
@@ -141,16 +147,17 @@ func (s *session) acceptImplicit(ctx context.Context) error {
 // ftpgate as the TLS server.
 func (s *session) handshakeClient(ctx context.Context) error {
 	t := s.ftps
-	cfg, err := s.clientTLSConfig()
+	cfg, err := s.ftps.clientConfig()
 	if err != nil {
 		s.log.Error("client TLS configuration", zap.Error(err))
 		return err
 	}
 	t.rec = &recordConn{Conn: s.ctl.client}
 	tc := tls.Server(t.rec, cfg)
-	lift := handshakeDeadline(s.ctl.client, s.handshakeTimeout())
+	lift := handshakeDeadline(s.ctl.client, s.ftps.handshakeTimeout())
 	err = tc.HandshakeContext(ctx)
 	lift()
+	s.srv.obs.Observe(TLSHandshakeEvent{Leg: "client", Resumed: err == nil && tc.ConnectionState().DidResume, Err: err})
 	if err != nil {
 		s.log.Warn("client TLS handshake failed", zap.Bool("implicit", t.implicit), zap.Error(err))
 		return fmt.Errorf("client TLS handshake: %w", err)
@@ -176,11 +183,12 @@ func (s *session) connectServerTLS(ctx context.Context) error {
 // ftpgate as the TLS client.
 func (s *session) handshakeServer(ctx context.Context) error {
 	t := s.ftps
-	cfg := s.serverTLSConfig()
+	cfg := s.ftps.serverConfig(s.serverPeer.Addr())
 	tc := tls.Client(s.ctl.server, cfg)
-	lift := handshakeDeadline(s.ctl.server, s.handshakeTimeout())
+	lift := handshakeDeadline(s.ctl.server, s.ftps.handshakeTimeout())
 	err := tc.HandshakeContext(ctx)
 	lift()
+	s.srv.obs.Observe(TLSHandshakeEvent{Leg: "server", Resumed: err == nil && tc.ConnectionState().DidResume, Err: err})
 	if err != nil {
 		s.log.Error("server TLS handshake failed", zap.String("server_name", cfg.ServerName), zap.Error(err))
 		return fmt.Errorf("server TLS handshake: %w", err)
@@ -272,7 +280,7 @@ func (s *session) handleAUTH(ctx context.Context, cmd rewrite.Command) error {
 		releaseReader(ctx, t.clientSwitch, nil)
 		return s.ctl.replyf(code, "%s", text)
 	}
-	if !s.clientTLSAllowed() {
+	if !s.ftps.clientAllowed(s.serverPeer.Addr()) {
 		return carryOn(502, "AUTH is not supported by this gateway.")
 	}
 	if t.secured {
@@ -438,11 +446,11 @@ func (s *session) setServerProt(ctx context.Context, level byte) (*rewrite.Reply
 // wantServerProt is the protection level the server's data connections
 // should have: P when TLS toward the server is required, the client's own
 // when mirroring.
-func (s *session) wantServerProt() byte {
-	if s.srv.cfg.TLS.serverMode() == ServerTLSRequire {
+func (t *sessionTLS) wantServerProt() byte {
+	if t.cfg.serverMode() == ServerTLSRequire {
 		return 'P'
 	}
-	return prot(s.ftps.prot)
+	return prot(t.prot)
 }
 
 func prot(b byte) byte {
@@ -459,7 +467,7 @@ func (s *session) ensureServerProt(ctx context.Context) error {
 	if t.server == nil {
 		return nil
 	}
-	want := s.wantServerProt()
+	want := s.ftps.wantServerProt()
 	if prot(t.serverProt) == want {
 		return nil
 	}
@@ -476,12 +484,12 @@ func (s *session) ensureServerProt(ctx context.Context) error {
 
 // tlsFeatures adds to a FEAT reply what ftpgate itself offers the client:
 // AUTH TLS, PBSZ and PROT (and CCC when allowed), whatever the server lists.
-func (s *session) tlsFeatures(rep *rewrite.Reply) *rewrite.Reply {
-	if rep == nil || rep.Code != 211 || !s.clientTLSAllowed() {
+func (t *sessionTLS) features(rep *rewrite.Reply, server netip.Addr) *rewrite.Reply {
+	if rep == nil || rep.Code != 211 || !t.clientAllowed(server) {
 		return rep
 	}
 	feats := []string{" AUTH TLS", " PBSZ", " PROT"}
-	if s.srv.cfg.TLS.CCC == CCCAllow {
+	if t.cfg.CCC == CCCAllow {
 		feats = append(feats, " CCC")
 	}
 	if len(rep.Lines) < 2 {
@@ -495,106 +503,8 @@ func (s *session) tlsFeatures(rep *rewrite.Reply) *rewrite.Reply {
 	return &rewrite.Reply{Code: rep.Code, Lines: lines}
 }
 
-// secureData puts TLS on the transfer's data connections where the legs'
-// protection levels say so: ftpgate is the TLS server toward the client
-// (also when it dialed the client, RFC 4217 §7) and the TLS client toward
-// the server. Both handshakes run at once, bounded by the data timeout. A
-// client's data connection that does not resume this session's control TLS
-// session is refused unless DataReuseOptional. Plain legs come back as the
-// *net.TCPConn they were, so that relay can splice them.
-func (s *session) secureData(ctx context.Context, cli, srv *net.TCPConn) (net.Conn, net.Conn, error) {
-	t := s.ftps
-	t.dataClient, t.dataServer = nil, nil
-	cliP := prot(t.prot) == 'P'
-	srvP := t.server != nil && prot(t.serverProt) == 'P'
-	var cliOut, srvOut net.Conn = cli, srv
-	if !cliP && !srvP {
-		return cliOut, srvOut, nil
-	}
-	hctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	timeout := s.srv.cfg.DataTimeout
-	var wg sync.WaitGroup
-	var cliTLS, srvTLS *tls.Conn
-	var cliErr, srvErr error
-	if cliP {
-		cfg, err := s.clientTLSConfig()
-		if err != nil {
-			return nil, nil, err
-		}
-		cliTLS = tls.Server(cli, cfg)
-		wg.Go(func() {
-			lift := handshakeDeadline(cli, timeout)
-			defer lift()
-			if cliErr = cliTLS.HandshakeContext(hctx); cliErr != nil {
-				cancel()
-			}
-		})
-	}
-	if srvP {
-		srvTLS = tls.Client(srv, s.serverTLSConfig())
-		wg.Go(func() {
-			lift := handshakeDeadline(srv, timeout)
-			defer lift()
-			if srvErr = srvTLS.HandshakeContext(hctx); srvErr != nil {
-				cancel()
-			}
-		})
-	}
-	wg.Wait()
-	switch {
-	case cliErr != nil && !errors.Is(cliErr, context.Canceled):
-		s.log.Warn("client data TLS handshake failed", zap.Error(cliErr))
-		return nil, nil, &dataTLSError{leg: "client", code: 425, msg: "TLS handshake failed", err: cliErr}
-	case srvErr != nil && !errors.Is(srvErr, context.Canceled):
-		s.log.Warn("server data TLS handshake failed", zap.Error(srvErr))
-		return nil, nil, &dataTLSError{leg: "server", code: 425, msg: "TLS handshake with the server failed", err: srvErr}
-	case cliErr != nil || srvErr != nil:
-		return nil, nil, &dataTLSError{leg: "client", code: 425, msg: "TLS handshake interrupted", err: errors.Join(cliErr, srvErr)}
-	}
-	if cliP {
-		cs := cliTLS.ConnectionState()
-		if !cs.DidResume && !s.srv.cfg.TLS.DataReuseOptional {
-			s.log.Warn("data connection refused: its TLS session does not resume the control connection's",
-				zap.Stringer("from", addrPortOf(cli.RemoteAddr())), zap.String("version", tls.VersionName(cs.Version)))
-			return nil, nil, &dataTLSError{leg: "client", code: 522, msg: "TLS session reuse required"}
-		}
-		t.dataClient = stateOf(cs)
-		cliOut = cliTLS
-	}
-	if srvP {
-		t.dataServer = stateOf(srvTLS.ConnectionState())
-		srvOut = srvTLS
-	}
-	return cliOut, srvOut, nil
-}
-
-// dataTLSFailed ends a transfer whose data connection could not be
-// protected: both data connections are closed, the server's final reply is
-// swallowed (unless it came early, while the legs were connecting) and the
-// client hears why.
-func (s *session) dataTLSFailed(ctx context.Context, err error, early *rewrite.Reply, conns ...*net.TCPConn) error {
-	for _, c := range conns {
-		c.Close()
-	}
-	var de *dataTLSError
-	if !errors.As(err, &de) {
-		return err
-	}
-	if early == nil {
-		if _, err := s.ctl.serverReply(ctx, s.srv.cfg.IdleTimeout); err != nil {
-			return err
-		}
-	}
-	if de.code == 522 {
-		return s.ctl.replyf(522, "Data connection refused: its TLS session must resume the control connection's.")
-	}
-	return s.ctl.replyf(de.code, "Can't open data connection: %s.", de.msg)
-}
-
 // tlsSessionFields are the TLS facts of a session's end record.
-func (s *session) tlsSessionFields() []zap.Field {
-	t := s.ftps
+func (t *sessionTLS) sessionFields() []zap.Field {
 	if t.clientState == nil && t.serverState == nil {
 		return nil
 	}
@@ -603,14 +513,4 @@ func (s *session) tlsSessionFields() []zap.Field {
 		fields = append(fields, zap.Bool("ccc", true))
 	}
 	return fields
-}
-
-// tlsTransferFields are the TLS facts of a transfer record: each data leg's
-// version and cipher suite, or "none".
-func (s *session) tlsTransferFields() []zap.Field {
-	t := s.ftps
-	if t.clientState == nil && t.serverState == nil {
-		return nil
-	}
-	return []zap.Field{tlsField("client_tls", t.dataClient), tlsField("server_tls", t.dataServer)}
 }

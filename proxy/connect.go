@@ -1,0 +1,182 @@
+package proxy
+
+// Setting a session up: the PROXY header of a trusted balancer, the choice
+// of the server (reverse: the upstream; redirect and tproxy: the original
+// destination, checked against loops and the destination policy), and the
+// upstream control connection.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// target decides which server a new session goes to.
+func (s *session) target() (string, error) {
+	cfg := &s.srv.cfg
+	var dst netip.AddrPort
+	switch cfg.Mode {
+	case ModeReverse, "":
+		return cfg.Upstream, nil
+	case ModeRedirect:
+		if cfg.Hooks.OriginalDst == nil {
+			return "", fmt.Errorf("redirect mode without an original-destination lookup")
+		}
+		var err error
+		dst, err = cfg.Hooks.OriginalDst(s.ctl.client)
+		if err != nil {
+			return "", fmt.Errorf("original destination: %w", err)
+		}
+	case ModeTProxy:
+		dst = s.clientLocal
+	}
+	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
+	if s.isSelf(dst) {
+		return "", errLoop
+	}
+	if d := cfg.Policy.Destination(dst); !d.Allow {
+		return "", &destinationError{dst: dst, reason: d.Reason}
+	}
+	return dst.String(), nil
+}
+
+// isSelf reports whether dst is one of ftpgate's own control listeners: a
+// client that connected to the proxy port directly, whose "original
+// destination" is the listener itself.
+func (s *session) isSelf(dst netip.AddrPort) bool {
+	if dst == s.clientLocal && s.srv.cfg.Mode == ModeRedirect {
+		return true // not redirected at all
+	}
+	for _, lp := range s.srv.Addrs() {
+		if lp.Port() != dst.Port() {
+			continue
+		}
+		if lp.Addr() == dst.Addr() || lp.Addr().IsUnspecified() && s.isLocal(dst.Addr()) {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *session) isLocal(a netip.Addr) bool {
+	if h := s.srv.cfg.Hooks.IsLocal; h != nil {
+		return h(a)
+	}
+	return a.IsLoopback()
+}
+
+// proxyHeader reads the PROXY header a trusted load balancer sends first,
+// and makes its source the session's client.
+func (s *session) proxyHeader() error {
+	pp := s.srv.cfg.ProxyProtocol
+	if !pp.Control || !pp.trusted(s.clientHop.Addr()) {
+		return nil
+	}
+	src, err := readProxyHeader(s.ctl.client)
+	if err != nil {
+		return err
+	}
+	s.clientPeer = src
+	s.base = s.srv.log.With(zap.Uint64("session", s.id), zap.Stringer("client", s.clientPeer),
+		zap.Stringer("via", s.clientHop))
+	s.setLog(s.base)
+	return nil
+}
+
+// connectServer finds the session's server, checks it against policy and
+// dials it. On failure the client has heard a 421 and the reason is logged.
+func (s *session) connectServer(ctx context.Context) error {
+	cfg := &s.srv.cfg
+	s.clientSide = s.clientLocal.Addr()
+	if cfg.Mode == ModeTProxy {
+		s.clientSide = netip.Addr{}
+		if h := cfg.Hooks.LocalToward; h != nil {
+			if a, err := h(s.clientPeer.Addr()); err == nil {
+				s.clientSide = a
+			} else {
+				s.log.Warn("no local address toward the client; data connections use the kernel's choice", zap.Error(err))
+			}
+		}
+	}
+	upstream, err := s.target()
+	if err != nil {
+		var de *destinationError
+		switch {
+		case errors.As(err, &de):
+			s.log.Warn("destination refused", zap.Stringer("destination", de.dst), zap.String("reason", de.reason))
+			s.result = "refused"
+			s.deny("policy", "", "destination", de.reason, 421)
+			s.ctl.replyf(421, "Service not available: %s.", de.reason)
+		case errors.Is(err, errLoop):
+			s.log.Warn("connection to ftpgate itself refused", zap.Stringer("local", s.clientLocal))
+			s.result = "refused"
+			s.deny("policy", "", "loop", "connection addressed to ftpgate itself", 421)
+			s.ctl.replyf(421, "This is a transparent FTP gateway; connect to the FTP server's own address.")
+		default:
+			s.log.Error("cannot tell the server of an intercepted connection", zap.Error(err))
+			s.ctl.replyf(421, "Service not available.")
+		}
+		return err
+	}
+	if err := s.dialServer(ctx, upstream); err != nil {
+		s.log.Warn("upstream unreachable", zap.String("upstream", upstream), zap.Error(err))
+		s.ctl.replyf(421, "Service not available: cannot reach the FTP server.")
+		return err
+	}
+	if v := cfg.ProxyProtocol.SendUpstream; v != 0 {
+		s.ctl.server.SetWriteDeadline(time.Now().Add(cfg.ConnectTimeout))
+		if err := writeProxyHeader(s.ctl.server, v, s.clientPeer, s.clientLocal); err != nil {
+			s.ctl.server.Close()
+			s.log.Warn("sending the PROXY header upstream failed", zap.Error(err))
+			s.ctl.replyf(421, "Service not available: cannot reach the FTP server.")
+			return err
+		}
+	}
+	return nil
+}
+
+// dialServer opens the control connection to upstream, from the configured
+// source address (or the client's own, in tproxy mode when preserving it).
+func (s *session) dialServer(ctx context.Context, upstream string) error {
+	cfg := &s.srv.cfg
+	d := net.Dialer{Timeout: cfg.ConnectTimeout, KeepAliveConfig: s.srv.keepAlive(), Control: cfg.Hooks.DialControl}
+	if cfg.PreserveClientAddress {
+		d.Control = cfg.Hooks.TransparentDialControl
+		d.LocalAddr = &net.TCPAddr{IP: s.clientPeer.Addr().AsSlice()}
+	} else if src := s.srv.upstreamSource(upstream); src.IsValid() {
+		d.LocalAddr = &net.TCPAddr{IP: src.AsSlice()}
+	}
+	began := time.Now()
+	c, err := d.DialContext(ctx, "tcp", upstream)
+	s.srv.obs.Observe(UpstreamConnectEvent{Duration: time.Since(began), Err: err})
+	if err != nil {
+		return err
+	}
+	s.ctl.attachServer(c.(*net.TCPConn))
+	s.serverPeer = addrPortOf(s.ctl.server.RemoteAddr())
+	s.serverLocal = addrPortOf(s.ctl.server.LocalAddr())
+	s.setLog(s.log.With(zap.Stringer("server", s.serverPeer)))
+	return s.connectServerTLS(ctx)
+}
+
+// upstreamSource is the configured source address toward upstream
+// ("host:port" or "ip:port"), or invalid for the kernel's choice.
+func (s *Server) upstreamSource(upstream string) netip.Addr {
+	if s.cfg.UpstreamSource == nil {
+		return netip.Addr{}
+	}
+	v6 := false
+	if ap, err := netip.ParseAddrPort(upstream); err == nil {
+		v6 = ap.Addr().Unmap().Is6()
+	}
+	a, ok := s.cfg.UpstreamSource.Addr(v6)
+	if !ok {
+		return netip.Addr{}
+	}
+	return a
+}
