@@ -147,11 +147,7 @@ func (f *kernelFirewall) queueInterception() error {
 // portMatch returns the expressions that match a TCP destination port in
 // ports: a comparison for one port, an anonymous set for more.
 func (f *kernelFirewall) portMatch(ports []uint16) ([]expr.Any, error) {
-	match := []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-	}
+	match := matchTCPDport()
 	if len(ports) == 1 {
 		return append(match, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(ports[0])}), nil
 	}

@@ -36,36 +36,13 @@ func inputRules(set4, set6 *nftables.Set, ports []PortRange) [][]expr.Any {
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname("lo")},
 		&expr.Verdict{Kind: expr.VerdictAccept},
 	}}
-	// Registers as nft uses them: a 16-byte register is 1-4, a 4-byte one
-	// 8-23; an IPv4 key is 4+4+4 bytes from register 8 (= 1) on, an IPv6
-	// key 16+16+4 bytes from register 1 on.
-	rules = append(rules, []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
-		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}},
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
-		&expr.Payload{DestRegister: 9, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
-		&expr.Payload{DestRegister: 10, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-		&expr.Lookup{SourceRegister: 1, SetName: set4.Name, SetID: set4.ID},
-		&expr.Verdict{Kind: expr.VerdictAccept},
-	}, []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
-		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV6}},
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 8, Len: 16},
-		&expr.Payload{DestRegister: 2, Base: expr.PayloadBaseNetworkHeader, Offset: 24, Len: 16},
-		&expr.Payload{DestRegister: 3, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-		&expr.Lookup{SourceRegister: 1, SetName: set6.Name, SetID: set6.ID},
-		&expr.Verdict{Kind: expr.VerdictAccept},
-	})
+	rules = append(rules,
+		slices.Concat(matchTCP(), matchNFProto(false), pinholeKeyMatch(false, set4, false),
+			[]expr.Any{&expr.Verdict{Kind: expr.VerdictAccept}}),
+		slices.Concat(matchTCP(), matchNFProto(true), pinholeKeyMatch(true, set6, false),
+			[]expr.Any{&expr.Verdict{Kind: expr.VerdictAccept}}))
 	for _, r := range ports {
-		match := []expr.Any{
-			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
-			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-		}
+		match := matchTCPDport()
 		if r.Lo == r.Hi {
 			match = append(match, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(r.Lo)})
 		} else {
@@ -81,52 +58,97 @@ func inputRules(set4, set6 *nftables.Set, ports []PortRange) [][]expr.Any {
 // addrLookupRule returns "ip saddr @set return" and its variants: ip6
 // instead of ip (v6), daddr instead of saddr (!src), != (invert).
 func addrLookupRule(v6, src bool, set *nftables.Set, invert bool) []expr.Any {
-	fam, off, n := byte(unix.NFPROTO_IPV4), uint32(16), uint32(4)
+	saddr, daddr, n := addrOffsets(v6)
+	off := daddr
 	if src {
-		off = 12
+		off = saddr
 	}
-	if v6 {
-		fam, off, n = unix.NFPROTO_IPV6, 24, 16
-		if src {
-			off = 8
+	return slices.Concat(matchNFProto(v6), []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n},
+		&expr.Lookup{SourceRegister: 1, SetName: set.Name, SetID: set.ID, Invert: invert},
+		&expr.Verdict{Kind: expr.VerdictReturn},
+	})
+}
+
+// divertRules returns the two dnat rules that send a diverted flow to
+// the address and port its map element names:
+//
+//	dnat ip to ip saddr . ip daddr . tcp dport map @divert4
+//	dnat ip6 to ip6 saddr . ip6 daddr . tcp dport map @divert6
+//
+// The looked-up value (address, port) is in registers 8 and 9 for IPv4
+// (4-byte registers; 8 is 16-byte register 1), 1 and 2 for IPv6.
+func divertRules(set4, set6 *nftables.Set) [][]expr.Any {
+	dnat := func(v6 bool, set *nftables.Set) []expr.Any {
+		fam, portReg := uint32(unix.NFPROTO_IPV4), uint32(9)
+		if v6 {
+			fam, portReg = unix.NFPROTO_IPV6, 2
 		}
+		return slices.Concat(matchNFProto(v6), matchTCP(), pinholeKeyMatch(v6, set, true),
+			[]expr.Any{&expr.NAT{Type: expr.NATTypeDestNAT, Family: fam, RegAddrMin: 1, RegProtoMin: portReg}})
+	}
+	return [][]expr.Any{dnat(false, set4), dnat(true, set6)}
+}
+
+// pinholeKeyMatch is "ip saddr . ip daddr . tcp dport @set" (ip6 with
+// v6): it loads the packet's pinhole key and looks it up in set. With
+// mapValue, set is a map ("... map @set") and the value it finds goes to
+// register 1 on.
+//
+// Registers as nft uses them: a 16-byte register is 1-4, a 4-byte one
+// 8-23; an IPv4 key is 4+4+4 bytes from register 8 (= 1) on, an IPv6
+// key 16+16+4 bytes from register 1 on.
+func pinholeKeyMatch(v6 bool, set *nftables.Set, mapValue bool) []expr.Any {
+	saddr, daddr, n := addrOffsets(v6)
+	regs := [3]uint32{1, 9, 10}
+	if v6 {
+		regs = [3]uint32{1, 2, 3}
+	}
+	lookup := &expr.Lookup{SourceRegister: 1, SetName: set.Name, SetID: set.ID}
+	if mapValue {
+		lookup.DestRegister, lookup.IsDestRegSet = 1, true
+	}
+	return []expr.Any{
+		&expr.Payload{DestRegister: regs[0], Base: expr.PayloadBaseNetworkHeader, Offset: saddr, Len: n},
+		&expr.Payload{DestRegister: regs[1], Base: expr.PayloadBaseNetworkHeader, Offset: daddr, Len: n},
+		&expr.Payload{DestRegister: regs[2], Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		lookup,
+	}
+}
+
+// addrOffsets returns where the source and destination addresses start in
+// an IPv4 (or, with v6, IPv6) header, and their length.
+func addrOffsets(v6 bool) (saddr, daddr, n uint32) {
+	if v6 {
+		return 8, 24, 16
+	}
+	return 12, 16, 4
+}
+
+// matchNFProto is "meta nfproto ipv4" (ipv6 with v6).
+func matchNFProto(v6 bool) []expr.Any {
+	fam := byte(unix.NFPROTO_IPV4)
+	if v6 {
+		fam = unix.NFPROTO_IPV6
 	}
 	return []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{fam}},
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n},
-		&expr.Lookup{SourceRegister: 1, SetName: set.Name, SetID: set.ID, Invert: invert},
-		&expr.Verdict{Kind: expr.VerdictReturn},
 	}
 }
 
-// divertRules returns the two dnat rules that send a diverted flow to
-// the address and port its map element names. Registers as nft uses
-// them: the IPv4 key fills 4-byte registers 8-10 (= 16-byte register 1),
-// the looked-up value (address, port) registers 8 and 9; the IPv6 key
-// fills 16-byte registers 1-3, the value 1 (address) and 2 (port).
-func divertRules(set4, set6 *nftables.Set) [][]expr.Any {
-	return [][]expr.Any{{
-		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}},
+// matchTCP is "meta l4proto tcp".
+func matchTCP() []expr.Any {
+	return []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
-		&expr.Payload{DestRegister: 9, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
-		&expr.Payload{DestRegister: 10, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-		&expr.Lookup{SourceRegister: 1, DestRegister: 1, IsDestRegSet: true, SetName: set4.Name, SetID: set4.ID},
-		&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1, RegProtoMin: 9},
-	}, {
-		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV6}},
-		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 8, Len: 16},
-		&expr.Payload{DestRegister: 2, Base: expr.PayloadBaseNetworkHeader, Offset: 24, Len: 16},
-		&expr.Payload{DestRegister: 3, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-		&expr.Lookup{SourceRegister: 1, DestRegister: 1, IsDestRegSet: true, SetName: set6.Name, SetID: set6.ID},
-		&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV6, RegAddrMin: 1, RegProtoMin: 2},
-	}}
+	}
+}
+
+// matchTCPDport is "tcp dport": TCP, with the destination port loaded
+// into register 1 for the comparison or lookup that follows.
+func matchTCPDport() []expr.Any {
+	return append(matchTCP(), &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2})
 }
 
 // redirectRule is "tcp dport 21 redirect to :port".
@@ -142,10 +164,7 @@ func tproxyRule(ports []expr.Any, port uint16, mark uint32) []expr.Any {
 	return slices.Concat(ports, []expr.Any{
 		&expr.Immediate{Register: 1, Data: binaryutil.BigEndian.PutUint16(port)},
 		&expr.TProxy{Family: unix.NFPROTO_UNSPEC, TableFamily: unix.NFPROTO_INET, RegPort: 1},
-		&expr.Immediate{Register: 1, Data: binaryutil.NativeEndian.PutUint32(mark)},
-		&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1},
-		&expr.Verdict{Kind: expr.VerdictAccept},
-	})
+	}, markAccept(mark))
 }
 
 // socketRule is "meta l4proto tcp socket transparent 1 meta mark set mark
@@ -153,11 +172,15 @@ func tproxyRule(ports []expr.Any, port uint16, mark uint32) []expr.Any {
 // connection, or an upstream connection from the client's address) are
 // routed to this host.
 func socketRule(mark uint32) []expr.Any {
-	return []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
+	return slices.Concat(matchTCP(), []expr.Any{
 		&expr.Socket{Key: expr.SocketKeyTransparent, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{1}},
+	}, markAccept(mark))
+}
+
+// markAccept is "meta mark set mark accept".
+func markAccept(mark uint32) []expr.Any {
+	return []expr.Any{
 		&expr.Immediate{Register: 1, Data: binaryutil.NativeEndian.PutUint32(mark)},
 		&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1},
 		&expr.Verdict{Kind: expr.VerdictAccept},
