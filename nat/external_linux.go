@@ -113,32 +113,26 @@ func keyLen(keyType string) uint32 {
 // operator's sets that may not have expired yet.
 func (f *kernelFirewall) removeOurs() error {
 	now := time.Now()
-	var keys4, keys6 []nftables.SetElement
+	var keys4, keys6 [][]byte
 	for p, exp := range f.open {
 		if now.After(exp.Add(expiryGrace)) {
 			continue
 		}
 		if p.Peer.Is4() {
-			keys4 = append(keys4, nftables.SetElement{Key: elementKey(p)})
+			keys4 = append(keys4, elementKey(p))
 		} else {
-			keys6 = append(keys6, nftables.SetElement{Key: elementKey(p)})
+			keys6 = append(keys6, elementKey(p))
 		}
 	}
 	batch := func() error {
 		for _, b := range []struct {
 			set  *nftables.Set
-			keys []nftables.SetElement
+			keys [][]byte
 		}{{f.set4, keys4}, {f.set6, keys6}} {
 			if len(b.keys) == 0 || b.set == nil {
 				continue
 			}
-			var err error
-			if f.destroy {
-				err = f.conn.SetDestroyElements(b.set, b.keys)
-			} else {
-				err = f.conn.SetDeleteElements(b.set, b.keys)
-			}
-			if err != nil {
+			if err := f.queueRemove(b.set, b.keys...); err != nil {
 				return f.flush(err)
 			}
 		}

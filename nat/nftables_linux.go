@@ -230,21 +230,16 @@ func (f *kernelFirewall) Shutdown(ctx context.Context) error {
 	}
 	f.closed = true
 	var errs []error
-	switch f.cfg.Mode {
-	case ModeOwnTable:
-		f.conn.DelTable(f.table)
-		if err := f.conn.Flush(); err != nil {
-			errs = append(errs, fmt.Errorf("delete table %s %s: %w", ownTableFamily, OwnTable, explain(err)))
-		}
-	case ModeExternalSet:
+	if f.cfg.Mode == ModeExternalSet {
 		if err := f.removeOurs(); err != nil {
 			errs = append(errs, err)
 		}
-		if f.own != nil {
-			f.conn.DelTable(f.own)
-			if err := f.conn.Flush(); err != nil {
-				errs = append(errs, fmt.Errorf("delete table %s %s: %w", ownTableFamily, OwnTable, explain(err)))
-			}
+	}
+	if f.own != nil {
+		// In own-table mode the pinhole sets go with it.
+		f.conn.DelTable(f.own)
+		if err := f.conn.Flush(); err != nil {
+			errs = append(errs, fmt.Errorf("delete table %s %s: %w", ownTableFamily, OwnTable, explain(err)))
 		}
 	}
 	if f.routing != nil {

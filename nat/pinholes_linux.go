@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"time"
 
 	"github.com/google/nftables"
@@ -48,11 +49,7 @@ func (f *kernelFirewall) Open(ctx context.Context, p Pinhole, ttl time.Duration)
 	exp, known := f.open[n]
 	refresh := known && now.Before(exp.Add(expiryGrace))
 	if refresh {
-		for _, e := range els {
-			if err == nil {
-				err = f.queueRemove(e.set, e.key)
-			}
-		}
+		err = f.queueRemoveAll(els)
 	}
 	add := func(err error) error {
 		for _, e := range els {
@@ -97,12 +94,7 @@ func (f *kernelFirewall) Close(ctx context.Context, p Pinhole) error {
 	if f.closed {
 		return nil
 	}
-	for _, e := range els {
-		if err == nil {
-			err = f.queueRemove(e.set, e.key)
-		}
-	}
-	err = f.flush(err)
+	err = f.flush(f.queueRemoveAll(els))
 	if !f.destroy && errors.Is(err, unix.ENOENT) {
 		// Expired or never opened. The batch failed as a whole, so with
 		// more than one element delete them one at a time.
@@ -123,14 +115,27 @@ func (f *kernelFirewall) Close(ctx context.Context, p Pinhole) error {
 	return nil
 }
 
-// queueRemove queues the deletion of one element: destroy where the kernel
-// has it (absent is fine), delete otherwise (absent is ENOENT).
-func (f *kernelFirewall) queueRemove(set *nftables.Set, key []byte) error {
-	e := []nftables.SetElement{{Key: key}}
-	if f.destroy {
-		return f.conn.SetDestroyElements(set, e)
+// queueRemove queues the deletion of elements of set: destroy where the
+// kernel has it (absent is fine), delete otherwise (absent is ENOENT).
+func (f *kernelFirewall) queueRemove(set *nftables.Set, keys ...[]byte) error {
+	els := make([]nftables.SetElement, len(keys))
+	for i, k := range keys {
+		els[i] = nftables.SetElement{Key: k}
 	}
-	return f.conn.SetDeleteElements(set, e)
+	if f.destroy {
+		return f.conn.SetDestroyElements(set, els)
+	}
+	return f.conn.SetDeleteElements(set, els)
+}
+
+// queueRemoveAll queues the deletion of a pinhole's elements.
+func (f *kernelFirewall) queueRemoveAll(els []element) error {
+	for _, e := range els {
+		if err := f.queueRemove(e.set, e.key); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // sweep forgets pinholes that have certainly expired in the kernel, once
@@ -197,12 +202,15 @@ func (f *kernelFirewall) explainChange(set *nftables.Set, err error) error {
 // elementKey encodes a normalized pinhole as a set key: peer address, local
 // address, local port in network byte order padded to 4 bytes.
 func elementKey(p Pinhole) []byte {
-	peer, local := p.Peer.AsSlice(), p.Local.Addr().AsSlice()
-	key := make([]byte, 0, len(peer)+len(local)+4)
-	key = append(key, peer...)
-	key = append(key, local...)
-	port := p.Local.Port()
-	return append(key, byte(port>>8), byte(port), 0, 0)
+	return appendAddrPort(p.Peer.AsSlice(), p.Local)
+}
+
+// appendAddrPort appends ap as nftables stores "address . inet_service" in
+// a concatenation: the address, then the port in network byte order padded
+// to 4 bytes.
+func appendAddrPort(b []byte, ap netip.AddrPort) []byte {
+	b = append(b, ap.Addr().AsSlice()...)
+	return append(b, byte(ap.Port()>>8), byte(ap.Port()), 0, 0)
 }
 
 // divertFor returns the divert map for a normalized, diverting pinhole.
@@ -221,9 +229,5 @@ func (f *kernelFirewall) divertFor(p Pinhole) (*nftables.Set, error) {
 // element: key peer . intercept address . intercept port, value local
 // address . local port; ports in network byte order padded to 4 bytes.
 func divertElement(p Pinhole) (key, val []byte) {
-	key = append(p.Peer.AsSlice(), p.Intercept.Addr().AsSlice()...)
-	key = append(key, byte(p.Intercept.Port()>>8), byte(p.Intercept.Port()), 0, 0)
-	val = p.Local.Addr().AsSlice()
-	val = append(val, byte(p.Local.Port()>>8), byte(p.Local.Port()), 0, 0)
-	return key, val
+	return appendAddrPort(p.Peer.AsSlice(), p.Intercept), appendAddrPort(nil, p.Local)
 }
