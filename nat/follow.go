@@ -9,6 +9,8 @@ import (
 	"go.uber.org/zap"
 )
 
+var _ AddrSource = (*Follower)(nil)
+
 // Follower tracks the addresses of one interface live, so that
 // "interface:NAME" in the configuration means that interface's current
 // address: a change (DHCP, PPP reconnect) takes effect for the next

@@ -147,11 +147,7 @@ func (f *kernelFirewall) queueInterception() error {
 // portMatch returns the expressions that match a TCP destination port in
 // ports: a comparison for one port, an anonymous set for more.
 func (f *kernelFirewall) portMatch(ports []uint16) ([]expr.Any, error) {
-	match := []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-	}
+	match := matchTCPDport()
 	if len(ports) == 1 {
 		return append(match, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(ports[0])}), nil
 	}
@@ -219,109 +215,6 @@ func (fl interceptFilter) destination() [][]expr.Any {
 	return rules
 }
 
-// addrLookupRule returns "ip saddr @set return" and its variants: ip6
-// instead of ip (v6), daddr instead of saddr (!src), != (invert).
-func addrLookupRule(v6, src bool, set *nftables.Set, invert bool) []expr.Any {
-	fam, off, n := byte(unix.NFPROTO_IPV4), uint32(16), uint32(4)
-	if src {
-		off = 12
-	}
-	if v6 {
-		fam, off, n = unix.NFPROTO_IPV6, 24, 16
-		if src {
-			off = 8
-		}
-	}
-	return []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{fam}},
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n},
-		&expr.Lookup{SourceRegister: 1, SetName: set.Name, SetID: set.ID, Invert: invert},
-		&expr.Verdict{Kind: expr.VerdictReturn},
-	}
-}
-
-// divertRules returns the two dnat rules that send a diverted flow to
-// the address and port its map element names. Registers as nft uses
-// them: the IPv4 key fills 4-byte registers 8-10 (= 16-byte register 1),
-// the looked-up value (address, port) registers 8 and 9; the IPv6 key
-// fills 16-byte registers 1-3, the value 1 (address) and 2 (port).
-func divertRules(set4, set6 *nftables.Set) [][]expr.Any {
-	return [][]expr.Any{{
-		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}},
-		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
-		&expr.Payload{DestRegister: 9, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
-		&expr.Payload{DestRegister: 10, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-		&expr.Lookup{SourceRegister: 1, DestRegister: 1, IsDestRegSet: true, SetName: set4.Name, SetID: set4.ID},
-		&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1, RegProtoMin: 9},
-	}, {
-		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV6}},
-		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 8, Len: 16},
-		&expr.Payload{DestRegister: 2, Base: expr.PayloadBaseNetworkHeader, Offset: 24, Len: 16},
-		&expr.Payload{DestRegister: 3, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-		&expr.Lookup{SourceRegister: 1, DestRegister: 1, IsDestRegSet: true, SetName: set6.Name, SetID: set6.ID},
-		&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV6, RegAddrMin: 1, RegProtoMin: 2},
-	}}
-}
-
-// redirectRule is "tcp dport 21 redirect to :port".
-func redirectRule(ports []expr.Any, port uint16) []expr.Any {
-	return slices.Concat(ports, []expr.Any{
-		&expr.Immediate{Register: 1, Data: binaryutil.BigEndian.PutUint16(port)},
-		&expr.Redir{RegisterProtoMin: 1, Flags: expr.NF_NAT_RANGE_PROTO_SPECIFIED},
-	})
-}
-
-// tproxyRule is "tcp dport 21 tproxy to :port meta mark set mark accept".
-func tproxyRule(ports []expr.Any, port uint16, mark uint32) []expr.Any {
-	return slices.Concat(ports, []expr.Any{
-		&expr.Immediate{Register: 1, Data: binaryutil.BigEndian.PutUint16(port)},
-		&expr.TProxy{Family: unix.NFPROTO_UNSPEC, TableFamily: unix.NFPROTO_INET, RegPort: 1},
-		&expr.Immediate{Register: 1, Data: binaryutil.NativeEndian.PutUint32(mark)},
-		&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1},
-		&expr.Verdict{Kind: expr.VerdictAccept},
-	})
-}
-
-// socketRule is "meta l4proto tcp socket transparent 1 meta mark set mark
-// accept": packets of an existing transparent socket (a tproxy'd
-// connection, or an upstream connection from the client's address) are
-// routed to this host.
-func socketRule(mark uint32) []expr.Any {
-	return []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
-		&expr.Socket{Key: expr.SocketKeyTransparent, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{1}},
-		&expr.Immediate{Register: 1, Data: binaryutil.NativeEndian.PutUint32(mark)},
-		&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1},
-		&expr.Verdict{Kind: expr.VerdictAccept},
-	}
-}
-
-// markRule is "meta mark mark return": ftpgate's own sockets.
-func markRule(mark uint32) []expr.Any {
-	return []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(mark)},
-		&expr.Verdict{Kind: expr.VerdictReturn},
-	}
-}
-
-// ifname returns an interface name as nftables compares it: 16 bytes,
-// zero-padded.
-func ifname(name string) []byte {
-	b := make([]byte, unix.IFNAMSIZ)
-	copy(b, name)
-	return b
-}
-
 // intervalElements returns the elements of an interval set holding rs,
 // encoded as nft does: a range is its first address and, flagged as
 // interval end, the address after its last; a range reaching the last
@@ -351,27 +244,4 @@ func intervalElements(rs []addrRange, v6 bool) []nftables.SetElement {
 			nftables.SetElement{Key: next.AsSlice(), IntervalEnd: true})
 	}
 	return els
-}
-
-// divertFor returns the divert map for a normalized, diverting pinhole.
-func (f *kernelFirewall) divertFor(p Pinhole) (*nftables.Set, error) {
-	if f.divert4 == nil {
-		return nil, fmt.Errorf("diverting needs interception: set firewall intercept mode %s or %s",
-			InterceptRedirect, InterceptTProxy)
-	}
-	if p.Peer.Is4() {
-		return f.divert4, nil
-	}
-	return f.divert6, nil
-}
-
-// divertElement encodes a normalized, diverting pinhole as a divert map
-// element: key peer . intercept address . intercept port, value local
-// address . local port; ports in network byte order padded to 4 bytes.
-func divertElement(p Pinhole) (key, val []byte) {
-	key = append(p.Peer.AsSlice(), p.Intercept.Addr().AsSlice()...)
-	key = append(key, byte(p.Intercept.Port()>>8), byte(p.Intercept.Port()), 0, 0)
-	val = p.Local.Addr().AsSlice()
-	val = append(val, byte(p.Local.Port()>>8), byte(p.Local.Port()), 0, 0)
-	return key, val
 }
