@@ -99,7 +99,7 @@ func (i Intercept) withDefaults() Intercept {
 }
 
 // validate reports the first thing wrong with i, given the firewall mode.
-func (i Intercept) validate(fw Mode) error {
+func (i Intercept) validate(fw FirewallMode) error {
 	switch i.Mode {
 	case InterceptNone:
 		if i.ListenPort != 0 || len(i.Ports) > 0 || len(i.Interfaces) > 0 || len(i.Sources) > 0 ||

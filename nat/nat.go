@@ -109,20 +109,20 @@ type Firewall interface {
 	Shutdown(ctx context.Context) error
 }
 
-// Mode selects how ftpgate opens pinholes.
-type Mode string
+// FirewallMode selects how ftpgate opens pinholes.
+type FirewallMode string
 
 const (
 	// ModeOwnTable: ftpgate creates and owns table inet ftpgate, with its
 	// pinhole sets and an input chain that closes the data port ranges.
-	ModeOwnTable Mode = "own-table"
+	ModeOwnTable FirewallMode = "own-table"
 	// ModeExternalSet: the operator declares the pinhole sets in their own
 	// table and references them in their own rules; ftpgate only adds and
 	// deletes elements.
-	ModeExternalSet Mode = "external-set"
+	ModeExternalSet FirewallMode = "external-set"
 	// ModeNone: ftpgate changes no kernel state; the operator's ruleset must
 	// admit data connections by other means.
-	ModeNone Mode = "none"
+	ModeNone FirewallMode = "none"
 )
 
 // DefaultTTL is the pinhole lifetime when Config.TTL is zero, and MaxTTL the
@@ -193,7 +193,7 @@ func (r PortRange) Contains(port uint16) bool { return r.Lo <= port && port <= r
 // Config configures a Firewall. The zero value is valid: own-table mode, 10s
 // pinholes, no data port range closed.
 type Config struct {
-	Mode      Mode          // zero means ModeOwnTable
+	Mode      FirewallMode          // zero means ModeOwnTable
 	TTL       time.Duration // default pinhole lifetime; zero means DefaultTTL; at most MaxTTL
 	DataPorts []PortRange   // own-table: closed except pinholes and established flows; ignored otherwise
 
@@ -290,7 +290,7 @@ func validateName(s string) error {
 	return nil
 }
 
-func (c Config) mode() Mode {
+func (c Config) mode() FirewallMode {
 	if c.Mode == "" {
 		return ModeOwnTable
 	}

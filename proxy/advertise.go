@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+
+	"github.com/ftpgate/ftpgate/nat"
 )
 
 // What a passive reply tells the client: the address and port it should
@@ -17,7 +19,7 @@ import (
 // listens on.
 type AdvertiseRule struct {
 	Clients    []netip.Prefix    // client networks the rule is for
-	Addr       AddrSource        // the address to advertise; nil keeps the default
+	Addr       nat.AddrSource    // the address to advertise; nil keeps the default
 	PortOffset int               // added to the data port, unless Ports maps it
 	Ports      map[uint16]uint16 // explicit data port -> advertised port
 }
@@ -74,7 +76,7 @@ type advertiseInput struct {
 // first rule whose networks hold the client decides (split horizon): its
 // address, if it has one, and its port mapping; then def; then, when
 // diverting, the server's address; then the listener's own.
-func advertise(def AddrSource, rules []AdvertiseRule, in advertiseInput) (netip.AddrPort, bool) {
+func advertise(def nat.AddrSource, rules []AdvertiseRule, in advertiseInput) (netip.AddrPort, bool) {
 	v6 := in.Local.Addr().Is6()
 	src := def
 	port := in.Local.Port()

@@ -3,20 +3,22 @@ package proxy
 import (
 	"net/netip"
 	"testing"
+
+	"github.com/ftpgate/ftpgate/nat"
 )
 
 func TestAdvertise(t *testing.T) {
 	ap := netip.MustParseAddrPort
 	pfx := netip.MustParsePrefix
-	lb := StaticAddr(netip.MustParseAddr("198.51.100.7"))
-	pod := StaticAddr(netip.MustParseAddr("198.18.9.9"))
-	v6 := StaticAddr(netip.MustParseAddr("fd00::7"))
+	lb := nat.StaticAddr(netip.MustParseAddr("198.51.100.7"))
+	pod := nat.StaticAddr(netip.MustParseAddr("198.18.9.9"))
+	v6 := nat.StaticAddr(netip.MustParseAddr("fd00::7"))
 	inCluster := AdvertiseRule{Clients: []netip.Prefix{pfx("198.18.0.0/16")}, Addr: pod}
 	offset := AdvertiseRule{Clients: []netip.Prefix{pfx("198.19.0.0/16")}, PortOffset: 1000}
 	mapped := AdvertiseRule{Clients: []netip.Prefix{pfx("198.19.5.0/24")}, Ports: map[uint16]uint16{40001: 31001}}
 	tests := []struct {
 		name       string
-		def        AddrSource
+		def        nat.AddrSource
 		rules      []AdvertiseRule
 		in         advertiseInput
 		want       string

@@ -32,24 +32,6 @@ const (
 // servers (as opposed to clients addressing ftpgate).
 func (m ListenMode) Transparent() bool { return m == ModeRedirect || m == ModeTProxy }
 
-// AddrSource yields an address of the asked family, perhaps one that changes
-// (an interface's current address, a re-resolved name).
-type AddrSource interface {
-	Addr(v6 bool) (netip.Addr, bool)
-}
-
-// StaticAddr is an AddrSource of one fixed address.
-type StaticAddr netip.Addr
-
-// Addr returns the address if it is of the asked family.
-func (a StaticAddr) Addr(v6 bool) (netip.Addr, bool) {
-	ad := netip.Addr(a).Unmap()
-	return ad, ad.IsValid() && ad.Is6() == v6
-}
-
-// String returns the address.
-func (a StaticAddr) String() string { return netip.Addr(a).String() }
-
 // Hooks are the kernel helpers the transparent modes need. cmd fills them
 // from package nat; tests may fake them. Nil hooks are not used.
 type Hooks struct {
@@ -103,14 +85,14 @@ type Config struct {
 	// Advertise is the address written into passive replies to clients. Nil
 	// means the address of the data listener (the one the client connected
 	// to), or in the transparent modes with DivertData the server's address.
-	Advertise AddrSource
+	Advertise nat.AddrSource
 	// AdvertiseRules choose the advertised address and port by client
 	// network; the first match wins, and clients no rule matches get
 	// Advertise.
 	AdvertiseRules []AdvertiseRule
 	// UpstreamSource is the source address of connections to servers; nil
 	// means the kernel's choice.
-	UpstreamSource AddrSource
+	UpstreamSource nat.AddrSource
 	// PreserveClientAddress (tproxy mode) makes connections to the server
 	// leave from the client's own address, so the server sees the client.
 	// The server leg of data connections is then always passive.

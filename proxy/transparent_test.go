@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/ftpgate/ftpgate/nat"
 	"github.com/ftpgate/ftpgate/rewrite"
 )
 
@@ -93,7 +94,7 @@ func TestSplitHorizon(t *testing.T) {
 		c.PassivePorts = r
 		c.AdvertiseRules = []AdvertiseRule{
 			{Clients: []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")},
-				Addr: StaticAddr(netip.MustParseAddr("198.18.9.9")), PortOffset: -1},
+				Addr: nat.StaticAddr(netip.MustParseAddr("198.18.9.9")), PortOffset: -1},
 			{Clients: []netip.Prefix{netip.MustParsePrefix("127.0.0.3/32")},
 				Ports: map[uint16]uint16{r.Lo: 30000}},
 		}
@@ -123,7 +124,7 @@ func TestSplitHorizon(t *testing.T) {
 // so the client's connection to it arrives.
 func TestAdvertisedLocalAddressListens(t *testing.T) {
 	h := newHarness(t, ServerPassive, func(f *fakeFTP, c *Config) {
-		c.Advertise = StaticAddr(netip.MustParseAddr("127.0.0.5"))
+		c.Advertise = nat.StaticAddr(netip.MustParseAddr("127.0.0.5"))
 	})
 	h.ftp.files["f"] = []byte("here")
 	cl := h.dial()

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/ftpgate/ftpgate/nat"
-	"github.com/ftpgate/ftpgate/proxy"
 	"go.uber.org/zap"
 )
 
@@ -18,16 +17,16 @@ import (
 // again.
 const resolveEvery = time.Minute
 
-// addrSource turns an address setting into a proxy.AddrSource: an IP
+// addrSource turns an address setting into a nat.AddrSource: an IP
 // address, "interface:NAME" (that interface's current address, followed
 // live through netlink), or a host name (resolved again every minute). The
 // returned stop func releases what it holds.
-func addrSource(ctx context.Context, what, spec string, log *zap.Logger) (proxy.AddrSource, func(), error) {
+func addrSource(ctx context.Context, what, spec string, log *zap.Logger) (nat.AddrSource, func(), error) {
 	if spec == "" {
 		return nil, func() {}, nil
 	}
 	if a, err := netip.ParseAddr(spec); err == nil {
-		return proxy.StaticAddr(a), func() {}, nil
+		return nat.StaticAddr(a), func() {}, nil
 	}
 	if name, ok := strings.CutPrefix(spec, "interface:"); ok {
 		f, err := nat.FollowInterface(ctx, name, log.Named("follow"))
@@ -58,6 +57,8 @@ type resolved struct {
 	v4   netip.Addr
 	v6   netip.Addr
 }
+
+var _ nat.AddrSource = (*resolved)(nil)
 
 func (r *resolved) Addr(v6 bool) (netip.Addr, bool) {
 	r.mu.Lock()

@@ -342,7 +342,7 @@ func (fc fileConfig) settings() (proxy.Config, nat.Config, error) {
 		Policy:                 policy.Config{AllowLowActivePorts: fc.Policy.AllowLowActivePorts},
 	}
 	nc := nat.Config{
-		Mode:   nat.Mode(fc.Firewall.Mode),
+		Mode:   nat.FirewallMode(fc.Firewall.Mode),
 		TTL:    fc.Firewall.TTL,
 		Table:  fc.Firewall.Table,
 		Family: fc.Firewall.Family,

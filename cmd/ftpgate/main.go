@@ -157,7 +157,7 @@ func cmdCleanup(args []string) int {
 		fmt.Fprintf(os.Stderr, "ftpgate cleanup: %v\n", err)
 		return 2
 	}
-	nc := nat.Config{Mode: nat.Mode(fc.Firewall.Mode), Table: fc.Firewall.Table, Family: fc.Firewall.Family,
+	nc := nat.Config{Mode: nat.FirewallMode(fc.Firewall.Mode), Table: fc.Firewall.Table, Family: fc.Firewall.Family,
 		Set4: fc.Firewall.Set4, Set6: fc.Firewall.Set6}
 	if err := nat.Cleanup(context.Background(), nc); err != nil {
 		fmt.Fprintf(os.Stderr, "ftpgate cleanup: %v\n", err)
@@ -252,7 +252,7 @@ func (w *wiredConfig) stop() {
 func wire(ctx context.Context, pc *wiredConfig, nc nat.Config, fc fileConfig, log *zap.Logger) error {
 	for _, a := range []struct {
 		what, spec string
-		dst        *proxy.AddrSource
+		dst        *nat.AddrSource
 	}{{"advertise", fc.Advertise, &pc.Advertise}, {"upstream source", fc.UpstreamSource, &pc.UpstreamSource}} {
 		src, stop, err := addrSource(ctx, a.what, a.spec, log)
 		if err != nil {

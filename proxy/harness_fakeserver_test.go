@@ -311,6 +311,16 @@ func (f *fakeFTP) session(c net.Conn) {
 			}
 		case "NOOP":
 			say("200 NOOP ok")
+		case "DELE":
+			f.mu.Lock()
+			_, ok := f.files[arg]
+			delete(f.files, arg)
+			f.mu.Unlock()
+			if ok {
+				say("250 deleted")
+			} else {
+				say("550 no such file")
+			}
 		case "QUIT":
 			say("221 bye")
 			return

@@ -1,0 +1,225 @@
+package proxy
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/textproto"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zaptest/observer"
+)
+
+// FTPS test fixtures: a throw-away PKI, TLS on the fake server and on the
+// gateway, and FTPS clients.
+
+// testPKI is a throwaway certificate authority.
+type testPKI struct {
+	pool *x509.CertPool
+	ca   *x509.Certificate
+	key  *ecdsa.PrivateKey
+}
+
+func newTestPKI(t *testing.T, name string) *testPKI {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: name},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	return &testPKI{pool: pool, ca: ca, key: key}
+}
+
+// leaf issues a certificate for the loopback addresses ftpgate and the fake
+// server use.
+func (p *testPKI) leaf(t *testing.T, cn string) *tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: cn},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("127.0.0.2")},
+		DNSNames:     []string{"ftp.test"},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.ca, &key.PublicKey, p.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
+}
+
+// tlsSetup is the PKI of one TLS test: ftpgate's certificate (clientPKI,
+// which the client trusts) and the fake server's (serverPKI, which ftpgate
+// trusts).
+type tlsSetup struct {
+	clientPKI, serverPKI *testPKI
+	gateCert             *tls.Certificate
+	store                *CertStore
+}
+
+func newTLSSetup(t *testing.T) *tlsSetup {
+	cp, sp := newTestPKI(t, "gate CA"), newTestPKI(t, "server CA")
+	gc := cp.leaf(t, "ftpgate")
+	return &tlsSetup{clientPKI: cp, serverPKI: sp, gateCert: gc, store: NewCertStore(gc)}
+}
+
+// fakeTLS makes the fake server speak FTPS like vsftpd with
+// force_local_logins_ssl, force_local_data_ssl and require_ssl_reuse.
+func (ts *tlsSetup) fakeTLS(t *testing.T, f *fakeFTP) {
+	cert := ts.serverPKI.leaf(t, "fake server")
+	f.configure(func(f *fakeFTP) {
+		f.tlsCfg = &tls.Config{Certificates: []tls.Certificate{*cert}}
+		f.requireTLS, f.requireReuse = true, true
+	})
+}
+
+// gateTLS gives ftpgate its certificate and trust in the fake server's CA.
+func (ts *tlsSetup) gateTLS(c *Config, mode ServerTLSMode) {
+	c.TLS.Certificate = ts.store
+	c.TLS.Server = mode
+	c.TLS.ServerCAs = ts.serverPKI.pool
+}
+
+// clientConfig is a TLS client configuration that trusts ftpgate; its
+// session cache makes data connections resume the control session.
+func (ts *tlsSetup) clientConfig() *tls.Config {
+	return &tls.Config{RootCAs: ts.clientPKI.pool, ServerName: "127.0.0.1", ClientSessionCache: tls.NewLRUClientSessionCache(8)}
+}
+
+// startTLS upgrades the client's control connection after a 234.
+func (c *client) startTLS(cfg *tls.Config) *tls.Conn {
+	c.t.Helper()
+	tc := tls.Client(c.c, cfg)
+	tc.SetDeadline(time.Now().Add(5 * time.Second))
+	if err := tc.Handshake(); err != nil {
+		c.t.Fatalf("client TLS handshake: %v", err)
+	}
+	tc.SetDeadline(time.Time{})
+	c.c, c.tp = tc, textproto.NewConn(tc)
+	return tc
+}
+
+// dialFTPS connects, upgrades with AUTH TLS, logs in and protects data.
+func (h *harness) dialFTPS(cfg *tls.Config) *client {
+	h.t.Helper()
+	c, err := net.Dial("tcp", h.addr)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(func() { c.Close() })
+	cl := &client{t: h.t, c: c, tp: newTextproto(c)}
+	cl.expect(220)
+	cl.cmd(234, "AUTH TLS")
+	cl.startTLS(cfg)
+	cl.cmd(331, "USER u")
+	cl.cmd(230, "PASS secret-password")
+	cl.cmd(200, "PBSZ 0")
+	cl.cmd(200, "PROT P")
+	return cl
+}
+
+// xfer runs one transfer over a new data connection in mode, with TLS on it
+// when dataTLS is set, and expects final as the closing reply. It returns
+// what was downloaded.
+func (c *client) xfer(mode, command string, data []byte, dataTLS *tls.Config, final int) []byte {
+	c.t.Helper()
+	var conn net.Conn
+	var ln net.Listener
+	switch mode {
+	case "PASV", "EPSV":
+		conn = dialData(c.t, c.passive(mode))
+	default:
+		ln = c.active(mode)
+		defer ln.Close()
+	}
+	c.cmd(150, "%s", command)
+	if ln != nil {
+		ln.(*net.TCPListener).SetDeadline(time.Now().Add(5 * time.Second))
+		var err error
+		if conn, err = ln.Accept(); err != nil {
+			c.t.Fatalf("accepting the active data connection: %v", err)
+		}
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if dataTLS != nil {
+		tc := tls.Client(conn, dataTLS)
+		if err := tc.Handshake(); err != nil && final/100 == 2 {
+			c.t.Fatalf("data TLS handshake: %v", err)
+		}
+		conn = tc
+	}
+	var got []byte
+	if data != nil {
+		conn.Write(data)
+		conn.Close()
+	} else {
+		got, _ = io.ReadAll(conn)
+	}
+	c.expect(final)
+	return got
+}
+
+// checkTLSTransferLogs checks that both transfer records name each data
+// leg's TLS version and cipher suite.
+func checkTLSTransferLogs(t *testing.T, logs *observer.ObservedLogs, serverTLS bool) {
+	t.Helper()
+	recs := logs.FilterMessage("transfer").All()
+	if len(recs) != 2 {
+		t.Fatalf("%d transfer records, want 2", len(recs))
+	}
+	for _, r := range recs {
+		m := r.ContextMap()
+		cli, ok := m["client_tls"].(map[string]any)
+		if !ok || !strings.HasPrefix(fmt.Sprint(cli["version"]), "TLS 1.") || cli["cipher"] == "" || cli["resumed"] != true {
+			t.Errorf("transfer record's client_tls = %v, want a resumed TLS session with version and cipher", m["client_tls"])
+		}
+		srv := m["server_tls"]
+		if _, isObj := srv.(map[string]any); isObj != serverTLS {
+			t.Errorf("transfer record's server_tls = %v, want TLS: %v", srv, serverTLS)
+		}
+	}
+	ends := logs.FilterMessage("tls").All()
+	if len(ends) == 0 {
+		t.Error(`no "tls" record for the control handshakes`)
+	}
+}
