@@ -193,7 +193,7 @@ func (r PortRange) Contains(port uint16) bool { return r.Lo <= port && port <= r
 // Config configures a Firewall. The zero value is valid: own-table mode, 10s
 // pinholes, no data port range closed.
 type Config struct {
-	Mode      FirewallMode          // zero means ModeOwnTable
+	Mode      FirewallMode  // zero means ModeOwnTable
 	TTL       time.Duration // default pinhole lifetime; zero means DefaultTTL; at most MaxTTL
 	DataPorts []PortRange   // own-table: closed except pinholes and established flows; ignored otherwise
 
