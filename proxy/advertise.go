@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 
 	"github.com/ftpgate/ftpgate/nat"
 )
@@ -24,14 +25,12 @@ type AdvertiseRule struct {
 	Ports      map[uint16]uint16 // explicit data port -> advertised port
 }
 
-func (r AdvertiseRule) matches(client netip.Addr) bool {
-	client = client.Unmap()
-	for _, p := range r.Clients {
-		if p.Contains(client) {
-			return true
-		}
-	}
-	return false
+func (r AdvertiseRule) matches(client netip.Addr) bool { return inPrefixes(r.Clients, client) }
+
+// inPrefixes reports whether a (unmapped) lies in one of ps.
+func inPrefixes(ps []netip.Prefix, a netip.Addr) bool {
+	a = a.Unmap()
+	return slices.ContainsFunc(ps, func(p netip.Prefix) bool { return p.Contains(a) })
 }
 
 func (r AdvertiseRule) mapPort(p uint16) uint16 {

@@ -50,15 +50,7 @@ func (pp ProxyProtocol) Validate() error {
 	return nil
 }
 
-func (pp ProxyProtocol) trusted(a netip.Addr) bool {
-	a = a.Unmap()
-	for _, p := range pp.Trusted {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
-}
+func (pp ProxyProtocol) trusted(a netip.Addr) bool { return inPrefixes(pp.Trusted, a) }
 
 // maxV1Header is the longest v1 header, CRLF included (the spec's limit).
 const maxV1Header = 107

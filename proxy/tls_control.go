@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -102,7 +101,7 @@ func (t *sessionTLS) clientAllowed(dst netip.Addr) bool {
 	if !t.mode.Transparent() {
 		return true
 	}
-	return slices.ContainsFunc(t.cfg.Intercept, func(p netip.Prefix) bool { return p.Contains(dst) })
+	return inPrefixes(t.cfg.Intercept, dst)
 }
 
 func (t *sessionTLS) clientConfig() (*tls.Config, error) {
