@@ -103,7 +103,7 @@ func advertise(def nat.AddrSource, rules []AdvertiseRule, in advertiseInput) (ne
 
 // advertised is advertise for this session and a data listener on local.
 func (s *session) advertised(local netip.AddrPort) (netip.AddrPort, bool) {
-	cfg := &s.srv.cfg
+	cfg := s.cfg
 	return advertise(cfg.Advertise, cfg.AdvertiseRules, advertiseInput{
 		Client: s.clientPeer.Addr(),
 		Local:  local,

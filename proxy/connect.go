@@ -18,7 +18,7 @@ import (
 
 // target decides which server a new session goes to.
 func (s *session) target() (string, error) {
-	cfg := &s.srv.cfg
+	cfg := s.cfg
 	var dst netip.AddrPort
 	switch cfg.Mode {
 	case ModeReverse, "":
@@ -49,7 +49,7 @@ func (s *session) target() (string, error) {
 // client that connected to the proxy port directly, whose "original
 // destination" is the listener itself.
 func (s *session) isSelf(dst netip.AddrPort) bool {
-	if dst == s.clientLocal && s.srv.cfg.Mode == ModeRedirect {
+	if dst == s.clientLocal && s.cfg.Mode == ModeRedirect {
 		return true // not redirected at all
 	}
 	for _, lp := range s.srv.Addrs() {
@@ -64,7 +64,7 @@ func (s *session) isSelf(dst netip.AddrPort) bool {
 }
 
 func (s *session) isLocal(a netip.Addr) bool {
-	if h := s.srv.cfg.Hooks.IsLocal; h != nil {
+	if h := s.cfg.Hooks.IsLocal; h != nil {
 		return h(a)
 	}
 	return a.IsLoopback()
@@ -73,7 +73,7 @@ func (s *session) isLocal(a netip.Addr) bool {
 // proxyHeader reads the PROXY header a trusted load balancer sends first,
 // and makes its source the session's client.
 func (s *session) proxyHeader() error {
-	pp := s.srv.cfg.ProxyProtocol
+	pp := s.cfg.ProxyProtocol
 	if !pp.Control || !pp.trusted(s.clientHop.Addr()) {
 		return nil
 	}
@@ -91,7 +91,7 @@ func (s *session) proxyHeader() error {
 // connectServer finds the session's server, checks it against policy and
 // dials it. On failure the client has heard a 421 and the reason is logged.
 func (s *session) connectServer(ctx context.Context) error {
-	cfg := &s.srv.cfg
+	cfg := s.cfg
 	s.clientSide = s.clientLocal.Addr()
 	if cfg.Mode == ModeTProxy {
 		s.clientSide = netip.Addr{}
@@ -143,12 +143,12 @@ func (s *session) connectServer(ctx context.Context) error {
 // dialServer opens the control connection to upstream, from the configured
 // source address (or the client's own, in tproxy mode when preserving it).
 func (s *session) dialServer(ctx context.Context, upstream string) error {
-	cfg := &s.srv.cfg
-	d := net.Dialer{Timeout: cfg.ConnectTimeout, KeepAliveConfig: s.srv.keepAlive(), Control: cfg.Hooks.DialControl}
+	cfg := s.cfg
+	d := net.Dialer{Timeout: cfg.ConnectTimeout, KeepAliveConfig: keepAlive(s.cfg), Control: cfg.Hooks.DialControl}
 	if cfg.PreserveClientAddress {
 		d.Control = cfg.Hooks.TransparentDialControl
 		d.LocalAddr = &net.TCPAddr{IP: s.clientPeer.Addr().AsSlice()}
-	} else if src := s.srv.upstreamSource(upstream); src.IsValid() {
+	} else if src := s.upstreamSource(upstream); src.IsValid() {
 		d.LocalAddr = &net.TCPAddr{IP: src.AsSlice()}
 	}
 	began := time.Now()
@@ -166,7 +166,7 @@ func (s *session) dialServer(ctx context.Context, upstream string) error {
 
 // upstreamSource is the configured source address toward upstream
 // ("host:port" or "ip:port"), or invalid for the kernel's choice.
-func (s *Server) upstreamSource(upstream string) netip.Addr {
+func (s *session) upstreamSource(upstream string) netip.Addr {
 	if s.cfg.UpstreamSource == nil {
 		return netip.Addr{}
 	}

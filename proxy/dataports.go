@@ -33,7 +33,7 @@ import (
 // little for one to free up, then gives up (the client hears 425), never the
 // wrong session.
 type dataPorts struct {
-	cfg dataPortsConfig
+	cfg atomic.Pointer[dataPortsConfig] // swapped on reload: new expectations use the new one
 	fw  nat.Firewall
 
 	mu        sync.Mutex
@@ -69,6 +69,20 @@ type dataPortsConfig struct {
 }
 
 func newDataPorts(cfg dataPortsConfig, fw nat.Firewall) *dataPorts {
+	h := &dataPorts{
+		fw:        fw,
+		listeners: map[netip.AddrPort]*sharedListener{},
+		released:  map[uint16]time.Time{},
+		freed:     make(chan struct{}),
+		pinRefs:   map[nat.Pinhole]int{},
+	}
+	h.reconfigure(cfg)
+	return h
+}
+
+// reconfigure makes cfg apply to new expectations and accepted connections;
+// listeners already open stay until their last expectation is released.
+func (h *dataPorts) reconfigure(cfg dataPortsConfig) {
 	if cfg.Observer == nil {
 		cfg.Observer = NopObserver{}
 	}
@@ -77,15 +91,10 @@ func newDataPorts(cfg dataPortsConfig, fw nat.Firewall) *dataPorts {
 			return policy.Decision{Reason: "not the expected peer " + peer.String()}
 		}
 	}
-	return &dataPorts{
-		cfg:       cfg,
-		fw:        fw,
-		listeners: map[netip.AddrPort]*sharedListener{},
-		released:  map[uint16]time.Time{},
-		freed:     make(chan struct{}),
-		pinRefs:   map[nat.Pinhole]int{},
-	}
+	h.cfg.Store(&cfg)
 }
+
+func (h *dataPorts) conf() *dataPortsConfig { return h.cfg.Load() }
 
 // portCooldown is how long a port that just closed is avoided if others are
 // free: a peer that dials from a fixed port (servers in active mode use port
@@ -161,7 +170,7 @@ func (h *dataPorts) reserveWait(ctx context.Context, ip, peer netip.Addr) (*data
 // expecting peer, or a new listener on a free port, preferring ports that
 // have not closed recently. h.mu is held.
 func (h *dataPorts) reserve(ip, peer netip.Addr) (*dataPort, error) {
-	r := h.cfg.Ports
+	r := h.conf().Ports
 	if r.Lo == 0 { // no range: a fresh kernel-chosen port each time
 		return h.attach(ip, 0, peer)
 	}
@@ -242,11 +251,11 @@ func (h *dataPorts) acceptLoop(sl *sharedListener) {
 				return
 			}
 			// Out of fds or similar: the waiters time out if it lasts.
-			h.cfg.Log.Error("data listener accept", zap.Stringer("listener", sl.addr), zap.Error(err))
+			h.conf().Log.Error("data listener accept", zap.Stringer("listener", sl.addr), zap.Error(err))
 			time.Sleep(50 * time.Millisecond)
 			continue
 		}
-		if h.cfg.ProxyHeader != nil && h.cfg.ProxyHeader(addrPortOf(c.RemoteAddr()).Addr()) {
+		if h.conf().ProxyHeader != nil && h.conf().ProxyHeader(addrPortOf(c.RemoteAddr()).Addr()) {
 			// The header may be slow to come: read it aside.
 			go h.deliverProxied(sl, c)
 			continue
@@ -289,9 +298,9 @@ func (h *dataPorts) deliver(sl *sharedListener, c *net.TCPConn, from netip.AddrP
 
 // refuse closes a data connection that serves no expectation, and says so.
 func (h *dataPorts) refuse(c *net.TCPConn, from netip.AddrPort, sl *sharedListener, want, why string) {
-	h.cfg.Log.Warn("data connection refused", zap.Stringer("from", from), zap.String("want", want),
+	h.conf().Log.Warn("data connection refused", zap.Stringer("from", from), zap.String("want", want),
 		zap.Stringer("listener", sl.addr), zap.String("reason", why))
-	h.cfg.Observer.Observe(DataRefusedEvent{From: from, Listener: sl.addr, Reason: why})
+	h.conf().Observer.Observe(DataRefusedEvent{From: from, Listener: sl.addr, Reason: why})
 	c.Close()
 }
 
@@ -309,14 +318,14 @@ func (h *dataPorts) match(sl *sharedListener, from netip.Addr) (*dataPort, strin
 	if only == nil {
 		return nil, "no data connection expected on this port"
 	}
-	d := h.cfg.DataPeer(only.peer, from)
+	d := h.conf().DataPeer(only.peer, from)
 	if !d.Allow {
 		return nil, d.Reason
 	}
 	if len(sl.waiters) > 1 {
 		return nil, "trusted source, but several sessions wait on this port"
 	}
-	h.cfg.Log.Info("data connection from trusted source", zap.Stringer("from", from), zap.String("reason", d.Reason))
+	h.conf().Log.Info("data connection from trusted source", zap.Stringer("from", from), zap.String("reason", d.Reason))
 	return only, ""
 }
 
@@ -383,7 +392,7 @@ func (dl *dataPort) release() {
 // side of that connection may linger (TIME_WAIT, or a server that closes
 // late) and a peer dialing from a fixed port would meet it.
 func (h *dataPorts) touch(port uint16) {
-	r := h.cfg.Ports
+	r := h.conf().Ports
 	if port < r.Lo || port > r.Hi {
 		return
 	}
@@ -437,8 +446,8 @@ func (h *dataPorts) openPinhole(ctx context.Context, p nat.Pinhole) error {
 	h.pinMu.Lock()
 	defer h.pinMu.Unlock()
 	start := time.Now()
-	err := h.fw.Open(ctx, p, h.cfg.PinholeTTL)
-	h.cfg.Observer.Observe(PinholeEvent{Op: "open", Pinhole: p, Duration: time.Since(start), Err: err})
+	err := h.fw.Open(ctx, p, h.conf().PinholeTTL)
+	h.conf().Observer.Observe(PinholeEvent{Op: "open", Pinhole: p, Duration: time.Since(start), Err: err})
 	if err != nil {
 		return fmt.Errorf("open pinhole %s: %w", p, err)
 	}
@@ -458,8 +467,8 @@ func (h *dataPorts) closePinhole(ctx context.Context, p nat.Pinhole) {
 	delete(h.pinRefs, p)
 	start := time.Now()
 	err := h.fw.Close(ctx, p)
-	h.cfg.Observer.Observe(PinholeEvent{Op: "close", Pinhole: p, Duration: time.Since(start), Err: err})
+	h.conf().Observer.Observe(PinholeEvent{Op: "close", Pinhole: p, Duration: time.Since(start), Err: err})
 	if err != nil {
-		h.cfg.Log.Error("close pinhole", zap.Stringer("pinhole", p), zap.Error(err))
+		h.conf().Log.Error("close pinhole", zap.Stringer("pinhole", p), zap.Error(err))
 	}
 }

@@ -147,7 +147,7 @@ func (s *session) handleActive(ctx context.Context, cmd rewrite.Command) error {
 		return s.ctl.replyf(501, "Syntax error in %s address.", cmd.Verb)
 	}
 	target = netip.AddrPortFrom(target.Addr().Unmap(), target.Port())
-	if d := s.srv.cfg.Policy.ActiveTarget(s.clientPeer.Addr(), target); !d.Allow {
+	if d := s.cfg.Policy.ActiveTarget(s.clientPeer.Addr(), target); !d.Allow {
 		s.log.Warn("bounce attempt refused", zap.String("verb", cmd.Verb), zap.Stringer("target", target),
 			zap.String("reason", d.Reason))
 		s.deny("bounce", cmd.Verb, "active-target", d.Reason, 501)
@@ -179,8 +179,8 @@ func (s *session) setupServerLeg(ctx context.Context, plan *dataPlan, clientPass
 	if err := s.ensureServerProt(ctx); err != nil {
 		return err
 	}
-	passive := s.srv.cfg.ServerMode == ServerPassive || s.srv.cfg.PreserveClientAddress ||
-		(s.srv.cfg.ServerMode == ServerClient && clientPassive)
+	passive := s.cfg.ServerMode == ServerPassive || s.cfg.PreserveClientAddress ||
+		(s.cfg.ServerMode == ServerClient && clientPassive)
 	if passive {
 		return s.serverPassive(ctx, plan)
 	}
@@ -224,7 +224,7 @@ func (s *session) serverPassive(ctx context.Context, plan *dataPlan) error {
 		s.log.Warn("server sent an invalid 227 reply", zap.Stringer("reply", rep), zap.Error(err))
 		return legErrorf("server sent an invalid PASV reply")
 	}
-	if !s.srv.cfg.TrustServerPASVAddress {
+	if !s.cfg.TrustServerPASVAddress {
 		if ap.Addr() != srvIP {
 			s.log.Debug("ignoring the address in the server's 227 reply", zap.Stringer("said", ap.Addr()),
 				zap.Stringer("using", srvIP))

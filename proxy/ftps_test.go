@@ -569,8 +569,8 @@ func TestPlainLegsStaySpliceable(t *testing.T) {
 		conns = append(conns, c.(*net.TCPConn))
 	}
 	ts := newTLSSetup(t)
-	srv := &Server{cfg: Config{TLS: TLSConfig{Certificate: ts.store}}}
-	s := &session{srv: srv, ftps: newSessionTLS(srv, false)}
+	cfg := &Config{TLS: TLSConfig{Certificate: ts.store}}
+	s := &session{srv: &Server{obs: NopObserver{}}, cfg: cfg, ftps: newSessionTLS(cfg, false)}
 	cli, sv, err := s.secureData(t.Context(), conns[0], conns[1])
 	if err != nil {
 		t.Fatal(err)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,20 +26,31 @@ type Stats struct {
 
 // Server accepts control connections and runs a session for each.
 type Server struct {
-	cfg Config
+	cfg atomic.Pointer[Config] // swapped by Reload; each session pins the one it began with
 	fw  nat.Firewall
 	log *zap.Logger
+	obs Observer
 
-	listeners []*net.TCPListener
-	implicit  map[*net.TCPListener]bool // implicit FTPS listeners; fixed once Listen returns
-	ctrlAddrs []netip.AddrPort          // fixed once Listen returns
+	lnMu      sync.Mutex
+	listeners []*ctrlListener
+	serving   bool            // Serve has started the accept loops
+	sessCtx   context.Context // the sessions' context, once serving
+	acceptWG  sync.WaitGroup
+
 	draining  chan struct{}
 	ports     *dataPorts // data listeners and their pinholes
-	obs       Observer
 	sessionWG sync.WaitGroup
 	nextID    atomic.Uint64
 
 	sessions, lns, accepted, transfers atomic.Int64
+}
+
+// ctrlListener is one control listener and the setting it came from.
+type ctrlListener struct {
+	spec     string // the configured address, e.g. "198.18.0.1:21"
+	implicit bool   // implicit FTPS: TLS before anything else
+	ln       *net.TCPListener
+	addr     netip.AddrPort
 }
 
 // New checks cfg and returns a Server. fw may be nat's fake or a real firewall.
@@ -54,19 +66,25 @@ func New(cfg Config, fw nat.Firewall, log *zap.Logger) (*Server, error) {
 	if obs == nil {
 		obs = NopObserver{}
 	}
-	s := &Server{cfg: cfg, fw: fw, log: log, obs: obs, draining: make(chan struct{})}
-	pp := cfg.ProxyProtocol
-	s.ports = newDataPorts(dataPortsConfig{
-		Ports:      cfg.PassivePorts,
-		PinholeTTL: cfg.PinholeTTL,
-		ProxyHeader: func(a netip.Addr) bool {
-			return pp.Data && pp.trusted(a)
-		},
-		DataPeer: cfg.Policy.DataPeer,
-		Log:      log,
-		Observer: obs,
-	}, fw)
+	s := &Server{fw: fw, log: log, obs: obs, draining: make(chan struct{})}
+	s.cfg.Store(&cfg)
+	s.ports = newDataPorts(s.dataPortsConfig(&cfg), fw)
 	return s, nil
+}
+
+// config is the configuration new sessions and data plans use.
+func (s *Server) config() *Config { return s.cfg.Load() }
+
+func (s *Server) dataPortsConfig(cfg *Config) dataPortsConfig {
+	pp := cfg.ProxyProtocol
+	return dataPortsConfig{
+		Ports:       cfg.PassivePorts,
+		PinholeTTL:  cfg.PinholeTTL,
+		ProxyHeader: func(a netip.Addr) bool { return pp.Data && pp.trusted(a) },
+		DataPeer:    cfg.Policy.DataPeer,
+		Log:         s.log,
+		Observer:    s.obs,
+	}
 }
 
 // Stats returns a snapshot of the live counters.
@@ -80,52 +98,103 @@ func (s *Server) Stats() Stats {
 	}
 }
 
+// listenSpecs are the control listeners cfg asks for: the plain ones, then
+// the implicit FTPS ones.
+func listenSpecs(cfg *Config) []ctrlListener {
+	var out []ctrlListener
+	for _, a := range cfg.Listen {
+		out = append(out, ctrlListener{spec: a})
+	}
+	for _, a := range cfg.TLS.ImplicitListen {
+		out = append(out, ctrlListener{spec: a, implicit: true})
+	}
+	return out
+}
+
+// open opens the listeners of specs; on error it closes those it opened.
+func (s *Server) open(ctx context.Context, cfg *Config, specs []ctrlListener) ([]*ctrlListener, error) {
+	lc := net.ListenConfig{KeepAliveConfig: keepAlive(cfg), Control: cfg.Hooks.ListenControl}
+	var opened []*ctrlListener
+	for _, sp := range specs {
+		l, err := lc.Listen(ctx, listenNetwork(sp.spec), sp.spec)
+		if err != nil {
+			s.closeAll(opened)
+			what := ""
+			if sp.implicit {
+				what = " (implicit FTPS)"
+			}
+			return nil, fmt.Errorf("listen on %s%s: %w", sp.spec, what, err)
+		}
+		cl := &ctrlListener{spec: sp.spec, implicit: sp.implicit, ln: l.(*net.TCPListener), addr: addrPortOf(l.Addr())}
+		opened = append(opened, cl)
+		s.lns.Add(1)
+		s.log.Info("listening", zap.Stringer("addr", cl.addr), zap.Bool("implicit_tls", cl.implicit),
+			zap.String("mode", string(cfg.Mode)), zap.String("upstream", cfg.Upstream),
+			zap.String("server_mode", string(cfg.ServerMode)))
+	}
+	return opened, nil
+}
+
+func (s *Server) closeAll(ls []*ctrlListener) {
+	for _, l := range ls {
+		l.ln.Close()
+		s.lns.Add(-1)
+	}
+}
+
 // Listen opens every control listener, so that address errors show before
 // Serve is called. On error nothing stays open.
 func (s *Server) Listen(ctx context.Context) error {
-	lc := net.ListenConfig{KeepAliveConfig: s.keepAlive(), Control: s.cfg.Hooks.ListenControl}
-	for _, addr := range s.cfg.Listen {
-		l, err := lc.Listen(ctx, listenNetwork(addr), addr)
-		if err != nil {
-			s.closeListeners()
-			return fmt.Errorf("listen on %s: %w", addr, err)
-		}
-		s.listeners = append(s.listeners, l.(*net.TCPListener))
-		s.ctrlAddrs = append(s.ctrlAddrs, addrPortOf(l.Addr()))
-		s.lns.Add(1)
-		s.log.Info("listening", zap.Stringer("addr", l.Addr()), zap.String("mode", string(s.cfg.Mode)),
-			zap.String("upstream", s.cfg.Upstream), zap.String("server_mode", string(s.cfg.ServerMode)))
-	}
-	if err := s.listenImplicit(ctx, lc); err != nil {
-		s.closeListeners()
+	cfg := s.config()
+	ls, err := s.open(ctx, cfg, listenSpecs(cfg))
+	if err != nil {
 		return err
+	}
+	s.lnMu.Lock()
+	s.listeners = ls
+	s.lnMu.Unlock()
+	if c := cfg.TLS; c.ServerInsecure && c.serverMode() != ServerTLSOff {
+		s.log.Warn("server certificates are NOT verified (insecure mode): anyone between ftpgate and the server can read and change FTPS sessions")
 	}
 	return nil
 }
 
-// Addrs returns the addresses the control listeners are bound to.
-func (s *Server) Addrs() []netip.AddrPort { return s.ctrlAddrs }
+// Addrs returns the addresses the control listeners are bound to: the
+// plain ones, then the implicit FTPS ones.
+func (s *Server) Addrs() []netip.AddrPort { return s.addrs(func(*ctrlListener) bool { return true }) }
 
-func (s *Server) closeListeners() {
-	for _, l := range s.listeners {
-		l.Close()
-		s.lns.Add(-1)
-	}
-	s.listeners = nil
+// ImplicitAddrs returns the addresses the implicit FTPS listeners are bound to.
+func (s *Server) ImplicitAddrs() []netip.AddrPort {
+	return s.addrs(func(l *ctrlListener) bool { return l.implicit })
 }
 
-func (s *Server) keepAlive() net.KeepAliveConfig {
-	if s.cfg.KeepAlive < 0 {
+func (s *Server) addrs(keep func(*ctrlListener) bool) []netip.AddrPort {
+	s.lnMu.Lock()
+	defer s.lnMu.Unlock()
+	var out []netip.AddrPort
+	for _, l := range s.listeners {
+		if keep(l) {
+			out = append(out, l.addr)
+		}
+	}
+	return out
+}
+
+func keepAlive(cfg *Config) net.KeepAliveConfig {
+	if cfg.KeepAlive < 0 {
 		return net.KeepAliveConfig{Enable: false}
 	}
-	return net.KeepAliveConfig{Enable: true, Idle: s.cfg.KeepAlive, Interval: s.cfg.KeepAlive / 2, Count: 4}
+	return net.KeepAliveConfig{Enable: true, Idle: cfg.KeepAlive, Interval: cfg.KeepAlive / 2, Count: 4}
 }
 
 // Serve accepts sessions until ctx is done, then shuts down: it stops
 // accepting, lets running transfers finish for up to ShutdownGrace, and closes
 // every session. It returns once every session has ended.
 func (s *Server) Serve(ctx context.Context) error {
-	if len(s.listeners) == 0 {
+	s.lnMu.Lock()
+	none := len(s.listeners) == 0
+	s.lnMu.Unlock()
+	if none {
 		if err := s.Listen(ctx); err != nil {
 			return err
 		}
@@ -134,23 +203,28 @@ func (s *Server) Serve(ctx context.Context) error {
 	sessCtx, cancelSessions := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelSessions()
 
-	var acceptWG sync.WaitGroup
+	s.lnMu.Lock()
+	s.serving, s.sessCtx = true, sessCtx
 	for _, l := range s.listeners {
-		acceptWG.Add(1)
-		go s.acceptLoop(sessCtx, l, &acceptWG)
+		s.startAccepting(l)
 	}
+	s.lnMu.Unlock()
 	<-ctx.Done()
-	s.log.Info("shutting down: no new sessions", zap.Int64("sessions", s.sessions.Load()),
-		zap.Duration("grace", s.cfg.ShutdownGrace))
-	s.closeListeners()
-	acceptWG.Wait()
+	grace := s.config().ShutdownGrace
+	s.log.Info("shutting down: no new sessions", zap.Int64("sessions", s.sessions.Load()), zap.Duration("grace", grace))
+	s.lnMu.Lock()
+	s.serving = false
+	s.closeAll(s.listeners)
+	s.listeners = nil
+	s.lnMu.Unlock()
+	s.acceptWG.Wait()
 	close(s.draining)
 
 	done := make(chan struct{})
 	go func() { s.sessionWG.Wait(); close(done) }()
 	select {
 	case <-done:
-	case <-time.After(s.cfg.ShutdownGrace):
+	case <-time.After(grace):
 		s.log.Warn("shutdown grace over: closing remaining sessions", zap.Int64("sessions", s.sessions.Load()))
 		cancelSessions()
 		<-done
@@ -159,11 +233,17 @@ func (s *Server) Serve(ctx context.Context) error {
 	return nil
 }
 
-func (s *Server) acceptLoop(ctx context.Context, l *net.TCPListener, wg *sync.WaitGroup) {
-	defer wg.Done()
+// startAccepting runs l's accept loop. s.lnMu is held.
+func (s *Server) startAccepting(l *ctrlListener) {
+	s.acceptWG.Add(1)
+	go s.acceptLoop(s.sessCtx, l)
+}
+
+func (s *Server) acceptLoop(ctx context.Context, l *ctrlListener) {
+	defer s.acceptWG.Done()
 	var backoff time.Duration
 	for {
-		c, err := l.AcceptTCP()
+		c, err := l.ln.AcceptTCP()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -181,9 +261,79 @@ func (s *Server) acceptLoop(ctx context.Context, l *net.TCPListener, wg *sync.Wa
 		go func() {
 			defer s.sessionWG.Done()
 			defer s.sessions.Add(-1)
-			newSession(s, c, s.implicit[l]).run(ctx)
+			newSession(s, c, l.implicit).run(ctx)
 		}()
 	}
+}
+
+// Reload makes cfg the configuration of new sessions and new data plans:
+// advertised addresses and rules, policy, limits, TLS, upstream, the passive
+// port range, and the control listeners (new addresses are opened, removed
+// ones closed). Running sessions and transfers keep the configuration they
+// began with. The mode cannot change. On error nothing changes.
+func (s *Server) Reload(ctx context.Context, cfg Config) (err error) {
+	defer func() { s.obs.Observe(ReloadEvent{Time: time.Now(), Err: err}) }()
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	cfg.setDefaults()
+	old := s.config()
+	if cfg.Mode != old.Mode {
+		return fmt.Errorf("mode %s -> %s: the mode cannot change on reload; restart ftpgate", old.Mode, cfg.Mode)
+	}
+	if cfg.Observer == nil {
+		cfg.Observer = old.Observer
+	}
+
+	s.lnMu.Lock()
+	defer s.lnMu.Unlock()
+	want := listenSpecs(&cfg)
+	var keep, gone []*ctrlListener
+	var add []ctrlListener
+	for _, l := range s.listeners {
+		if slices.ContainsFunc(want, func(w ctrlListener) bool { return w.spec == l.spec && w.implicit == l.implicit }) {
+			keep = append(keep, l)
+		} else {
+			gone = append(gone, l)
+		}
+	}
+	for _, w := range want {
+		if !slices.ContainsFunc(s.listeners, func(l *ctrlListener) bool { return w.spec == l.spec && w.implicit == l.implicit }) {
+			add = append(add, w)
+		}
+	}
+	opened, err := s.open(ctx, &cfg, add)
+	if err != nil {
+		return err
+	}
+	s.cfg.Store(&cfg)
+	s.ports.reconfigure(s.dataPortsConfig(&cfg))
+	for _, l := range gone {
+		s.log.Info("listener removed by reload; its sessions run on", zap.Stringer("addr", l.addr))
+	}
+	s.closeAll(gone)
+	s.listeners = append(keep, opened...)
+	slices.SortStableFunc(s.listeners, func(a, b *ctrlListener) int { // plain ones first, as Addrs promises
+		return cmpBool(a.implicit, b.implicit)
+	})
+	if s.serving {
+		for _, l := range opened {
+			s.startAccepting(l)
+		}
+	}
+	s.log.Info("configuration reloaded", zap.Int("listeners", len(s.listeners)), zap.Int("opened", len(opened)),
+		zap.Int("closed", len(gone)))
+	return nil
+}
+
+func cmpBool(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return 1
+	}
+	return -1
 }
 
 // listenNetwork picks tcp4 or tcp6 for a literal IP address, so that an

@@ -21,6 +21,7 @@ import (
 // session's loop goroutine, so its fields need no locks.
 type session struct {
 	srv  *Server
+	cfg  *Config // the configuration when the session began; a reload does not change it
 	id   uint64
 	log  *zap.Logger // grows server and user fields as they become known
 	base *zap.Logger // session and client only, for the session-end record
@@ -53,6 +54,7 @@ type session struct {
 }
 
 func newSession(srv *Server, c *net.TCPConn, implicit bool) *session {
+	cfg := srv.config()
 	s := &session{
 		srv:         srv,
 		id:          srv.nextID.Add(1),
@@ -60,10 +62,11 @@ func newSession(srv *Server, c *net.TCPConn, implicit bool) *session {
 		clientHop:   addrPortOf(c.RemoteAddr()),
 		clientLocal: addrPortOf(c.LocalAddr()),
 		start:       time.Now(),
-		ftps:        newSessionTLS(srv, implicit),
+		cfg:         cfg,
+		ftps:        newSessionTLS(cfg, implicit),
 	}
 	s.base = srv.log.With(zap.Uint64("session", s.id), zap.Stringer("client", s.clientPeer))
-	s.ctl = newControl(c, srv.cfg.Limits, srv.cfg.IdleTimeout, s.base)
+	s.ctl = newControl(c, cfg.Limits, cfg.IdleTimeout, s.base)
 	s.setLog(s.base)
 	return s
 }
@@ -86,7 +89,7 @@ func (s *session) run(parent context.Context) {
 		return
 	}
 	s.log.Info("session start", zap.Stringer("local", s.clientLocal))
-	start := SessionStartEvent{Session: s.id, Time: s.start, Mode: s.srv.cfg.Mode, Client: s.clientPeer, Local: s.clientLocal}
+	start := SessionStartEvent{Session: s.id, Time: s.start, Mode: s.cfg.Mode, Client: s.clientPeer, Local: s.clientLocal}
 	if s.clientHop != s.clientPeer {
 		start.Via = s.clientHop
 	}
@@ -131,7 +134,7 @@ func (s *session) logEnd(err error) {
 		fields = append(fields, zap.String("reason", err.Error()))
 	}
 	s.base.Info("session end", fields...)
-	ev := SessionEndEvent{Session: s.id, Time: time.Now(), Mode: s.srv.cfg.Mode, Client: s.clientPeer,
+	ev := SessionEndEvent{Session: s.id, Time: time.Now(), Mode: s.cfg.Mode, Client: s.clientPeer,
 		Server: s.serverPeer, User: s.user, Duration: time.Since(s.start), BytesUp: s.bytesUp, BytesDown: s.bytesDown,
 		Result: s.result}
 	if err != nil && !errors.Is(err, errSessionEnd) {
@@ -169,9 +172,9 @@ func (s *session) nextCommand(ctx context.Context) (rewrite.Command, error) {
 		s.ctl.queued = s.ctl.queued[1:]
 		return ev.cmd, ev.err
 	}
-	timeout := s.srv.cfg.IdleTimeout
+	timeout := s.cfg.IdleTimeout
 	if !s.loggedIn {
-		timeout = min(timeout, time.Until(s.start.Add(s.srv.cfg.LoginTimeout)))
+		timeout = min(timeout, time.Until(s.start.Add(s.cfg.LoginTimeout)))
 	}
 	t := time.NewTimer(max(timeout, 0))
 	defer t.Stop()
@@ -209,7 +212,7 @@ func (s *session) nextCommand(ctx context.Context) (rewrite.Command, error) {
 func (s *session) loop(ctx context.Context) error {
 	// The greeting (possibly 120 first, then 220).
 	for {
-		rep, err := s.ctl.serverReply(ctx, s.srv.cfg.LoginTimeout)
+		rep, err := s.ctl.serverReply(ctx, s.cfg.LoginTimeout)
 		if err != nil {
 			return err
 		}
@@ -259,7 +262,7 @@ func (s *session) loop(ctx context.Context) error {
 // untrustedProxyHeader reports whether the first thing a client sent looks
 // like a PROXY header while the client is not a trusted balancer.
 func (s *session) untrustedProxyHeader(ev cmdEvent) bool {
-	pp := s.srv.cfg.ProxyProtocol
+	pp := s.cfg.ProxyProtocol
 	return pp.Control && !pp.trusted(s.clientHop.Addr()) && looksLikeProxyHeader(ev)
 }
 

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
@@ -12,8 +11,6 @@ import (
 	"slices"
 	"sync/atomic"
 	"time"
-
-	"go.uber.org/zap"
 )
 
 // FTPS (RFC 4217) on both legs. ftpgate terminates TLS: toward the client it
@@ -267,39 +264,4 @@ func newServerTLSConfig(c *TLSConfig, name string) *tls.Config {
 		NextProtos:         []string{alpnFTP},
 		ClientSessionCache: tls.NewLRUClientSessionCache(4),
 	}
-}
-
-// listenImplicit opens the implicit FTPS listeners; Listen calls it after
-// the plain ones and closes everything if it fails.
-func (s *Server) listenImplicit(ctx context.Context, lc net.ListenConfig) error {
-	for _, addr := range s.cfg.TLS.ImplicitListen {
-		l, err := lc.Listen(ctx, listenNetwork(addr), addr)
-		if err != nil {
-			return fmt.Errorf("listen on %s (implicit FTPS): %w", addr, err)
-		}
-		tl := l.(*net.TCPListener)
-		if s.implicit == nil {
-			s.implicit = make(map[*net.TCPListener]bool)
-		}
-		s.implicit[tl] = true
-		s.listeners = append(s.listeners, tl)
-		s.ctrlAddrs = append(s.ctrlAddrs, addrPortOf(l.Addr()))
-		s.lns.Add(1)
-		s.log.Info("listening", zap.Stringer("addr", l.Addr()), zap.Bool("implicit_tls", true),
-			zap.String("mode", string(s.cfg.Mode)), zap.String("upstream", s.cfg.Upstream))
-	}
-	if c := s.cfg.TLS; c.ServerInsecure && c.serverMode() != ServerTLSOff {
-		s.log.Warn("server certificates are NOT verified (insecure mode): anyone between ftpgate and the server can read and change FTPS sessions")
-	}
-	return nil
-}
-
-// ImplicitAddrs returns the addresses the implicit FTPS listeners are bound
-// to (the last of Addrs).
-func (s *Server) ImplicitAddrs() []netip.AddrPort {
-	n := len(s.cfg.TLS.ImplicitListen)
-	if n > len(s.ctrlAddrs) {
-		return nil // not listening
-	}
-	return s.ctrlAddrs[len(s.ctrlAddrs)-n:]
 }

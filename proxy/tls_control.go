@@ -68,17 +68,17 @@ func (t *sessionTLS) serverStream(sock net.Conn) io.Reader {
 	return sock
 }
 
-func newSessionTLS(srv *Server, implicit bool) *sessionTLS {
+func newSessionTLS(cfg *Config, implicit bool) *sessionTLS {
 	t := &sessionTLS{
-		cfg:          &srv.cfg.TLS,
-		mode:         srv.cfg.Mode,
-		upstream:     srv.cfg.Upstream,
-		fallback:     srv.cfg.ConnectTimeout,
+		cfg:          &cfg.TLS,
+		mode:         cfg.Mode,
+		upstream:     cfg.Upstream,
+		fallback:     cfg.ConnectTimeout,
 		implicit:     implicit,
 		clientSwitch: make(chan net.Conn),
 		serverSwitch: make(chan net.Conn),
 	}
-	if st := srv.cfg.TLS.Certificate; st != nil {
+	if st := cfg.TLS.Certificate; st != nil {
 		t.cert = st.Current() // pinned: a reload leaves this session as it is
 	}
 	return t
@@ -172,7 +172,7 @@ func (s *session) handshakeClient(ctx context.Context) error {
 // connectServerTLS starts TLS toward an implicit FTPS server right after
 // connecting.
 func (s *session) connectServerTLS(ctx context.Context) error {
-	if !s.srv.cfg.TLS.ServerImplicit {
+	if !s.cfg.TLS.ServerImplicit {
 		return nil
 	}
 	return s.handshakeServer(ctx)
@@ -196,7 +196,7 @@ func (s *session) handshakeServer(ctx context.Context) error {
 	t.serverState = stateOf(tc.ConnectionState())
 	s.ctl.sw = rewrite.NewWriter(tc)
 	fields := []zap.Field{zap.String("leg", "server"), zap.String("channel", "control"),
-		zap.Bool("implicit", s.srv.cfg.TLS.ServerImplicit), zap.String("server_name", cfg.ServerName),
+		zap.Bool("implicit", s.cfg.TLS.ServerImplicit), zap.String("server_name", cfg.ServerName),
 		zap.Object("tls", t.serverState)}
 	if cfg.InsecureSkipVerify {
 		s.log.Warn("tls: server certificate NOT verified (insecure mode)", fields...)
@@ -212,7 +212,7 @@ func (s *session) afterGreeting(ctx context.Context) error {
 	if s.ftps.server != nil {
 		return nil // implicit FTPS toward the server
 	}
-	mode := s.srv.cfg.TLS.serverMode()
+	mode := s.cfg.TLS.serverMode()
 	if mode != ServerTLSRequire && !(mode == ServerTLSMirror && s.ftps.implicit) {
 		return nil
 	}
@@ -296,7 +296,7 @@ func (s *session) handleAUTH(ctx context.Context, cmd rewrite.Command) error {
 		s.ctl.replyf(421, "Nothing may follow AUTH before the TLS handshake.")
 		return fmt.Errorf("client sent %d bytes after AUTH before the TLS handshake", pipelined)
 	}
-	if s.srv.cfg.TLS.serverMode() == ServerTLSMirror && t.server == nil {
+	if s.cfg.TLS.serverMode() == ServerTLSMirror && t.server == nil {
 		rep, err := s.serverAUTH(ctx)
 		if err != nil {
 			return err
@@ -327,7 +327,7 @@ func (s *session) handleCCC(ctx context.Context) error {
 		releaseReader(ctx, t.clientSwitch, nil)
 		return s.ctl.replyf(533, "CCC needs a protected control channel.")
 	}
-	if s.srv.cfg.TLS.CCC != CCCAllow {
+	if s.cfg.TLS.CCC != CCCAllow {
 		releaseReader(ctx, t.clientSwitch, nil)
 		s.log.Info("CCC refused by policy")
 		return s.ctl.replyf(534, "CCC refused by policy: the control channel stays protected.")
@@ -401,7 +401,7 @@ func (s *session) handlePROT(ctx context.Context, cmd rewrite.Command) error {
 	default:
 		return s.ctl.replyf(504, "Unknown protection level; use C or P.")
 	}
-	if s.srv.cfg.TLS.serverMode() == ServerTLSMirror && t.server != nil {
+	if s.cfg.TLS.serverMode() == ServerTLSMirror && t.server != nil {
 		rep, err := s.setServerProt(ctx, level)
 		if err != nil {
 			return err

@@ -33,7 +33,7 @@ func (s *session) secureData(ctx context.Context, cli, srv *net.TCPConn) (net.Co
 	}
 	hctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	timeout := s.srv.cfg.DataTimeout
+	timeout := s.cfg.DataTimeout
 	var wg sync.WaitGroup
 	var cliTLS, srvTLS *tls.Conn
 	var cliErr, srvErr error
@@ -82,7 +82,7 @@ func (s *session) secureData(ctx context.Context, cli, srv *net.TCPConn) (net.Co
 	}
 	if cliP {
 		cs := cliTLS.ConnectionState()
-		if !cs.DidResume && !s.srv.cfg.TLS.DataReuseOptional {
+		if !cs.DidResume && !s.cfg.TLS.DataReuseOptional {
 			s.log.Warn("data connection refused: its TLS session does not resume the control connection's",
 				zap.Stringer("from", addrPortOf(cli.RemoteAddr())), zap.String("version", tls.VersionName(cs.Version)))
 			return nil, nil, &dataTLSError{leg: "client", code: 522, msg: "TLS session reuse required"}
@@ -110,7 +110,7 @@ func (s *session) dataTLSFailed(ctx context.Context, err error, early *rewrite.R
 		return err
 	}
 	if early == nil {
-		if _, err := s.ctl.serverReply(ctx, s.srv.cfg.IdleTimeout); err != nil {
+		if _, err := s.ctl.serverReply(ctx, s.cfg.IdleTimeout); err != nil {
 			return err
 		}
 	}

@@ -51,7 +51,7 @@ func (s *session) handleTransfer(ctx context.Context, cmd rewrite.Command) error
 	}()
 	var err error
 	if plan.serverPassive() {
-		srvConn, err = s.srv.dial(ctx, s.serverLocal.Addr(), plan.serverAddr, s.srv.cfg.PreserveClientAddress)
+		srvConn, err = s.dialData(ctx, s.serverLocal.Addr(), plan.serverAddr, s.cfg.PreserveClientAddress)
 		if err != nil {
 			s.log.Warn("data connection to server failed", zap.Stringer("addr", plan.serverAddr), zap.Error(err))
 			rec.cause = "data connection to the server failed"
@@ -61,7 +61,7 @@ func (s *session) handleTransfer(ctx context.Context, cmd rewrite.Command) error
 	if err := s.ctl.send(cmd); err != nil {
 		return err
 	}
-	first, err := s.ctl.serverReply(ctx, s.srv.cfg.IdleTimeout)
+	first, err := s.ctl.serverReply(ctx, s.cfg.IdleTimeout)
 	if err != nil {
 		rec.cause = err.Error()
 		return err
@@ -157,7 +157,7 @@ func (s *session) awaitTransfer(ctx context.Context, done <-chan relayResult, ea
 				c.Close() // the other direction carries nothing in stream mode
 			}
 			if final == nil {
-				t := time.NewTimer(s.srv.cfg.IdleTimeout)
+				t := time.NewTimer(s.cfg.IdleTimeout)
 				defer t.Stop()
 				stall = t.C
 			}
@@ -235,7 +235,7 @@ func (s *session) finishAbort(ctx context.Context) error {
 		return err
 	}
 	for range 4 {
-		rep, err := s.ctl.serverReply(ctx, s.srv.cfg.IdleTimeout)
+		rep, err := s.ctl.serverReply(ctx, s.cfg.IdleTimeout)
 		if err != nil {
 			return err
 		}
@@ -254,7 +254,7 @@ func (s *session) finishAbort(ctx context.Context) error {
 // the server's data connection is closed (by connectLegs), its final reply is
 // swallowed, and the client hears 425.
 func (s *session) abandonTransfer(ctx context.Context, why string) error {
-	if _, err := s.ctl.serverReply(ctx, s.srv.cfg.IdleTimeout); err != nil {
+	if _, err := s.ctl.serverReply(ctx, s.cfg.IdleTimeout); err != nil {
 		return err
 	}
 	return s.ctl.replyf(425, "Can't open data connection: %s.", why)
@@ -274,14 +274,14 @@ type legResult struct {
 // final: the data is in flight, so it is returned for the relay to hold.
 func (s *session) connectLegs(ctx context.Context, plan *dataPlan, srvConn *net.TCPConn) (cli, srv *net.TCPConn, early *rewrite.Reply, err error) {
 	legCtx, cancel := context.WithCancel(ctx)
-	deadline := time.Now().Add(s.srv.cfg.DataTimeout)
+	deadline := time.Now().Add(s.cfg.DataTimeout)
 	cliCh := make(chan legResult, 1)
 	go func() {
 		var r legResult
 		if plan.clientPassive() {
 			r.c, r.err = plan.clientLn.accept(legCtx, deadline)
 		} else {
-			r.c, r.err = s.srv.dial(legCtx, s.clientSide, plan.clientAddr, false)
+			r.c, r.err = s.dialData(legCtx, s.clientSide, plan.clientAddr, false)
 		}
 		cliCh <- r
 	}()
@@ -393,9 +393,9 @@ func (s *session) logTransfer(cmd rewrite.Command, plan *dataPlan, up bool, res 
 	s.log.Info("transfer", fields...)
 }
 
-// dial opens a data connection to target from our local address src
+// dialData opens a data connection to target from our local address src
 // (invalid: the kernel's choice). transparent allows a non-local src.
-func (s *Server) dial(ctx context.Context, src netip.Addr, target netip.AddrPort, transparent bool) (*net.TCPConn, error) {
+func (s *session) dialData(ctx context.Context, src netip.Addr, target netip.AddrPort, transparent bool) (*net.TCPConn, error) {
 	d := net.Dialer{Timeout: s.cfg.ConnectTimeout, KeepAlive: -1, Control: s.cfg.Hooks.DialControl}
 	if transparent {
 		d.Control = s.cfg.Hooks.TransparentDialControl
