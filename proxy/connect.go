@@ -161,6 +161,7 @@ func (s *session) dialServer(ctx context.Context, upstream string) error {
 	s.serverPeer = addrPortOf(s.ctl.server.RemoteAddr())
 	s.serverLocal = addrPortOf(s.ctl.server.LocalAddr())
 	s.setLog(s.log.With(zap.Stringer("server", s.serverPeer)))
+	s.publish()
 	return s.connectServerTLS(ctx)
 }
 

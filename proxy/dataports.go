@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -45,7 +46,7 @@ type dataPorts struct {
 	// same data port with the same pinhole (balancer, us, port): the kernel
 	// element goes only when the last of them closes it.
 	pinMu   sync.Mutex
-	pinRefs map[nat.Pinhole]int
+	pinRefs map[nat.Pinhole]*pinState
 
 	lns, pinholes atomic.Int64 // open now, for Stats
 }
@@ -74,7 +75,7 @@ func newDataPorts(cfg dataPortsConfig, fw nat.Firewall) *dataPorts {
 		listeners: map[netip.AddrPort]*sharedListener{},
 		released:  map[uint16]time.Time{},
 		freed:     make(chan struct{}),
-		pinRefs:   map[nat.Pinhole]int{},
+		pinRefs:   map[nat.Pinhole]*pinState{},
 	}
 	h.reconfigure(cfg)
 	return h
@@ -452,8 +453,38 @@ func (h *dataPorts) openPinhole(ctx context.Context, p nat.Pinhole) error {
 		return fmt.Errorf("open pinhole %s: %w", p, err)
 	}
 	h.pinholes.Add(1)
-	h.pinRefs[p]++
+	st := h.pinRefs[p]
+	if st == nil {
+		st = &pinState{}
+		h.pinRefs[p] = st
+	}
+	st.refs++
+	ttl := h.conf().PinholeTTL
+	if ttl <= 0 {
+		ttl = nat.DefaultTTL
+	}
+	st.expires = start.Add(ttl) // every open refreshes the element's timeout
 	return nil
+}
+
+// pinState is one open pinhole: how many expectations use it and when the
+// firewall will expire it if nobody comes.
+type pinState struct {
+	refs    int
+	expires time.Time
+}
+
+// pinholeInfo lists the open pinholes for snapshots.
+func (h *dataPorts) pinholeInfo(now time.Time) []PinholeInfo {
+	h.pinMu.Lock()
+	defer h.pinMu.Unlock()
+	out := make([]PinholeInfo, 0, len(h.pinRefs))
+	for p, st := range h.pinRefs {
+		out = append(out, PinholeInfo{Pinhole: p, Peer: p.Peer, Local: p.Local, Intercept: p.Intercept,
+			Remaining: max(st.expires.Sub(now), 0), Refs: st.refs})
+	}
+	slices.SortFunc(out, func(a, b PinholeInfo) int { return strings.Compare(a.Pinhole.String(), b.Pinhole.String()) })
+	return out
 }
 
 // closePinhole drops a reference; the last one removes the kernel element.
@@ -461,8 +492,10 @@ func (h *dataPorts) closePinhole(ctx context.Context, p nat.Pinhole) {
 	h.pinMu.Lock()
 	defer h.pinMu.Unlock()
 	h.pinholes.Add(-1)
-	if h.pinRefs[p]--; h.pinRefs[p] > 0 {
-		return
+	if st := h.pinRefs[p]; st != nil {
+		if st.refs--; st.refs > 0 {
+			return
+		}
 	}
 	delete(h.pinRefs, p)
 	start := time.Now()

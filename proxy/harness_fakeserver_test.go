@@ -257,7 +257,7 @@ func (f *fakeFTP) session(c net.Conn) {
 				say("425 no data connection")
 				continue
 			}
-			say("150 opening data connection")
+			say("150 opening data connection for %s (%d bytes)", arg, len(data))
 			if protP {
 				if d, err = f.secureData(d); err != nil {
 					say("522 data TLS: %v", err)

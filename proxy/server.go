@@ -39,6 +39,7 @@ type Server struct {
 
 	draining  chan struct{}
 	ports     *dataPorts // data listeners and their pinholes
+	live      liveSessions
 	sessionWG sync.WaitGroup
 	nextID    atomic.Uint64
 

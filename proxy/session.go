@@ -50,7 +50,8 @@ type session struct {
 	bytesUp   int64 // data bytes client -> server
 	bytesDown int64 // data bytes server -> client
 
-	ftps *sessionTLS // FTPS on either leg (tls_session.go)
+	ftps *sessionTLS // FTPS on either leg (tls_control.go)
+	seen sessionSeen // what snapshots read (snapshot.go)
 }
 
 func newSession(srv *Server, c *net.TCPConn, implicit bool) *session {
@@ -94,6 +95,10 @@ func (s *session) run(parent context.Context) {
 		start.Via = s.clientHop
 	}
 	s.srv.obs.Observe(start)
+	s.seen.lastActive.Store(time.Now().UnixNano())
+	s.publish()
+	s.srv.live.add(s)
+	defer s.srv.live.remove(s)
 
 	if err := setOOBInline(s.ctl.client); err != nil {
 		s.log.Debug("SO_OOBINLINE", zap.Error(err))
@@ -181,6 +186,7 @@ func (s *session) nextCommand(ctx context.Context) (rewrite.Command, error) {
 	for {
 		select {
 		case ev := <-s.ctl.cmds:
+			s.seen.lastActive.Store(time.Now().UnixNano())
 			return ev.cmd, ev.err
 		case ev := <-s.ctl.replies:
 			if ev.err != nil {
@@ -296,10 +302,12 @@ func (s *session) handle(ctx context.Context, cmd rewrite.Command) error {
 	case "USER":
 		s.user = cmd.Arg
 		s.loggedIn = false
+		s.publish()
 		return s.forward(ctx, cmd)
 	case "REIN":
 		s.closePlan()
 		s.user, s.loggedIn, s.epsvAll = "", false, false
+		s.publish()
 		return s.forward(ctx, cmd)
 	case "QUIT":
 		s.closePlan()
@@ -330,6 +338,7 @@ func (s *session) forward(ctx context.Context, cmd rewrite.Command) error {
 	if rep.Code == 230 || (rep.Code == 202 && cmd.Verb == "PASS") {
 		if !s.loggedIn {
 			s.loggedIn = true
+			s.publish()
 			s.setLog(s.log.With(zap.String("user", s.user)))
 			s.log.Info("login")
 		}

@@ -70,6 +70,7 @@ func (s *session) handleTransfer(ctx context.Context, cmd rewrite.Command) error
 		rec.cause = err.Error()
 		return err
 	}
+	size := announcedSize(first)
 	if first.Code >= 200 { // refused (550 and the like) or done without data
 		if first.Code >= 400 {
 			rec.refused, rec.cause = true, "the server refused the transfer"
@@ -110,6 +111,19 @@ func (s *session) handleTransfer(ctx context.Context, cmd rewrite.Command) error
 	}
 	rec.tls = s.ftps.dataClient != nil
 	up := upload(cmd.Verb)
+	src, _ := srvData.(*net.TCPConn)
+	if up {
+		src, _ = cliData.(*net.TCPConn)
+	}
+	fl := &flight{verb: cmd.Verb, path: cmd.Arg, direction: "download", start: rec.start, size: size, src: src}
+	if up {
+		fl.direction = "upload"
+	}
+	if src != nil {
+		fl.srcBase, _ = bytesReceived(src)
+	}
+	s.seen.flight.Store(fl)
+	defer s.seen.flight.Store(nil)
 	done := make(chan relayResult, 1)
 	if up {
 		go relay(srvData, cliData, true, done)
