@@ -68,6 +68,7 @@ const (
 	DefaultLoginTimeout   = 60 * time.Second
 	DefaultIdleTimeout    = 5 * time.Minute
 	DefaultDataTimeout    = 30 * time.Second
+	DefaultDataIdle       = 60 * time.Second
 	DefaultShutdownGrace  = 30 * time.Second
 	DefaultKeepAlive      = 30 * time.Second
 )
@@ -132,8 +133,11 @@ type Config struct {
 	LoginTimeout   time.Duration // from connect until the server accepted a login
 	IdleTimeout    time.Duration // waiting for a client command; paused while a transfer runs
 	DataTimeout    time.Duration // waiting for a data connection to arrive
-	ShutdownGrace  time.Duration // how long running transfers may finish on shutdown
-	KeepAlive      time.Duration // TCP keepalive idle time on control connections
+	// DataIdleTimeout aborts a transfer that moves no byte in either
+	// direction for this long (426 to the client); negative means never.
+	DataIdleTimeout time.Duration
+	ShutdownGrace   time.Duration // how long running transfers may finish on shutdown
+	KeepAlive       time.Duration // TCP keepalive idle time on control connections
 }
 
 func (c *Config) setDefaults() {
@@ -146,6 +150,7 @@ func (c *Config) setDefaults() {
 	def(&c.LoginTimeout, DefaultLoginTimeout)
 	def(&c.IdleTimeout, DefaultIdleTimeout)
 	def(&c.DataTimeout, DefaultDataTimeout)
+	def(&c.DataIdleTimeout, DefaultDataIdle)
 	def(&c.ShutdownGrace, DefaultShutdownGrace)
 	def(&c.KeepAlive, DefaultKeepAlive)
 	if c.ServerMode == "" {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"syscall"
 	"time"
 
@@ -179,18 +180,27 @@ func (c *control) serverBroke(err error) error {
 		c.replyf(421, "The FTP server closed the connection.")
 		return fmt.Errorf("server closed the control connection: %w", errSessionEnd)
 	}
+	if pe := (*rewrite.ProtocolError)(nil); errors.As(err, &pe) && strings.HasPrefix(pe.Line, "SSH-") {
+		c.log.Error("the upstream speaks SSH, not FTP: ftpgate proxies FTP and FTPS, not SFTP or SCP", zap.String("greeting", pe.Line))
+		c.replyf(421, "Service not available: the server speaks SSH (SFTP/SCP), and this is an FTP gateway.")
+		return fmt.Errorf("upstream is an SSH server: %w", err)
+	}
 	c.log.Warn("server broke the protocol", zap.Error(err))
 	c.replyf(421, "The FTP server sent an invalid reply.")
 	return fmt.Errorf("server protocol error: %w", err)
 }
 
 // relayReplies forwards server replies to the client until a final (2xx-5xx)
-// reply, and returns that.
-func (c *control) relayReplies(ctx context.Context) (*rewrite.Reply, error) {
+// reply, and returns that. guard may replace a reply before the client sees
+// it; nil relays every reply as it came.
+func (c *control) relayReplies(ctx context.Context, guard func(*rewrite.Reply) *rewrite.Reply) (*rewrite.Reply, error) {
 	for {
 		rep, err := c.serverReply(ctx, c.timeout)
 		if err != nil {
 			return nil, err
+		}
+		if guard != nil {
+			rep = guard(rep)
 		}
 		if err := c.reply(rep); err != nil {
 			return nil, err

@@ -62,6 +62,8 @@ type dataPortsConfig struct {
 	// ProxyHeader reports whether connections from this address are a
 	// trusted balancer's that start with a PROXY header; nil means none.
 	ProxyHeader func(netip.Addr) bool
+	// KeepAlive is TCP keepalive on accepted data connections.
+	KeepAlive net.KeepAliveConfig
 	// DataPeer decides whether a connection from `from` may serve a session
 	// that expects peer (a trusted data source such as a balancer).
 	DataPeer func(peer, from netip.Addr) policy.Decision
@@ -226,10 +228,12 @@ func (h *dataPorts) attach(ip netip.Addr, port uint16, peer netip.Addr) (*dataPo
 	key := netip.AddrPortFrom(ip, port)
 	sl := h.listeners[key]
 	if sl == nil || port == 0 {
-		ln, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(key))
+		lc := net.ListenConfig{KeepAliveConfig: h.conf().KeepAlive}
+		l, err := lc.Listen(context.Background(), "tcp", key.String())
 		if err != nil {
 			return nil, err
 		}
+		ln := l.(*net.TCPListener)
 		h.lns.Add(1)
 		sl = &sharedListener{ln: ln, addr: addrPortOf(ln.Addr()), waiters: map[netip.Addr]*dataPort{},
 			done: make(chan struct{})}

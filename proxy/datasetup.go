@@ -140,7 +140,7 @@ func (s *session) handleActive(ctx context.Context, cmd rewrite.Command) error {
 		target, err = rewrite.ParseLPRT(cmd.Arg)
 	}
 	if err != nil {
-		s.log.Warn("bad active-mode address", zap.String("verb", cmd.Verb), zap.Error(err))
+		s.peerWarn("bad active-mode address", zap.String("verb", cmd.Verb), zap.Error(err))
 		if cmd.Verb == "EPRT" && errors.Is(err, rewrite.ErrUnsupportedFamily) {
 			return s.ctl.replyf(522, "Network protocol not supported, use (1,2).")
 		}
@@ -148,7 +148,7 @@ func (s *session) handleActive(ctx context.Context, cmd rewrite.Command) error {
 	}
 	target = netip.AddrPortFrom(target.Addr().Unmap(), target.Port())
 	if d := s.cfg.Policy.ActiveTarget(s.clientPeer.Addr(), target); !d.Allow {
-		s.log.Warn("bounce attempt refused", zap.String("verb", cmd.Verb), zap.Stringer("target", target),
+		s.peerWarn("bounce attempt refused", zap.String("verb", cmd.Verb), zap.Stringer("target", target),
 			zap.String("reason", d.Reason))
 		s.deny("bounce", cmd.Verb, "active-target", d.Reason, 501)
 		return s.ctl.replyf(501, "%s refused: %s.", cmd.Verb, d.Reason)
@@ -168,6 +168,9 @@ func (s *session) legFailed(plan *dataPlan, err error) error {
 	plan.release()
 	var le *legError
 	if errors.As(err, &le) {
+		if le.code == 530 {
+			return s.ctl.replyf(530, "Please log in first.")
+		}
 		return s.ctl.replyf(425, "Can't open data connection: %s.", le.msg)
 	}
 	return err
@@ -197,11 +200,15 @@ func (s *session) serverPassive(ctx context.Context, plan *dataPlan) error {
 		if rep.Code == 229 {
 			port, err := rewrite.ParseEPSV(rep.Text())
 			if err != nil {
-				s.log.Warn("server sent an invalid 229 reply", zap.Stringer("reply", rep), zap.Error(err))
+				s.peerWarn("server sent an invalid 229 reply", zap.Stringer("reply", rep), zap.Error(err))
 				return legErrorf("server sent an invalid EPSV reply")
 			}
 			plan.serverMode, plan.serverAddr = "EPSV", netip.AddrPortFrom(srvIP, port)
 			return nil
+		}
+		if rep.Code == 530 || !s.loggedIn {
+			// Not logged in yet: nothing to learn about EPSV from this.
+			return errNotLoggedIn
 		}
 		if rep.Code < 500 {
 			return legErrorf("server answered EPSV with %d", rep.Code)
@@ -216,12 +223,15 @@ func (s *session) serverPassive(ctx context.Context, plan *dataPlan) error {
 	if err != nil {
 		return err
 	}
+	if rep.Code == 530 {
+		return errNotLoggedIn
+	}
 	if rep.Code != 227 {
 		return legErrorf("server answered PASV with %d", rep.Code)
 	}
 	ap, err := rewrite.ParsePASV(rep.Text())
 	if err != nil {
-		s.log.Warn("server sent an invalid 227 reply", zap.Stringer("reply", rep), zap.Error(err))
+		s.peerWarn("server sent an invalid 227 reply", zap.Stringer("reply", rep), zap.Error(err))
 		return legErrorf("server sent an invalid PASV reply")
 	}
 	if !s.cfg.TrustServerPASVAddress {
@@ -230,6 +240,14 @@ func (s *session) serverPassive(ctx context.Context, plan *dataPlan) error {
 				zap.Stringer("using", srvIP))
 		}
 		ap = netip.AddrPortFrom(srvIP, ap.Port())
+	} else if ap.Addr() != srvIP {
+		// Trusted, but still a destination: the policy that chose the
+		// server decides whether ftpgate may dial this address.
+		if d := s.cfg.Policy.Destination(ap); !d.Allow {
+			s.peerWarn("server's 227 address refused by the destination policy", zap.Stringer("said", ap), zap.String("reason", d.Reason))
+			s.deny("policy", "PASV", "destination", "server's PASV address: "+d.Reason, 425)
+			return legErrorf("the server's data address is not an allowed destination")
+		}
 	}
 	plan.serverMode, plan.serverAddr = "PASV", ap
 	return nil
@@ -254,6 +272,8 @@ func (s *session) serverActive(ctx context.Context, plan *dataPlan) error {
 		switch {
 		case rep.Code == 200:
 			plan.serverMode = "EPRT"
+		case rep.Code == 530 || !s.loggedIn:
+			return errNotLoggedIn // nothing to learn about EPRT before a login
 		case rep.Code >= 500 && dl.addr.Addr().Is4():
 			s.noEPRT = true
 			s.log.Debug("server refused EPRT; using PORT", zap.Int("code", rep.Code))
@@ -269,6 +289,9 @@ func (s *session) serverActive(ctx context.Context, plan *dataPlan) error {
 		rep, err := s.ctl.exchange(ctx, "PORT", arg)
 		if err != nil {
 			return err
+		}
+		if rep.Code == 530 {
+			return errNotLoggedIn
 		}
 		if rep.Code != 200 {
 			return legErrorf("server answered PORT with %d", rep.Code)

@@ -21,17 +21,24 @@ import (
 //	errDataTimeout     the expected data connection did not come: 425
 //	errDataAfterCCC    the client sent data where its close_notify was due
 //	errTimeout         a peer did not answer in time: 421, the session ends
+//	errDataStall       a transfer moved no byte for the data idle timeout: 426
 
 // errSessionEnd ends a session normally (QUIT, 421, the client left).
 var errSessionEnd = errors.New("session ended")
 
 // legError is a data-connection setup failure that the client hears about as
-// a 425 but that does not end the session.
-type legError struct{ msg string }
+// a 425 (or code, when set) but that does not end the session.
+type legError struct {
+	msg  string
+	code int // zero means 425
+}
 
 func (e *legError) Error() string { return e.msg }
 
-func legErrorf(format string, args ...any) error { return &legError{fmt.Sprintf(format, args...)} }
+func legErrorf(format string, args ...any) error { return &legError{msg: fmt.Sprintf(format, args...)} }
+
+// errNotLoggedIn: the server wants a login before any data command.
+var errNotLoggedIn = &legError{msg: "log in first", code: 530}
 
 // serverGaveUp: the server sent its final reply (425, 426, ...) while we
 // were still connecting the legs; that reply is the client's answer.
@@ -74,3 +81,7 @@ var errDataTimeout = errors.New("data connection did not arrive in time")
 // errTimeout is wrapped by every timeout that ends a session ("login
 // timeout", "idle timeout", a server that does not answer).
 var errTimeout = errors.New("timeout")
+
+// errDataStall: a transfer moved no byte in either direction for the data
+// idle timeout and was aborted.
+var errDataStall = errors.New("data idle timeout: no byte moved in either direction")

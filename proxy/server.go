@@ -81,6 +81,7 @@ func (s *Server) dataPortsConfig(cfg *Config) dataPortsConfig {
 	return dataPortsConfig{
 		Ports:       cfg.PassivePorts,
 		PinholeTTL:  cfg.PinholeTTL,
+		KeepAlive:   keepAlive(cfg),
 		ProxyHeader: func(a netip.Addr) bool { return pp.Data && pp.trusted(a) },
 		DataPeer:    cfg.Policy.DataPeer,
 		Log:         s.log,

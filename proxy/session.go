@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/time/rate"
 )
 
 // session is one client's control connection and its server counterpart.
@@ -39,16 +40,19 @@ type session struct {
 	// that is the server's address. Invalid means the kernel's choice.
 	clientSide netip.Addr
 
-	user      string
-	result    string // the session record's result when not told by its error ("refused")
-	loggedIn  bool
-	epsvAll   bool
-	noEPSV    bool // the server refused EPSV: use PASV
-	noEPRT    bool // the server refused EPRT: use PORT
-	plan      *dataPlan
-	start     time.Time
-	bytesUp   int64 // data bytes client -> server
-	bytesDown int64 // data bytes server -> client
+	user       string
+	loginStart time.Time // the latest USER or REIN, or the session's start: the login timeout counts from it
+	warns      *rate.Limiter
+	warnsLost  int    // peer-misbehaviour warnings not logged for the rate limit
+	result     string // the session record's result when not told by its error ("refused")
+	loggedIn   bool
+	epsvAll    bool
+	noEPSV     bool // the server refused EPSV: use PASV
+	noEPRT     bool // the server refused EPRT: use PORT
+	plan       *dataPlan
+	start      time.Time
+	bytesUp    int64 // data bytes client -> server
+	bytesDown  int64 // data bytes server -> client
 
 	ftps *sessionTLS // FTPS on either leg (tls_control.go)
 	seen sessionSeen // what snapshots read (snapshot.go)
@@ -56,13 +60,16 @@ type session struct {
 
 func newSession(srv *Server, c *net.TCPConn, implicit bool) *session {
 	cfg := srv.config()
+	now := time.Now()
 	s := &session{
 		srv:         srv,
 		id:          srv.nextID.Add(1),
 		clientPeer:  addrPortOf(c.RemoteAddr()),
 		clientHop:   addrPortOf(c.RemoteAddr()),
 		clientLocal: addrPortOf(c.LocalAddr()),
-		start:       time.Now(),
+		start:       now,
+		loginStart:  now,
+		warns:       rate.NewLimiter(rate.Every(time.Second), warnBurst),
 		cfg:         cfg,
 		ftps:        newSessionTLS(cfg, implicit),
 	}
@@ -110,6 +117,9 @@ func (s *session) run(parent context.Context) {
 	}
 	if err := s.connectServer(ctx); err != nil {
 		s.ctl.client.Close()
+		if s.ctl.server != nil { // connected, then failed (PROXY header, TLS)
+			s.ctl.server.Close()
+		}
 		s.logEnd(err)
 		return
 	}
@@ -135,6 +145,9 @@ func (s *session) logEnd(err error) {
 		zap.Int64("bytes_out", s.bytesDown),
 	}
 	fields = append(fields, s.ftps.sessionFields()...)
+	if s.warnsLost > 0 {
+		fields = append(fields, zap.Int("warnings_suppressed", s.warnsLost))
+	}
 	if err != nil && !errors.Is(err, errSessionEnd) {
 		fields = append(fields, zap.String("reason", err.Error()))
 	}
@@ -169,8 +182,9 @@ func (s *session) deny(kind, verb, rule, reason string, code int) {
 		Kind: kind, Verb: verb, Rule: rule, Reason: reason, Code: code})
 }
 
-// nextCommand returns the next client command, forwarding any unsolicited
-// server reply meanwhile and enforcing the idle and login timeouts.
+// nextCommand returns the next client command, enforcing the idle and login
+// timeouts. A server reply meanwhile, when no command is outstanding, is
+// dropped (a 421 ends the session).
 func (s *session) nextCommand(ctx context.Context) (rewrite.Command, error) {
 	if len(s.ctl.queued) > 0 {
 		ev := s.ctl.queued[0]
@@ -179,7 +193,7 @@ func (s *session) nextCommand(ctx context.Context) (rewrite.Command, error) {
 	}
 	timeout := s.cfg.IdleTimeout
 	if !s.loggedIn {
-		timeout = min(timeout, time.Until(s.start.Add(s.cfg.LoginTimeout)))
+		timeout = min(timeout, time.Until(s.loginStart.Add(s.cfg.LoginTimeout)))
 	}
 	t := time.NewTimer(max(timeout, 0))
 	defer t.Stop()
@@ -192,12 +206,13 @@ func (s *session) nextCommand(ctx context.Context) (rewrite.Command, error) {
 			if ev.err != nil {
 				return rewrite.Command{}, s.ctl.serverBroke(ev.err)
 			}
-			if err := s.ctl.reply(ev.reply); err != nil {
-				return rewrite.Command{}, err
-			}
-			if ev.reply.Code == 421 {
+			if ev.reply.Code == 421 { // the server closes the session: the one reply a server may send unasked
+				s.ctl.reply(ev.reply)
 				return rewrite.Command{}, fmt.Errorf("server closing: %w", errSessionEnd)
 			}
+			// Relaying it would answer the client's next command with it
+			// and shift every later reply by one.
+			s.peerWarn("server reply while no command was outstanding: dropped", zap.Int("code", ev.reply.Code))
 		case <-t.C:
 			if !s.loggedIn {
 				s.ctl.replyf(421, "Login timeout.")
@@ -244,7 +259,7 @@ func (s *session) loop(ctx context.Context) error {
 		}
 		if err != nil {
 			if recoverable(err) {
-				s.log.Warn("bad command line from client", zap.Error(err))
+				s.peerWarn("bad command line from client", zap.Error(err))
 				if err := s.ctl.replyf(500, "Command line not understood: %s.", lineError(err)); err != nil {
 					return err
 				}
@@ -302,11 +317,13 @@ func (s *session) handle(ctx context.Context, cmd rewrite.Command) error {
 	case "USER":
 		s.user = cmd.Arg
 		s.loggedIn = false
+		s.loginStart = time.Now()
 		s.publish()
 		return s.forward(ctx, cmd)
 	case "REIN":
 		s.closePlan()
 		s.user, s.loggedIn, s.epsvAll = "", false, false
+		s.loginStart = time.Now()
 		s.publish()
 		return s.forward(ctx, cmd)
 	case "QUIT":
@@ -327,7 +344,7 @@ func (s *session) forward(ctx context.Context, cmd rewrite.Command) error {
 	if err := s.ctl.send(cmd); err != nil {
 		return err
 	}
-	rep, err := s.ctl.relayReplies(ctx)
+	rep, err := s.ctl.relayReplies(ctx, func(r *rewrite.Reply) *rewrite.Reply { return s.guardAddress(cmd, r) })
 	if err != nil {
 		return err
 	}
@@ -374,4 +391,35 @@ func changesFiles(verb string) bool {
 		return true
 	}
 	return false
+}
+
+// warnBurst is how many peer-misbehaviour warnings a session logs at once;
+// after that one a second, so that a peer sending a million bad lines writes
+// a bounded number of records. The session-end record counts the rest.
+const warnBurst = 20
+
+// peerWarn logs that the peer misbehaved, within the session's rate limit.
+func (s *session) peerWarn(msg string, fields ...zap.Field) {
+	if !s.warns.Allow() {
+		s.warnsLost++
+		return
+	}
+	s.log.Warn(msg, fields...)
+}
+
+// guardAddress keeps a data address the server sent from reaching the client
+// unrewritten. Only ftpgate's own data-setup commands may get one; a server
+// that answers another command (an alias such as P@SW, an unknown verb) with
+// an address-bearing reply would have the client connect past ftpgate, so
+// the client hears 502 instead.
+func (s *session) guardAddress(cmd rewrite.Command, r *rewrite.Reply) *rewrite.Reply {
+	switch r.Code {
+	case 227, 228, 229:
+	default:
+		return r
+	}
+	s.peerWarn("address-bearing reply to a command that sets up no data connection: refused",
+		zap.String("verb", cmd.Verb), zap.Int("code", r.Code))
+	s.deny("protocol", cmd.Verb, "address-reply", fmt.Sprintf("server answered %s with %d", cmd.Verb, r.Code), 502)
+	return rewrite.NewReply(502, fmt.Sprintf("%s refused: its reply carries a data address this gateway did not set up.", cmd.Verb))
 }

@@ -189,6 +189,7 @@ func (s *session) handshakeServer(ctx context.Context) error {
 	lift()
 	s.srv.obs.Observe(TLSHandshakeEvent{Leg: "server", Resumed: err == nil && tc.ConnectionState().DidResume, Err: err})
 	if err != nil {
+		s.ctl.server.Close() // at once: a failed handshake leaves nothing to say on it
 		s.log.Error("server TLS handshake failed", zap.String("server_name", cfg.ServerName), zap.Error(err))
 		return fmt.Errorf("server TLS handshake: %w", err)
 	}

@@ -72,10 +72,10 @@ func (s *session) secureData(ctx context.Context, cli, srv *net.TCPConn) (net.Co
 	}
 	switch {
 	case cliErr != nil && !errors.Is(cliErr, context.Canceled):
-		s.log.Warn("client data TLS handshake failed", zap.Error(cliErr))
+		s.peerWarn("client data TLS handshake failed", zap.Error(cliErr))
 		return nil, nil, &dataTLSError{leg: "client", code: 425, msg: "TLS handshake failed", err: cliErr}
 	case srvErr != nil && !errors.Is(srvErr, context.Canceled):
-		s.log.Warn("server data TLS handshake failed", zap.Error(srvErr))
+		s.peerWarn("server data TLS handshake failed", zap.Error(srvErr))
 		return nil, nil, &dataTLSError{leg: "server", code: 425, msg: "TLS handshake with the server failed", err: srvErr}
 	case cliErr != nil || srvErr != nil:
 		return nil, nil, &dataTLSError{leg: "client", code: 425, msg: "TLS handshake interrupted", err: errors.Join(cliErr, srvErr)}
@@ -83,7 +83,7 @@ func (s *session) secureData(ctx context.Context, cli, srv *net.TCPConn) (net.Co
 	if cliP {
 		cs := cliTLS.ConnectionState()
 		if !cs.DidResume && !s.cfg.TLS.DataReuseOptional {
-			s.log.Warn("data connection refused: its TLS session does not resume the control connection's",
+			s.peerWarn("data connection refused: its TLS session does not resume the control connection's",
 				zap.Stringer("from", addrPortOf(cli.RemoteAddr())), zap.String("version", tls.VersionName(cs.Version)))
 			return nil, nil, &dataTLSError{leg: "client", code: 522, msg: "TLS session reuse required"}
 		}

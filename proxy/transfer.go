@@ -53,7 +53,7 @@ func (s *session) handleTransfer(ctx context.Context, cmd rewrite.Command) error
 	if plan.serverPassive() {
 		srvConn, err = s.dialData(ctx, s.serverLocal.Addr(), plan.serverAddr, s.cfg.PreserveClientAddress)
 		if err != nil {
-			s.log.Warn("data connection to server failed", zap.Stringer("addr", plan.serverAddr), zap.Error(err))
+			s.peerWarn("data connection to server failed", zap.Stringer("addr", plan.serverAddr), zap.Error(err))
 			rec.cause = "data connection to the server failed"
 			return s.ctl.replyf(425, "Can't open data connection to the server.")
 		}
@@ -163,8 +163,22 @@ func (s *session) awaitTransfer(ctx context.Context, done <-chan relayResult, ea
 	relayed := false
 	cmds := s.ctl.cmds
 	var stall <-chan time.Time // after the relay ends, the server must answer in time
+	idle := newIdleWatch(s.cfg.DataIdleTimeout, conns)
+	defer idle.stop()
+	stalled := false
 	for !relayed || final == nil {
 		select {
+		case now := <-idle.tick:
+			if relayed || stalled || !idle.stalled(now) {
+				continue
+			}
+			// No byte in either direction for the idle timeout: the legs
+			// go, the server's final reply is swallowed for our 426.
+			stalled = true
+			s.peerWarn("data connection stalled: transfer aborted", zap.Duration("idle", s.cfg.DataIdleTimeout))
+			for _, c := range conns {
+				c.Close()
+			}
 		case res = <-done:
 			relayed = true
 			for _, c := range conns {
@@ -186,6 +200,9 @@ func (s *session) awaitTransfer(ctx context.Context, done <-chan relayResult, ea
 				continue
 			}
 			final = ev.reply
+			if stalled {
+				final = rewrite.NewReply(426, fmt.Sprintf("Transfer aborted: no data moved for %s.", s.cfg.DataIdleTimeout))
+			}
 		case ev := <-cmds:
 			if ev.err == nil && ev.cmd.Verb == "ABOR" && abort == nil {
 				c := ev.cmd
@@ -209,7 +226,59 @@ func (s *session) awaitTransfer(ctx context.Context, done <-chan relayResult, ea
 			return res, nil, nil, ctx.Err()
 		}
 	}
+	if stalled {
+		res.err = errDataStall
+	}
 	return res, final, abort, nil
+}
+
+// idleWatch notices a transfer that moves no byte in either direction for a
+// while. It polls the kernel's received-bytes counters of the data sockets
+// (TCP_INFO) a few times per timeout: nothing on the data path, and it sees
+// spliced and TLS legs alike.
+type idleWatch struct {
+	tick    <-chan time.Time
+	ticker  *time.Ticker
+	timeout time.Duration
+	conns   []*net.TCPConn
+	last    int64
+	moved   time.Time
+}
+
+func newIdleWatch(timeout time.Duration, conns []*net.TCPConn) *idleWatch {
+	w := &idleWatch{timeout: timeout, conns: conns, moved: time.Now()}
+	if timeout <= 0 {
+		return w // off: tick stays nil
+	}
+	w.ticker = time.NewTicker(max(min(timeout/4, 5*time.Second), 10*time.Millisecond))
+	w.tick = w.ticker.C
+	w.last = w.received()
+	return w
+}
+
+func (w *idleWatch) received() int64 {
+	var n int64
+	for _, c := range w.conns {
+		if b, ok := bytesReceived(c); ok {
+			n += b
+		}
+	}
+	return n
+}
+
+// stalled reports whether nothing moved for the timeout, as of now.
+func (w *idleWatch) stalled(now time.Time) bool {
+	if n := w.received(); n != w.last {
+		w.last, w.moved = n, now
+		return false
+	}
+	return now.Sub(w.moved) >= w.timeout
+}
+
+func (w *idleWatch) stop() {
+	if w.ticker != nil {
+		w.ticker.Stop()
+	}
 }
 
 // sendAbort passes ABOR on, with the Telnet IP and Synch the client sent.
@@ -339,14 +408,14 @@ func (s *session) connectLegs(ctx context.Context, plan *dataPlan, srvConn *net.
 		case r := <-cliCh:
 			pending--
 			if r.err != nil {
-				s.log.Warn("client data connection failed", zap.String("client_mode", plan.clientMode), zap.Error(r.err))
+				s.peerWarn("client data connection failed", zap.String("client_mode", plan.clientMode), zap.Error(r.err))
 				return fail(legErrorf("the client did not connect"))
 			}
 			cli = r.c
 		case r := <-srvCh:
 			pending--
 			if r.err != nil {
-				s.log.Warn("server data connection failed", zap.String("server_mode", plan.serverMode), zap.Error(r.err))
+				s.peerWarn("server data connection failed", zap.String("server_mode", plan.serverMode), zap.Error(r.err))
 				return fail(legErrorf("the server did not connect"))
 			}
 			srv = r.c
@@ -364,7 +433,7 @@ func (s *session) connectLegs(ctx context.Context, plan *dataPlan, srvConn *net.
 				early = ev.reply
 				continue
 			}
-			s.log.Warn("server ended the transfer before the data connection was up", zap.Int("code", ev.reply.Code))
+			s.peerWarn("server ended the transfer before the data connection was up", zap.Int("code", ev.reply.Code))
 			return fail(&serverGaveUp{ev.reply})
 		case <-ctx.Done():
 			return fail(ctx.Err())
@@ -410,7 +479,7 @@ func (s *session) logTransfer(cmd rewrite.Command, plan *dataPlan, up bool, res 
 // dialData opens a data connection to target from our local address src
 // (invalid: the kernel's choice). transparent allows a non-local src.
 func (s *session) dialData(ctx context.Context, src netip.Addr, target netip.AddrPort, transparent bool) (*net.TCPConn, error) {
-	d := net.Dialer{Timeout: s.cfg.ConnectTimeout, KeepAlive: -1, Control: s.cfg.Hooks.DialControl}
+	d := net.Dialer{Timeout: s.cfg.ConnectTimeout, KeepAliveConfig: keepAlive(s.cfg), Control: s.cfg.Hooks.DialControl}
 	if transparent {
 		d.Control = s.cfg.Hooks.TransparentDialControl
 	}
