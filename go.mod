@@ -17,7 +17,9 @@ require (
 
 require (
 	github.com/google/go-cmp v0.7.0 // indirect
+	github.com/jlaffaye/ftp v0.2.4 // indirect
 	github.com/mdlayher/socket v0.5.1 // indirect
 	go.uber.org/multierr v1.10.0 // indirect
+	goftp.io/server/v2 v2.0.3 // indirect
 	golang.org/x/net v0.55.0 // indirect
 )
