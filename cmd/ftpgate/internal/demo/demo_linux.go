@@ -20,7 +20,6 @@ import (
 	"time"
 )
 
-
 // What the lab serves and moves.
 const (
 	downloadName = "demo.bin"
@@ -59,7 +58,7 @@ func Main(args []string) int {
 	}
 	mode := fs.String("mode", shapeEdge, "redirect (transparent edge gateway) or reverse (DMZ relay: the client connects to the gateway)")
 	keep := fs.Bool("keep", false, "leave the lab up and print commands to try by hand")
-	clean := fs.Bool("clean", false, "only remove labs left by earlier runs")
+	clean := fs.Bool("clean", false, "only remove labs of earlier runs (crashed, interrupted, or kept with --keep)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -84,7 +83,7 @@ func Main(args []string) int {
 		return 1
 	}
 	n := &narrator{w: os.Stdout}
-	if err := cleanLeftovers(n.note); err != nil {
+	if err := cleanLeftovers(*clean, n.note); err != nil {
 		fmt.Fprintf(os.Stderr, "ftpgate demo: remove leftovers: %v\n", err)
 		return 1
 	}
@@ -149,6 +148,9 @@ func (d *demo) run(ctx context.Context) error {
 		return fmt.Errorf("random lab name: %w", err)
 	}
 	d.state = labState{Prefix: namePrefix + hex.EncodeToString(b[:]), Exe: d.exe}
+	if st, err := procStart(os.Getpid()); err == nil {
+		d.state.Owner = procInfo{Name: "demo", Pid: os.Getpid(), Start: st}
+	}
 	start := time.Now()
 	title := "transparent edge gateway (--mode redirect)"
 	if d.shape == shapeReverse {
@@ -210,7 +212,8 @@ func (d *demo) run(ctx context.Context) error {
 		if err := d.startFtpgate(ctx); err != nil {
 			return err
 		}
-		return nil
+		d.state.Kept = true
+		return d.state.save()
 	}
 	d.n.line("done in %s", since(start))
 	return nil
@@ -590,13 +593,14 @@ func (d *demo) printKeep() {
 		host = gatewayLAN
 	}
 	n := d.n
+	n.line("")
 	n.line("The lab stays up (--keep); ftpgate runs again in %s (pid %d).", gw, d.ftpgate.cmd.Process.Pid)
 	n.line("Try it by hand (needs ip from iproute2, and curl or lftp):")
 	n.line("  ip netns exec %s curl -s ftp://%s:%s@%s/%s | sha256sum", cl, demoUser, demoPass, host, downloadName)
 	n.line("  ip netns exec %s curl -s -P - ftp://%s:%s@%s/%s | sha256sum   # active mode", cl, demoUser, demoPass, host, downloadName)
 	n.line("  ip netns exec %s lftp -u %s,%s -e 'set ftp:passive-mode off; ls; bye' %s", cl, demoUser, demoPass, host)
 	n.line("  ip netns exec %s nft list ruleset                 # ftpgate's table and the demo's", gw)
-	n.line("  ip netns exec %s curl -s http://%s/debug/vars     # ftpgate's counters", gw, adminAddr)
+	n.line("  ip netns exec %s curl -s http://%s/debug/vars | grep '\"ftpgate\"'   # ftpgate's counters", gw, adminAddr)
 	n.line("  tail -f %s", filepath.Join(d.state.Dir, ftpgateLogs))
 	n.line("ftpgate's table is owned by its process, so nothing needs 'ftpgate cleanup' here;")
 	n.line("with tproxy you would run: ip netns exec %s %s cleanup", gw, d.exe)

@@ -21,8 +21,10 @@ const stateDir = "/run/ftpgate-demo"
 // the processes it started.
 type labState struct {
 	Prefix string     `json:"prefix"`
-	Exe    string     `json:"exe"` // the binary every re-exec runs
-	Dir    string     `json:"dir"` // logs and served files
+	Exe    string     `json:"exe"`   // the binary every re-exec runs
+	Dir    string     `json:"dir"`   // logs and served files
+	Owner  procInfo   `json:"owner"` // the demo process itself
+	Kept   bool       `json:"kept"`  // left up on purpose (--keep)
 	Procs  []procInfo `json:"procs"`
 }
 
@@ -101,6 +103,12 @@ func (p procInfo) ours(exe string) bool {
 	return len(args) > 1 && slices.Contains([]string{"run", ServerCommand}, args[1])
 }
 
+// alive reports whether the process is still the one recorded.
+func (p procInfo) alive() bool {
+	st, err := procStart(p.Pid)
+	return err == nil && p.Pid > 0 && st == p.Start
+}
+
 // removeLab removes what a lab left: its processes (only those recorded
 // and still ours), namespaces, directory and state file. It returns what
 // it removed, for the narration.
@@ -143,10 +151,12 @@ func removeLab(s *labState) ([]string, error) {
 	return done, errors.Join(errs...)
 }
 
-// leftovers finds labs of earlier runs: state files, and namespaces named
-// with the demo's prefix that have none (their processes cannot be told
-// apart, so only the namespace goes).
-func leftovers() ([]*labState, error) {
+// leftovers finds labs of earlier runs whose demo process is gone: state
+// files, and namespaces named with the demo's prefix that have none (their
+// processes cannot be told apart, so only the namespace goes). A lab whose
+// demo still runs is never touched; a lab left up with --keep only when
+// withKept.
+func leftovers(withKept bool) ([]*labState, error) {
 	var out []*labState
 	seen := map[string]bool{}
 	files, _ := filepath.Glob(filepath.Join(stateDir, namePrefix+"*.json"))
@@ -161,6 +171,9 @@ func leftovers() ([]*labState, error) {
 			s = labState{Prefix: strings.TrimSuffix(filepath.Base(f), ".json")}
 		}
 		seen[s.Prefix] = true
+		if s.Owner.alive() || (s.Kept && !withKept) {
+			continue
+		}
 		out = append(out, &s)
 	}
 	ents, err := os.ReadDir(netnsDir)
@@ -182,9 +195,9 @@ func leftovers() ([]*labState, error) {
 	return out, nil
 }
 
-// cleanLeftovers removes every earlier lab and says what went.
-func cleanLeftovers(say func(format string, args ...any)) error {
-	labs, err := leftovers()
+// cleanLeftovers removes the labs leftovers finds and says what went.
+func cleanLeftovers(withKept bool, say func(format string, args ...any)) error {
+	labs, err := leftovers(withKept)
 	if err != nil {
 		return err
 	}
