@@ -122,6 +122,8 @@ type demo struct {
 	keep  bool
 	n     *narrator
 
+	explained bool // the pinhole format was explained
+
 	state   labState
 	srvDir  string
 	served  string // sha256 of the download file
@@ -428,14 +430,25 @@ func (d *demo) show(s step, clientCmd string) {
 			last = e.Verb
 		case e.Ev == "cmd":
 			last = ""
-		case e.Ev == "reply" && (e.Code == 227 || e.Code == 229 || (last == "PORT" || last == "EPRT")):
+		case e.Ev == "reply" && (e.Code == 227 || e.Code == 229 || last == "PORT" || last == "EPRT"):
 			n.item("server  -> ftpgate  %d %s", e.Code, e.Text)
 			last = ""
 		}
 	}
+	opened := 0
 	for _, l := range s.gate {
 		if l.Msg == "pinhole open" {
 			n.item("pinhole open        %s  ttl %gs", l.Pinhole, l.TTL)
+			opened++
+		}
+	}
+	if opened > 0 && !d.explained {
+		d.explained = true
+		if d.shape == shapeEdge {
+			n.item("                    (client -> ftpgate's data port, diverted from the server's address and")
+			n.item("                    the same port: the passive reply names the server, as clients expect)")
+		} else {
+			n.item("                    (only this client, only this port of ftpgate; for %s at most)", pinholeTTL)
 		}
 	}
 	for _, e := range s.client {
@@ -449,6 +462,7 @@ func (d *demo) show(s step, clientCmd string) {
 			n.item("client connects     %s", e.Addr)
 		case "accept":
 			n.item("client accepted     a data connection from %s", e.Addr)
+			n.item("                    (ftpgate dials the client itself: no pinhole, nothing forwarded)")
 		}
 	}
 	for _, l := range s.gate {
@@ -602,8 +616,8 @@ func (d *demo) printKeep() {
 	n.line("  ip netns exec %s nft list ruleset                 # ftpgate's table and the demo's", gw)
 	n.line("  ip netns exec %s curl -s http://%s/debug/vars | grep '\"ftpgate\"'   # ftpgate's counters", gw, adminAddr)
 	n.line("  tail -f %s", filepath.Join(d.state.Dir, ftpgateLogs))
-	n.line("ftpgate's table is owned by its process, so nothing needs 'ftpgate cleanup' here;")
-	n.line("with tproxy you would run: ip netns exec %s %s cleanup", gw, d.exe)
+	n.line("ftpgate's table is owned by its process and goes with it; 'ftpgate cleanup' is for what a")
+	n.line("tproxy ftpgate leaves after a crash: ip netns exec %s go run ./cmd/ftpgate cleanup", gw)
 	n.line("Remove the lab: ftpgate demo --clean   (from the source tree: go run ./cmd/ftpgate demo --clean)")
 }
 

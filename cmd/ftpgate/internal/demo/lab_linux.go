@@ -315,8 +315,11 @@ type proc struct {
 // child exits, so that with deathSig the kernel kills the child when this
 // program dies (the parent-death signal follows the thread that forked).
 func startIn(name, path string, cmd *exec.Cmd, deathSig bool) (*proc, error) {
+	// A process group of its own: Ctrl-C reaches the demo alone, which then
+	// stops its children in order.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if deathSig {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
 	}
 	p := &proc{name: name, cmd: cmd, done: make(chan struct{})}
 	started := make(chan error, 1)
