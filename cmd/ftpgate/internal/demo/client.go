@@ -2,14 +2,12 @@ package demo
 
 import (
 	"bytes"
-	crand "crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"flag"
 	"fmt"
 	"hash"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/textproto"
 	"os"
@@ -134,12 +132,12 @@ func (c *client) putPassive() error {
 		return err
 	}
 	defer conn.Quit()
-	h := sha256.New()
-	var seed [32]byte
-	if _, err := crand.Read(seed[:]); err != nil {
-		return fmt.Errorf("random seed: %w", err)
+	random, err := randomBytes(c.size)
+	if err != nil {
+		return err
 	}
-	src := io.TeeReader(io.LimitReader(rand.NewChaCha8(seed), c.size), h)
+	h := sha256.New()
+	src := io.TeeReader(random, h)
 	start := time.Now()
 	if err := conn.Stor(c.file, src); err != nil {
 		return fmt.Errorf("STOR %s: %w", c.file, err)

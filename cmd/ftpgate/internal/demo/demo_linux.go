@@ -9,7 +9,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -623,9 +622,9 @@ func (d *demo) printKeep() {
 
 // writeRandom writes n random bytes to path and returns their sha256.
 func writeRandom(path string, n int64) (string, error) {
-	var seed [32]byte
-	if _, err := crand.Read(seed[:]); err != nil {
-		return "", fmt.Errorf("random seed: %w", err)
+	random, err := randomBytes(n)
+	if err != nil {
+		return "", err
 	}
 	f, err := os.Create(path)
 	if err != nil {
@@ -633,7 +632,7 @@ func writeRandom(path string, n int64) (string, error) {
 	}
 	defer f.Close()
 	h := sha256.New()
-	if _, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(rand.NewChaCha8(seed), n)); err != nil {
+	if _, err := io.Copy(io.MultiWriter(f, h), random); err != nil {
 		return "", fmt.Errorf("served file: %w", err)
 	}
 	if err := f.Close(); err != nil {

@@ -1,8 +1,11 @@
 package demo
 
 import (
+	crand "crypto/rand"
 	"encoding/json"
+	"fmt"
 	"io"
+	"math/rand/v2"
 	"sync"
 )
 
@@ -38,4 +41,14 @@ func (e *emitter) emit(ev event) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	_ = e.enc.Encode(ev)
+}
+
+// randomBytes is a reader of n random bytes (ChaCha8, seeded from
+// crypto/rand): what the demo serves and uploads.
+func randomBytes(n int64) (io.Reader, error) {
+	var seed [32]byte
+	if _, err := crand.Read(seed[:]); err != nil {
+		return nil, fmt.Errorf("random seed: %w", err)
+	}
+	return io.LimitReader(rand.NewChaCha8(seed), n), nil
 }
