@@ -221,10 +221,10 @@ func TestDemo(t *testing.T) {
 }
 
 // startDemo starts the demo and returns once it printed a line matching
-// until, with the lines read so far.
-func startDemo(t *testing.T, bin, until string) (*exec.Cmd, *strings.Builder) {
+// until. wait reads the rest of the output and waits for the demo's exit.
+func startDemo(t *testing.T, bin, until string) (cmd *exec.Cmd, wait func() string) {
 	t.Helper()
-	cmd := exec.Command(bin, "demo")
+	cmd = exec.Command(bin, "demo")
 	r, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -233,62 +233,65 @@ func startDemo(t *testing.T, bin, until string) (*exec.Cmd, *strings.Builder) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	var out strings.Builder
-	seen := make(chan bool, 1)
+	var out strings.Builder // written by the reader until it ends
+	seen, ended := make(chan struct{}), make(chan struct{})
 	go func() {
+		defer close(ended)
 		sc := bufio.NewScanner(r)
 		found := false
 		for sc.Scan() {
 			out.WriteString(sc.Text() + "\n")
 			if !found && strings.Contains(sc.Text(), until) {
 				found = true
-				seen <- true
+				close(seen)
 			}
 		}
-		if !found {
-			seen <- false
-		}
 	}()
+	wait = func() string {
+		<-ended // all reads done before Wait, as os/exec requires
+		_ = cmd.Wait()
+		return out.String()
+	}
 	select {
-	case ok := <-seen:
-		if !ok {
-			_ = cmd.Wait()
-			t.Fatalf("the demo ended before %q:\n%s", until, out.String())
-		}
+	case <-seen:
+	case <-ended:
+		t.Fatalf("the demo ended before %q:\n%s", until, wait())
 	case <-time.After(30 * time.Second):
 		_ = cmd.Process.Kill()
-		t.Fatalf("no %q within 30 s:\n%s", until, out.String())
+		t.Fatalf("no %q within 30 s:\n%s", until, wait())
 	}
-	return cmd, &out
+	return cmd, wait
 }
 
 // TestDemoInterrupt sends SIGINT in the middle of a transfer step: the demo
 // removes its lab and exits 130.
 func TestDemoInterrupt(t *testing.T) {
 	bin := requireDemo(t)
-	cmd, out := startDemo(t, bin, "1. passive download")
+	cmd, wait := startDemo(t, bin, "1. passive download")
+	if left := processesOf(bin); len(left) < 2 {
+		t.Errorf("before SIGINT: %d processes of the lab, want the server and ftpgate at least: %v", len(left), left)
+	}
 	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}
-	err := cmd.Wait()
-	name := lab(t, out.String())
+	out := wait()
+	name := lab(t, out)
 	requireClean(t, name, bin)
 	if code := cmd.ProcessState.ExitCode(); code != 130 {
-		t.Fatalf("exit status %d (%v), want 130:\n%s", code, err, out.String())
+		t.Fatalf("exit status %d, want 130:\n%s", code, out)
 	}
-	requireLines(t, out.String(), `^interrupted: lab `+name+` removed$`)
+	requireLines(t, out, `^interrupted: lab `+name+` removed$`)
 }
 
 // TestDemoKill9 kills the demo outright midway: its lab stays, and the next
 // start removes it before building its own.
 func TestDemoKill9(t *testing.T) {
 	bin := requireDemo(t)
-	cmd, out := startDemo(t, bin, "1. passive download")
+	cmd, wait := startDemo(t, bin, "1. passive download")
 	if err := cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	_ = cmd.Wait()
-	killed := lab(t, out.String())
+	killed := lab(t, wait())
 	if _, err := os.Stat(filepath.Join("/run/netns", killed+"-gateway")); err != nil {
 		t.Fatalf("after kill -9 the lab's gateway namespace is gone already (%v): nothing left to test", err)
 	}
