@@ -71,7 +71,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-var labName = regexp.MustCompile(`lab (ftpgate-demo-[0-9a-f]{6})\b`)
+var labName = regexp.MustCompile(`(?m)^ftpgate demo: .*, lab (ftpgate-demo-[0-9a-f]{6})$`)
 
 // runDemo runs `ftpgate demo args...` to its end and returns its output.
 func runDemo(t *testing.T, bin string, args ...string) (string, int) {

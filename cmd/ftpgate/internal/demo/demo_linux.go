@@ -91,7 +91,9 @@ func Main(args []string) int {
 		return 0
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	// SIGPIPE too: output piped into a command that ended (| head) stops the
+	// demo with its cleanup, instead of killing it outright.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGPIPE)
 	defer stop()
 	d := &demo{exe: exe, shape: *mode, keep: *keep, n: n}
 	err = d.run(ctx)
@@ -331,7 +333,7 @@ func (d *demo) waitReady(ctx context.Context, f *feed, p *proc, ok func([]byte) 
 func (d *demo) teardown() {
 	for _, p := range []*proc{d.ftpgate, d.server} {
 		if p != nil {
-			p.stop(3 * time.Second)
+			p.stop(time.Second)
 		}
 	}
 	for _, f := range []*feed{d.gateLog, d.srvLog} {

@@ -201,6 +201,11 @@ func cleanLeftovers(withKept bool, say func(format string, args ...any)) error {
 	if err != nil {
 		return err
 	}
+	if !withKept {
+		for _, prefix := range keptLabs() {
+			say("lab %s is still up (--keep); 'ftpgate demo --clean' removes it", prefix)
+		}
+	}
 	var errs []error
 	for _, s := range labs {
 		done, err := removeLab(s)
@@ -210,4 +215,17 @@ func cleanLeftovers(withKept bool, say func(format string, args ...any)) error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// keptLabs lists the labs left up with --keep whose demo has exited.
+func keptLabs() []string {
+	var out []string
+	files, _ := filepath.Glob(filepath.Join(stateDir, namePrefix+"*.json"))
+	for _, f := range files {
+		var s labState
+		if b, err := os.ReadFile(f); err == nil && json.Unmarshal(b, &s) == nil && s.Kept && !s.Owner.alive() {
+			out = append(out, s.Prefix)
+		}
+	}
+	return out
 }
