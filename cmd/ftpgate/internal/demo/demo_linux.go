@@ -87,7 +87,7 @@ func Main(args []string) int {
 		return 1
 	}
 	if *clean {
-		n.note("no lab left")
+		n.note("no demo lab left")
 		return 0
 	}
 
