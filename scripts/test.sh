@@ -3,7 +3,7 @@
 # installs what the tests need, then runs formatting and vet checks, the unit,
 # kernel and end-to-end tests under the race detector, and a short fuzz pass.
 #
-#   sudo scripts/test.sh            everything
+#   scripts/test.sh                 everything
 #   FUZZTIME=60s scripts/test.sh    a longer fuzz pass
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ftpgate/ftpgate/cmd/ftpgate/internal/demo"
 	"github.com/ftpgate/ftpgate/nat"
 	"github.com/ftpgate/ftpgate/proxy"
 	"go.uber.org/zap"
@@ -34,6 +35,7 @@ const usage = `ftpgate — firewall-aware FTP proxy
 Usage:
   ftpgate run --listen ADDR --upstream HOST:PORT [flags]   relay FTP to a server
   ftpgate cleanup [--firewall MODE ...]                      remove kernel state ftpgate created
+  ftpgate demo [--mode redirect|reverse] [--keep] [--clean]  a throw-away lab that shows ftpgate at work (root)
   ftpgate version                                            print the version
 
 Run 'ftpgate run -h' for the flags.
@@ -53,6 +55,12 @@ func realMain(args []string) int {
 		return cmdRun(args[1:])
 	case "cleanup":
 		return cmdCleanup(args[1:])
+	case "demo":
+		return demo.Main(args[1:])
+	case demo.ServerCommand: // hidden: the demo's re-execs
+		return demo.ServerMain(args[1:])
+	case demo.ClientCommand:
+		return demo.ClientMain(args[1:])
 	case "version", "--version", "-version":
 		fmt.Println(versionString())
 		return 0
