@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"testing"
 	"time"
 )
 
@@ -270,4 +271,22 @@ func nftLoad(ctx context.Context, ns, ruleset string) error {
 		return fmt.Errorf("nft -f in %s: %w: %s", ns, err, bytes.TrimSpace(out))
 	}
 	return nil
+}
+
+// pinholeElements lists the elements of ftpgate's pinhole sets in the proxy namespace.
+func pinholeElements(t *testing.T, tp *topology) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var b strings.Builder
+	for _, set := range []string{"pinholes4", "pinholes6"} {
+		out, stderr, err := runIn(ctx, tp.Proxy, "nft", "list", "set", "inet", "ftpgate", set)
+		if err != nil {
+			t.Fatalf("nft list set %s: %v: %s", set, err, stderr)
+		}
+		if i := strings.Index(string(out), "elements = {"); i >= 0 {
+			fmt.Fprintf(&b, "%s: %s\n", set, strings.TrimSpace(string(out[i:])))
+		}
+	}
+	return b.String()
 }

@@ -19,6 +19,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -50,6 +51,11 @@ const (
 	mirrorDir   = "mirror" // 200 small files for lftp
 	mirrorFiles = 200
 	restOffset  = 3<<20 + 17 // where resumed downloads start: not block aligned
+)
+
+const (
+	hugeFile = "huge.bin" // sparse, served only by the benchmark
+	hugeSize = 1 << 30
 )
 
 // suite is what TestMain prepares for every test: the package's only shared state.
@@ -452,4 +458,22 @@ func tail(b []byte, n int) string {
 		lines = append([][]byte{[]byte("[" + strconv.Itoa(len(lines)-n) + " lines omitted]")}, lines[len(lines)-n:]...)
 	}
 	return string(bytes.Join(lines, []byte("\n")))
+}
+
+// syncBuffer is a bytes.Buffer that exec's copying goroutine may write while the test reads.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

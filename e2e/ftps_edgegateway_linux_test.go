@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -126,22 +125,4 @@ func TestFTPSEdgeGateway(t *testing.T) {
 	if d := pinholeElements(t, tp); d != "" {
 		t.Errorf("pinholes left after the transfers:\n%s", d)
 	}
-}
-
-// pinholeElements lists the elements of ftpgate's pinhole sets in the proxy namespace.
-func pinholeElements(t *testing.T, tp *topology) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	var b strings.Builder
-	for _, set := range []string{"pinholes4", "pinholes6"} {
-		out, stderr, err := runIn(ctx, tp.Proxy, "nft", "list", "set", "inet", "ftpgate", set)
-		if err != nil {
-			t.Fatalf("nft list set %s: %v: %s", set, err, stderr)
-		}
-		if i := strings.Index(string(out), "elements = {"); i >= 0 {
-			fmt.Fprintf(&b, "%s: %s\n", set, strings.TrimSpace(string(out[i:])))
-		}
-	}
-	return b.String()
 }

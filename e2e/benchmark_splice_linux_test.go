@@ -17,11 +17,6 @@ import (
 	"time"
 )
 
-const (
-	hugeFile = "huge.bin" // sparse, served only by the benchmark
-	hugeSize = 1 << 30
-)
-
 // TestBenchmarkDownload1GiB (FTPGATE_BENCH=1; run with -v to see the figures) downloads a
 // 1 GiB file in passive mode directly and through ftpgate, prints MB/s, the ratio and
 // ftpgate's CPU seconds per GiB, then repeats one download through ftpgate with strace attached

@@ -409,3 +409,85 @@ func urlHost(host string, port int) string {
 	}
 	return hostPort(host, port)
 }
+
+// lab is one test's set of network namespaces, for shapes newTopology does not build: a pod,
+// a node in front of it, several clients, a load balancer (harness_cluster_linux_test.go). A
+// lab builds any such shape from namespaces joined by veth pairs, with the same rules as
+// newTopology: only 198.18.0.0/15 addresses, nothing in the root namespace, and every namespace
+// (and whatever runs in it) removed in t.Cleanup, also when the test fails.
+type lab struct {
+	t      testing.TB
+	prefix string    // "fk-<random>"
+	tp     *topology // for removeNamespace and sysctl, which need only names
+}
+
+// newLab returns an empty lab with a fresh namespace prefix.
+func newLab(t testing.TB) *lab {
+	t.Helper()
+	var b [3]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		t.Fatalf("random namespace prefix: %v", err)
+	}
+	p := "fk-" + hex.EncodeToString(b[:])
+	return &lab{t: t, prefix: p, tp: &topology{Prefix: p}}
+}
+
+// ns creates namespace <prefix>-<name> with its loopback up, registers its removal, and
+// returns its full name.
+func (l *lab) ns(name string) string {
+	l.t.Helper()
+	full := l.prefix + "-" + name
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := runIP(ctx, "netns", "add", full); err != nil {
+		l.t.Fatalf("create namespace: %v", err)
+	}
+	l.t.Cleanup(func() { l.tp.removeNamespace(l.t, full) })
+	if err := runIP(ctx, "-n", full, "link", "set", "lo", "up"); err != nil {
+		l.t.Fatalf("lab %s: %v", l.prefix, err)
+	}
+	return full
+}
+
+// link joins namespaces a and b with a veth pair created inside a, its peer moved straight into
+// b, so that nothing appears in the root namespace. Addresses are given with their prefix
+// length, e.g. "198.18.100.1/24".
+func (l *lab) link(a, ifA, addrA, b, ifB, addrB string) {
+	l.t.Helper()
+	l.ip([]string{"-n", a, "link", "add", ifA, "type", "veth", "peer", "name", ifB, "netns", b},
+		[]string{"-n", a, "addr", "add", addrA, "dev", ifA},
+		[]string{"-n", b, "addr", "add", addrB, "dev", ifB},
+		[]string{"-n", a, "link", "set", ifA, "up"},
+		[]string{"-n", b, "link", "set", ifB, "up"})
+}
+
+// defaultRoute sends ns's IPv4 traffic through via.
+func (l *lab) defaultRoute(ns, via string) {
+	l.t.Helper()
+	l.ip([]string{"-n", ns, "route", "add", "default", "via", via})
+}
+
+func (l *lab) ip(cmds ...[]string) {
+	l.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, c := range cmds {
+		if err := runIP(ctx, c...); err != nil {
+			l.t.Fatalf("lab %s: %v", l.prefix, err)
+		}
+	}
+}
+
+// forwarding turns on IPv4 forwarding in ns.
+func (l *lab) forwarding(ns string) {
+	l.t.Helper()
+	if err := l.tp.sysctl(ns, "net/ipv4/ip_forward", "1"); err != nil {
+		l.t.Fatal(err)
+	}
+}
+
+// view is a topology whose proxy namespace is proxy and whose client namespace is client, so
+// that startGate runs ftpgate (and reads its admin endpoint) in proxy.
+func (l *lab) view(proxy, client string) *topology {
+	return &topology{Prefix: l.prefix, Proxy: proxy, Client: client}
+}
