@@ -37,14 +37,7 @@ func TestBenchmarkDownload1GiB(t *testing.T) {
 	tp := newTopology(t)
 	srv := startServer(t, tp, vsftpd)
 	// A sparse file: no 1 GiB on disk, and the server reads zero pages.
-	f, err := os.Create(filepath.Join(srv.Root, hugeFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Truncate(hugeSize); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	srv.addSparseFile(t, hugeFile, hugeSize)
 	g := startGate(t, tp, gateConfig{Binary: bin})
 
 	const runs = 5

@@ -21,6 +21,8 @@ const (
 	operatorSet6  = "pin6"
 )
 
+var operatorPinholeSets = pinholeSets{operatorTable, operatorSet4, operatorSet6}
+
 const operatorReverseRuleset = `
 table inet operator {
 	set pin4 {
@@ -78,11 +80,7 @@ func TestExternalSet(t *testing.T) {
 	}
 	pins := func(t *testing.T) []nftElement {
 		t.Helper()
-		els, err := nftSetElements(ctx, tp.Proxy, "inet", operatorTable, operatorSet4, operatorSet6)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return els
+		return readPinholes(ctx, t, tp.Proxy, operatorPinholeSets)
 	}
 
 	t.Run("closed-without-pinhole", func(t *testing.T) {
@@ -110,10 +108,7 @@ func TestExternalSet(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer ctl.Close()
-			set := operatorSet4
-			if tc.ep.v6() {
-				set = operatorSet6
-			}
+			set := operatorPinholeSets.forFamily(tc.ep.v6())
 			passive := tc.verb == "EPSV" || tc.verb == "PASV"
 			var target netip.AddrPort
 			var ln net.Listener

@@ -76,7 +76,7 @@ func ftpsLoad(t *testing.T, tp *topology, srv *ftpServer, g *gate, pki *ftpsPKI,
 			defer cancel()
 			local := filepath.Join(t.TempDir(), bigFile)
 			remote := "up-lftp-" + name + ".bin"
-			err := lftpFTPS(ctx, tp.Client, pki.GateCA, tc.ep, tc.passive,
+			err := runLftp(ctx, tp.Client, tc.ep, lftpRun{Passive: tc.passive, CA: pki.GateCA, Transfers: 2},
 				"get "+bigFile+" -o "+local, "put "+filepath.Join(suite.fixtures, bigFile)+" -o "+remote)
 			if err != nil {
 				t.Fatal(tp.diagnose(err))

@@ -36,7 +36,7 @@ func TestFTPSTLS12(t *testing.T) {
 				ctx, cancel := withTimeout(context.Background())
 				defer cancel()
 				remote := "up-tls12-lftp.bin"
-				if err := lftpFTPS(ctx, tp.Client, pki.GateCA, gateV4(), true, "put "+filepath.Join(suite.fixtures, bigFile)+" -o "+remote); err != nil {
+				if err := runLftp(ctx, tp.Client, gateV4(), lftpRun{Passive: true, CA: pki.GateCA}, "put "+filepath.Join(suite.fixtures, bigFile)+" -o "+remote); err != nil {
 					t.Fatal(err)
 				}
 				if err := sameFile(filepath.Join(srv.Root, remote), bigFile); err != nil {

@@ -23,7 +23,9 @@ func TestGatewayInterceptPorts(t *testing.T) {
 	requirePrereqs(t, needVsftpd, needCurl, needFtpgate)
 	tp := newTopology(t)
 	const port = 2121
-	srv := startVsftpdOn(t, tp, port, 30500, 30599)
+	// Its own passive port range, and ready once it answers in its own namespace: the gateway's
+	// rules do not matter.
+	srv := startVsftpd(t, tp.Server, vsftpdOptions{Port: port, PassiveLo: 30500, PassiveHi: 30599})
 	makeGateway(t, tp)
 	eps := []endpoint{{"gateway", serverV4, port, serverV4}, {"gateway", serverV6, port, serverV6}}
 	c := curlClient{tp.Client}

@@ -62,11 +62,7 @@ func TestGatewayTransfers(t *testing.T) {
 			t.Run("pending", func(t *testing.T) { checkGatewayPending(ctx, t, tp) })
 			t.Run("transfers", func(t *testing.T) { runGatewayMatrix(t, tp, srv, g, mode) })
 			t.Run("pinholes-closed", func(t *testing.T) {
-				els, err := nftSetElements(ctx, tp.Proxy, "inet", edgeTable, edgeSet4, edgeSet6)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if len(els) != 0 {
+				if els := readPinholes(ctx, t, tp.Proxy, edgePinholeSets); len(els) != 0 {
 					t.Errorf("after the transfers the operator's pinhole sets hold %v", els)
 				}
 				if els, err := nftMapElements(ctx, tp.Proxy, "inet", ownTable, ownDivert4, ownDivert6); err != nil || len(els) != 0 {
@@ -112,8 +108,8 @@ func checkGatewayPending(ctx context.Context, t *testing.T, tp *topology) {
 	}
 	noElements := func(t *testing.T, when string) {
 		t.Helper()
-		if els, err := nftSetElements(ctx, tp.Proxy, "inet", edgeTable, edgeSet4, edgeSet6); err != nil || len(els) != 0 {
-			t.Errorf("%s, the operator's sets hold %v (%v); want none", when, els, err)
+		if els := readPinholes(ctx, t, tp.Proxy, edgePinholeSets); len(els) != 0 {
+			t.Errorf("%s, the operator's sets hold %v; want none", when, els)
 		}
 		if els, err := nftMapElements(ctx, tp.Proxy, "inet", ownTable, ownDivert4, ownDivert6); err != nil || len(els) != 0 {
 			t.Errorf("%s, ftpgate's divert maps hold %v (%v); want none", when, els, err)
@@ -174,15 +170,11 @@ func checkDiverted(ctx context.Context, t *testing.T, tp *topology, ctl *ftpCtl,
 		t.Errorf("%s through the gateway: data address %s, want the server's %s", verb, target, ep.Host)
 	}
 	port := fmt.Sprint(target.Port())
-	pinSet, divert := edgeSet4, ownDivert4
+	pinSet, divert := edgePinholeSets.forFamily(ep.v6()), ownDivert4
 	if ep.v6() {
-		pinSet, divert = edgeSet6, ownDivert6
+		divert = ownDivert6
 	}
-	pins, err := nftSetElements(ctx, tp.Proxy, "inet", edgeTable, edgeSet4, edgeSet6)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(pins) != 1 || !pins[0].is(pinSet, pinholeKey(ep.clientAddr(), gw, int(target.Port())), nil) {
+	if pins := readPinholes(ctx, t, tp.Proxy, edgePinholeSets); !isOnly(pins, pinSet, pinholeKey(ep.clientAddr(), gw, int(target.Port()))) {
 		t.Errorf("while the %s transfer is pending the operator's sets hold %v; want exactly %s: %s . %s . %s",
 			verb, pins, pinSet, ep.clientAddr(), gw, port)
 	}
@@ -245,7 +237,8 @@ func runGatewayMatrix(t *testing.T, tp *topology, srv *ftpServer, g *gate, mode 
 			local := filepath.Join(t.TempDir(), bigFile)
 			remote := strings.ToLower(fmt.Sprintf("up-%s-%s.bin", mode, name))
 			if r.lftp {
-				if err := lftpGetPut(ctx, tp.Client, r.ep, r.m == modeEPSV, bigFile, local, remote); err != nil {
+				if err := runLftp(ctx, tp.Client, r.ep, lftpRun{Passive: r.m == modeEPSV, Transfers: 2},
+					"get "+bigFile+" -o "+local, "put "+local+" -o "+remote); err != nil {
 					t.Fatal(err)
 				}
 			} else {

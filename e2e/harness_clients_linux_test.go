@@ -454,110 +454,73 @@ func (c ftpsPy) Put(ctx context.Context, ep endpoint, m dataMode, local, remote 
 	return c.run(ctx, ep, m, "put", local, remote)
 }
 
-// lftpMirror runs one lftp mirror in the client namespace: reverse uploads local src to remote
-// dst, otherwise it downloads remote src to local dst. It checks from lftp's debug output that
-// the data command of the chosen mode was used.
-func lftpMirror(ctx context.Context, ns string, ep endpoint, passive, reverse bool, src, dst string) error {
-	settings := []string{
-		"set cmd:fail-exit yes",
-		"set ftp:ssl-allow no",
-		"set net:max-retries 2",
-		"set net:reconnect-interval-base 1",
-		"set net:timeout 20",
-		"set xfer:clobber on",
-		"set ftp:passive-mode " + map[bool]string{true: "on", false: "off"}[passive],
-		"set ftp:prefer-epsv " + map[bool]string{true: "yes", false: "no"}[passive],
-	}
-	mirror := "mirror --parallel=4 " + src + " " + dst
-	if reverse {
-		mirror = "mirror -R --parallel=4 " + src + " " + dst
-	}
-	script := strings.Join(append(settings, mirror, "bye"), "; ")
-	out, debug, err := runIn(ctx, ns, "lftp", "-d", "-u", e2eUser+","+e2ePassword, "-e", script, "ftp://"+urlHost(ep.Host, ep.Port))
-	if err != nil {
-		return fmt.Errorf("lftp %q via %s: %w\n%s\n%s", mirror, ep.Name, err, out, tail(debug, 30))
-	}
-	var want string
-	switch {
-	case passive:
-		want = "---> EPSV"
-	case ep.v6():
-		want = "---> EPRT"
-	default:
-		want = "---> PORT"
-	}
-	if !bytes.Contains(debug, []byte(want)) {
-		return fmt.Errorf("lftp %q via %s: debug output has no %q\n%s", mirror, ep.Name, want, tail(debug, 30))
-	}
-	return nil
+// lftpRun is how one lftp run talks to the server, and what its debug output must show.
+type lftpRun struct {
+	Passive bool // EPSV; otherwise PORT, or EPRT over IPv6
+	// CA makes the run FTPS: TLS forced on control and data connections (ftp:ssl-force,
+	// ftp:ssl-protect-data), the certificate verified against CA. Empty: plain FTP, TLS off.
+	CA string
+	// Transfers is how many times the mode's data command must appear in the debug output at
+	// least (one per transfer); zero means once.
+	Transfers int
 }
 
-// lftpGetPut has lftp, in the client namespace, download a fixture and upload the copy under
-// another name, in passive (EPSV) or active (PORT, or EPRT over IPv6) mode, and checks from
-// its debug output that the mode's data command was used.
-func lftpGetPut(ctx context.Context, ns string, ep endpoint, passive bool, fixture, local, remote string) error {
-	settings := []string{
-		"set cmd:fail-exit yes",
-		"set ftp:ssl-allow no",
+// settings returns lftp's `set` commands for r: fail at the first error, bounded retries and
+// timeouts, overwrite local files, r's TLS and data mode. Every lftp run of the suite uses them.
+func (r lftpRun) settings() []string {
+	onOff := map[bool]string{true: "on", false: "off"}
+	yesNo := map[bool]string{true: "yes", false: "no"}
+	s := []string{"set cmd:fail-exit yes"}
+	if r.CA != "" {
+		s = append(s,
+			"set ssl:ca-file "+r.CA,
+			"set ssl:verify-certificate yes",
+			"set ftp:ssl-allow yes",
+			"set ftp:ssl-force true",
+			"set ftp:ssl-protect-data true",
+		)
+	} else {
+		s = append(s, "set ftp:ssl-allow no")
+	}
+	return append(s,
 		"set net:max-retries 2",
 		"set net:reconnect-interval-base 1",
 		"set net:timeout 20",
 		"set xfer:clobber on",
-		"set ftp:passive-mode " + map[bool]string{true: "on", false: "off"}[passive],
-		"set ftp:prefer-epsv " + map[bool]string{true: "yes", false: "no"}[passive],
-	}
-	steps := []string{"get " + fixture + " -o " + local, "put " + local + " -o " + remote, "bye"}
-	script := strings.Join(append(settings, steps...), "; ")
-	out, debug, err := runIn(ctx, ns, "lftp", "-d", "-u", e2eUser+","+e2ePassword, "-e", script, "ftp://"+urlHost(ep.Host, ep.Port))
-	if err != nil {
-		return fmt.Errorf("lftp get/put via %s: %w\n%s\n%s", ep.Name, err, out, tail(debug, 30))
-	}
-	want := "---> EPSV"
-	switch {
-	case !passive && ep.v6():
-		want = "---> EPRT"
-	case !passive:
-		want = "---> PORT"
-	}
-	if n := bytes.Count(debug, []byte(want)); n < 2 {
-		return fmt.Errorf("lftp get/put via %s: %d %q in its debug output, want one per transfer\n%s", ep.Name, n, want, tail(debug, 30))
-	}
-	return nil
+		"set ftp:passive-mode "+onOff[r.Passive],
+		"set ftp:prefer-epsv "+yesNo[r.Passive],
+	)
 }
 
-// lftpFTPS runs lftp with TLS forced on control and data (ftp:ssl-force, ftp:ssl-protect-data),
-// trusting ca, and the given commands (get, put). It checks from lftp's debug output that AUTH
-// TLS and PROT P were sent and the data command of the chosen mode was used.
-func lftpFTPS(ctx context.Context, ns, ca string, ep endpoint, passive bool, commands ...string) error {
-	settings := []string{
-		"set cmd:fail-exit yes",
-		"set ssl:ca-file " + ca,
-		"set ssl:verify-certificate yes",
-		"set ftp:ssl-allow yes",
-		"set ftp:ssl-force true",
-		"set ftp:ssl-protect-data true",
-		"set net:max-retries 2",
-		"set net:reconnect-interval-base 1",
-		"set net:timeout 20",
-		"set xfer:clobber on",
-		"set ftp:passive-mode " + map[bool]string{true: "on", false: "off"}[passive],
-		"set ftp:prefer-epsv " + map[bool]string{true: "yes", false: "no"}[passive],
+// runLftp runs lftp commands (get, put, mirror) in namespace ns against ep as the test user,
+// with r's settings. It checks from lftp's debug output that the data command of r's mode was
+// used (r.Transfers times) and, for FTPS, that AUTH TLS and PROT P were sent.
+func runLftp(ctx context.Context, ns string, ep endpoint, r lftpRun, commands ...string) error {
+	script := strings.Join(append(append(r.settings(), commands...), "bye"), "; ")
+	what := "lftp"
+	if r.CA != "" {
+		what = "lftp FTPS"
 	}
-	script := strings.Join(append(append(settings, commands...), "bye"), "; ")
 	out, debug, err := runIn(ctx, ns, "lftp", "-d", "-u", e2eUser+","+e2ePassword, "-e", script, "ftp://"+urlHost(ep.Host, ep.Port))
 	if err != nil {
-		return fmt.Errorf("lftp FTPS %q via %s: %w\n%s\n%s", commands, ep.Name, err, out, tail(debug, 40))
+		return fmt.Errorf("%s %q via %s: %w\n%s\n%s", what, commands, ep.Name, err, out, tail(debug, 40))
 	}
 	data := "---> EPSV"
 	switch {
-	case !passive && ep.v6():
+	case !r.Passive && ep.v6():
 		data = "---> EPRT"
-	case !passive:
+	case !r.Passive:
 		data = "---> PORT"
 	}
-	for _, must := range []string{"---> AUTH TLS", "---> PROT P", data} {
-		if !bytes.Contains(debug, []byte(must)) {
-			return fmt.Errorf("lftp FTPS %q via %s: debug output has no %q\n%s", commands, ep.Name, must, tail(debug, 40))
+	if n := bytes.Count(debug, []byte(data)); n < max(1, r.Transfers) {
+		return fmt.Errorf("%s %q via %s: %d %q in its debug output, want %d (one per transfer)\n%s",
+			what, commands, ep.Name, n, data, max(1, r.Transfers), tail(debug, 40))
+	}
+	if r.CA != "" {
+		for _, must := range []string{"---> AUTH TLS", "---> PROT P"} {
+			if !bytes.Contains(debug, []byte(must)) {
+				return fmt.Errorf("%s %q via %s: debug output has no %q\n%s", what, commands, ep.Name, must, tail(debug, 40))
+			}
 		}
 	}
 	return nil

@@ -110,3 +110,11 @@ func sidecarGate(extra ...string) gateConfig {
 		Extra:        extra,
 	}
 }
+
+// startSidecarVsftpd starts the inbound sidecar's FTP server in the pod: vsftpd on
+// clusterServerAddr only (the pod's loopback), configured as a server behind an inbound
+// sidecar is, with no passive port range. Its directory holds the fixtures.
+func startSidecarVsftpd(t testing.TB, pod string) *ftpServer {
+	t.Helper()
+	return startVsftpd(t, pod, vsftpdOptions{Listen: clusterServerAddr, Unpinned: true})
+}

@@ -72,6 +72,9 @@ table inet edge {
 }
 `, gatewayListenPort, tproxyMark, loopMark, wanIf)
 
+// edgePinholeSets are the operator's pinhole sets, which ftpgate fills.
+var edgePinholeSets = pinholeSets{edgeTable, edgeSet4, edgeSet6}
+
 // makeGateway loads the operator's ruleset into tp's proxy namespace. Servers must be started
 // before: from then on nothing is forwarded, and the harness checks them from the client.
 func makeGateway(t testing.TB, tp *topology) {

@@ -39,6 +39,10 @@ const (
 	pureFTPdBin = "/opt/ftpgate-e2e/pure-ftpd/usr/sbin/pure-ftpd"
 	purePwBin   = "/opt/ftpgate-e2e/pure-ftpd/usr/bin/pure-pw"
 	python3Bin  = "/usr/bin/python3" // Debian's, not a pyenv shim on PATH
+	haproxyBin  = "/usr/sbin/haproxy"
+
+	// proftpdModules is where scripts/install-test-deps.sh unpacked proftpd-mod-crypto (mod_tls).
+	proftpdModules = "/opt/ftpgate-e2e/proftpd-tls/usr/lib/proftpd"
 )
 
 // Fixture files, generated once per run and linked into every server's directory.
@@ -159,14 +163,16 @@ func strict() bool {
 
 // Prerequisites a test can ask for.
 const (
-	needVsftpd   = "vsftpd"
-	needProftpd  = "proftpd"
-	needPureFTPd = "pure-ftpd"
-	needCurl     = "curl"
-	needLftp     = "lftp"
-	needPython   = "python3"
-	needStrace   = "strace"
-	needFtpgate  = "ftpgate"
+	needVsftpd     = "vsftpd"
+	needProftpd    = "proftpd"
+	needProftpdTLS = "proftpd mod_tls"
+	needPureFTPd   = "pure-ftpd"
+	needCurl       = "curl"
+	needLftp       = "lftp"
+	needPython     = "python3"
+	needStrace     = "strace"
+	needFtpgate    = "ftpgate"
+	needHAProxy    = "haproxy"
 )
 
 // requirePrereqs skips (or, under CI=true / FTPGATE_E2E=1, fails) the test when it cannot run
@@ -197,6 +203,12 @@ func requirePrereqs(t testing.TB, needs ...string) {
 			}
 		case needProftpd:
 			check("proftpd", proftpdBin)
+		case needProftpdTLS:
+			if _, err := os.Stat(filepath.Join(proftpdModules, "mod_tls.so")); err != nil {
+				missing = append(missing, fmt.Sprintf("proftpd mod_tls (%v)", err))
+			}
+		case needHAProxy:
+			check("haproxy", haproxyBin)
 		case needPureFTPd:
 			check("pure-ftpd", pureFTPdBin, purePwBin)
 			check("openssl", "openssl")

@@ -128,7 +128,7 @@ func runMirrors(t *testing.T, tp *topology, srv *ftpServer, ep endpoint) {
 		ctx, cancel := withTimeout(context.Background())
 		defer cancel()
 		dst := "mirror-up-" + ep.Name
-		if err := lftpMirror(ctx, tp.Client, ep, true, true, filepath.Join(suite.fixtures, mirrorDir), dst); err != nil {
+		if err := runLftp(ctx, tp.Client, ep, lftpRun{Passive: true}, "mirror -R --parallel=4 "+filepath.Join(suite.fixtures, mirrorDir)+" "+dst); err != nil {
 			t.Fatal(err)
 		}
 		got, err := treeSums(filepath.Join(srv.Root, dst))
@@ -144,7 +144,7 @@ func runMirrors(t *testing.T, tp *topology, srv *ftpServer, ep endpoint) {
 		ctx, cancel := withTimeout(context.Background())
 		defer cancel()
 		dst := filepath.Join(t.TempDir(), "down")
-		if err := lftpMirror(ctx, tp.Client, ep, false, false, "/"+mirrorDir, dst); err != nil {
+		if err := runLftp(ctx, tp.Client, ep, lftpRun{}, "mirror --parallel=4 /"+mirrorDir+" "+dst); err != nil {
 			t.Fatal(err)
 		}
 		got, err := treeSums(dst)

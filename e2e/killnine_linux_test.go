@@ -56,11 +56,7 @@ func TestKillNine(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, pending.Transcript())
 	}
-	els, err := nftSetElements(ctx, tp.Proxy, "inet", ownTable, ownPinholes4, ownPinholes6)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(els) != 1 || !els[0].is(ownPinholes6, pinholeKey(clientV6, proxyClientV6, int(pendingTarget.Port())), nil) {
+	if els := readPinholes(ctx, t, tp.Proxy, ownPinholeSets); !isOnly(els, ownPinholes6, pinholeKey(clientV6, proxyClientV6, int(pendingTarget.Port()))) {
 		t.Fatalf("before the kill table inet ftpgate holds %v; want the pending session's pinhole only", els)
 	}
 	if recs := g.logs.Records("transfer"); len(recs) != 0 {

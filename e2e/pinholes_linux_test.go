@@ -101,16 +101,9 @@ func TestOwnTablePinholes(t *testing.T) {
 			if target.Addr().String() != tc.ep.DataPeer {
 				t.Errorf("%s: data address %s, want ftpgate's %s", tc.verb, target, tc.ep.DataPeer)
 			}
-			set := ownPinholes4
-			if tc.ep.v6() {
-				set = ownPinholes6
-			}
-			want := nftElement{Set: set, Key: pinholeKey(tc.ep.clientAddr(), tc.ep.DataPeer, int(target.Port()))}
-			els, err := nftSetElements(ctx, tp.Proxy, "inet", ownTable, ownPinholes4, ownPinholes6)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(els) != 1 || !els[0].is(want.Set, want.Key, nil) {
+			want := nftElement{Set: ownPinholeSets.forFamily(tc.ep.v6()), Key: pinholeKey(tc.ep.clientAddr(), tc.ep.DataPeer, int(target.Port()))}
+			els := readPinholes(ctx, t, tp.Proxy, ownPinholeSets)
+			if !isOnly(els, want.Set, want.Key) {
 				t.Fatalf("while the %s transfer is pending, table inet ftpgate holds %v; want exactly %s", tc.verb, els, want)
 			}
 			if e := els[0]; e.Timeout != 60 || e.Expires <= 0 || e.Expires > 60 {
@@ -128,9 +121,7 @@ func TestOwnTablePinholes(t *testing.T) {
 			// ftpgate relays the first byte only after it accepted the client's connection, and it
 			// deletes the pinhole before it relays anything.
 			err = readDownload(data, bigFile, func() {
-				if els, err := nftSetElements(ctx, tp.Proxy, "inet", ownTable, ownPinholes4, ownPinholes6); err != nil {
-					t.Error(err)
-				} else if len(els) != 0 {
+				if els := readPinholes(ctx, t, tp.Proxy, ownPinholeSets); len(els) != 0 {
 					t.Errorf("once the client's data connection is up, table inet ftpgate still holds %v; want none", els)
 				}
 			})
@@ -172,21 +163,14 @@ func TestPinholeExpiry(t *testing.T) {
 		t.Fatalf("%v\n%s", err, ctl.Transcript())
 	}
 	want := pinholeKey(clientV4, proxyClientV4, int(target.Port()))
-	els, err := nftSetElements(ctx, tp.Proxy, "inet", ownTable, ownPinholes4, ownPinholes6)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(els) != 1 || !els[0].is(ownPinholes4, want, nil) || els[0].Timeout != ttl.Seconds() {
+	if els := readPinholes(ctx, t, tp.Proxy, ownPinholeSets); !isOnly(els, ownPinholes4, want) || els[0].Timeout != ttl.Seconds() {
 		t.Fatalf("after PASV table inet ftpgate holds %v; want exactly %s with timeout %s", els, strings.Join(want, " . "), ttl)
 	}
 
 	// The kernel expires the element; poll until it is gone (bounded).
 	var gone time.Duration
 	for {
-		els, err := nftSetElements(ctx, tp.Proxy, "inet", ownTable, ownPinholes4, ownPinholes6)
-		if err != nil {
-			t.Fatal(err)
-		}
+		els := readPinholes(ctx, t, tp.Proxy, ownPinholeSets)
 		if len(els) == 0 {
 			gone = time.Since(sent)
 			break

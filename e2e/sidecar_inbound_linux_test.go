@@ -41,7 +41,7 @@ func TestClusterInboundSidecar(t *testing.T) {
 	if err := nftLoad(ctx, c.Node, kubeProxyRuleset); err != nil {
 		t.Fatal(err)
 	}
-	startLocalVsftpd(t, c.Pod, clusterServerAddr)
+	startSidecarVsftpd(t, c.Pod)
 	cfg := filepath.Join(t.TempDir(), "ftpgate.yaml")
 	writeFile(t, cfg, clusterAdvertiseRules)
 	// A long pinhole lifetime: a pinhole gone right after its client connected was deleted.
