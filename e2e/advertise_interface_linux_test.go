@@ -21,7 +21,7 @@ func TestAdvertiseFollowsInterface(t *testing.T) {
 	tp := newTopology(t)
 	startServer(t, tp, vsftpd)
 	// Deleting the primary address must keep the new one, a secondary in the same subnet.
-	if err := tp.sysctl(tp.Proxy, "net/ipv4/conf/"+lanIf+"/promote_secondaries", "1"); err != nil {
+	if err := sysctl(tp.Proxy, "net/ipv4/conf/"+lanIf+"/promote_secondaries", "1"); err != nil {
 		t.Fatal(err)
 	}
 	startGate(t, tp, gateConfig{Listen: []string{"0.0.0.0:21"}, Advertise: "interface:" + lanIf})

@@ -97,20 +97,7 @@ func TestFTPSEdgeGateway(t *testing.T) {
 		t.Errorf("operator forward chain changed: %v\n%s", err, out)
 	}
 	probeAddr := hostPort(serverV4, 2121)
-	l, err := listenIn(tp.Server, "tcp", probeAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	startCountingServer(t, tp.Server, probeAddr)
 	if c, err := dialIn(ctx, tp.Proxy, "tcp", probeAddr); err != nil {
 		t.Fatalf("the gateway cannot reach %s itself: %v", probeAddr, err)
 	} else {

@@ -115,20 +115,9 @@ func (c curlClient) runVerbose(ctx context.Context, ep endpoint, m dataMode, arg
 
 // runBoth runs curl and returns its output and its -v log.
 func (c curlClient) runBoth(ctx context.Context, ep endpoint, m dataMode, args ...string) ([]byte, []byte, error) {
-	base := []string{"-sS", "-v", "-g", "--max-time", "60", "--connect-timeout", "10", "--user", e2eUser + ":" + e2ePassword}
-	switch m {
-	case modeEPSV:
-		base = append(base, "--ftp-pasv")
-	case modePASV:
-		base = append(base, "--disable-epsv")
-	case modePASVIP:
-		base = append(base, "--disable-epsv", "--no-ftp-skip-pasv-ip")
-	case modeEPRT:
-		base = append(base, "--ftp-port", urlHost(ep.clientAddr(), 21))
-	case modePORT:
-		base = append(base, "--ftp-port", ep.clientAddr(), "--disable-eprt")
-	default:
-		return nil, nil, fmt.Errorf("curl: unknown mode %s", m)
+	base, err := curlArgs(ep, m)
+	if err != nil {
+		return nil, nil, err
 	}
 	out, verbose, err := runIn(ctx, c.ns, "curl", append(base, args...)...)
 	verbose = bytes.ReplaceAll(verbose, []byte("\r\n"), []byte("\n"))
@@ -141,44 +130,70 @@ func (c curlClient) runBoth(ctx context.Context, ep endpoint, m dataMode, args .
 	return out, verbose, nil
 }
 
+// curlArgs returns the options of a curl run in data mode m toward ep: quiet but verbose (-v
+// shows the FTP commands), no URL globbing, bounded times, the test user, and the mode.
+func curlArgs(ep endpoint, m dataMode) ([]string, error) {
+	base := []string{"-sS", "-v", "-g", "--max-time", "60", "--connect-timeout", "10", "--user", e2eUser + ":" + e2ePassword}
+	switch m {
+	case modeEPSV:
+		return append(base, "--ftp-pasv"), nil
+	case modePASV:
+		return append(base, "--disable-epsv"), nil
+	case modePASVIP:
+		return append(base, "--disable-epsv", "--no-ftp-skip-pasv-ip"), nil
+	case modeEPRT:
+		return append(base, "--ftp-port", urlHost(ep.clientAddr(), 21)), nil
+	case modePORT:
+		return append(base, "--ftp-port", ep.clientAddr(), "--disable-eprt"), nil
+	}
+	return nil, fmt.Errorf("curl: unknown mode %s", m)
+}
+
+// curlDataCommands are, for each mode, the data command curl must send and the fallback it must
+// not have used.
+var curlDataCommands = map[dataMode][2]string{
+	modeEPSV:   {"EPSV", "PASV"},
+	modePASV:   {"PASV", "EPSV"},
+	modePASVIP: {"PASV", "EPSV"},
+	modeEPRT:   {"EPRT", "PORT"},
+	modePORT:   {"PORT", "EPRT"},
+}
+
 // curlCheck verifies from curl's -v output that the mode's data command was sent (and not its
 // fallback), and that every connection curl opened went to the endpoint.
 func curlCheck(verbose []byte, ep endpoint, m dataMode) error {
 	sent := func(cmd string) bool {
 		return bytes.Contains(verbose, []byte("\n> "+cmd+" ")) || bytes.Contains(verbose, []byte("\n> "+cmd+"\n"))
 	}
-	// The command the mode must send, and the fallback curl must not have used.
-	pairs := map[dataMode][2]string{
-		modeEPSV:   {"EPSV", "PASV"},
-		modePASV:   {"PASV", "EPSV"},
-		modePASVIP: {"PASV", "EPSV"},
-		modeEPRT:   {"EPRT", "PORT"},
-		modePORT:   {"PORT", "EPRT"},
-	}
-	want, not := pairs[m][0], pairs[m][1]
+	want, not := curlDataCommands[m][0], curlDataCommands[m][1]
 	if !sent(want) {
 		return fmt.Errorf("curl never sent %s", want)
 	}
 	if sent(not) {
 		return fmt.Errorf("curl fell back from %s to %s", want, not)
 	}
-	for _, line := range strings.Split(string(verbose), "\n") {
-		rest, ok := strings.CutPrefix(strings.TrimSpace(line), "*   Trying ")
-		if !ok {
-			rest, ok = strings.CutPrefix(strings.TrimSpace(line), "* Trying ")
-		}
-		if !ok {
-			continue
-		}
-		host, _, err := net.SplitHostPort(strings.TrimSuffix(rest, "..."))
+	for _, addr := range curlTried(verbose) {
+		host, _, err := net.SplitHostPort(addr)
 		if err != nil {
 			continue
 		}
 		if host != ep.DataPeer {
-			return fmt.Errorf("curl connected to %s, want every connection to go to %s", rest, ep.DataPeer)
+			return fmt.Errorf("curl connected to %s, want every connection to go to %s", addr, ep.DataPeer)
 		}
 	}
 	return nil
+}
+
+// curlTried returns the addresses curl connected to, in order, from its -v output
+// ("*   Trying 198.18.0.1:21...").
+func curlTried(verbose []byte) []string {
+	var out []string
+	for _, line := range strings.Split(string(verbose), "\n") {
+		if rest, ok := strings.CutPrefix(strings.TrimLeft(line, "* "), "Trying "); ok {
+			out = append(out, strings.TrimSuffix(strings.TrimSpace(rest), "..."))
+		}
+	}
+	return out
 }
 
 func (c curlClient) Get(ctx context.Context, ep endpoint, m dataMode, remote, local string) error {
@@ -222,12 +237,8 @@ func (c curlClient) Resume(ctx context.Context, ep endpoint, m dataMode, remote,
 // curlDataPort returns the port of the data connection curl opened (the first connection not
 // to port 21), from its -v output, or 0.
 func curlDataPort(verbose []byte) int {
-	for _, line := range strings.Split(string(verbose), "\n") {
-		rest, ok := strings.CutPrefix(strings.TrimLeft(line, "* "), "Trying ")
-		if !ok {
-			continue
-		}
-		ap, err := netip.ParseAddrPort(strings.TrimSuffix(rest, "..."))
+	for _, addr := range curlTried(verbose) {
+		ap, err := netip.ParseAddrPort(addr)
 		if err == nil && ap.Port() != 21 {
 			return int(ap.Port())
 		}
@@ -354,24 +365,15 @@ func (c ftpsCurl) url(ep endpoint, p string) string {
 // connection used TLS, that data connections were protected (PROT P) and that the mode's data
 // command was sent.
 func (c ftpsCurl) run(ctx context.Context, ep endpoint, m dataMode, args ...string) ([]byte, []byte, error) {
-	base := []string{"-sS", "-v", "-g", "--max-time", "60", "--connect-timeout", "10",
-		"--user", e2eUser + ":" + e2ePassword, "--cacert", c.ca}
+	base, err := curlArgs(ep, m)
+	if err != nil {
+		return nil, nil, err
+	}
+	base = append(base, "--cacert", c.ca)
 	if !c.implicit {
 		base = append(base, "--ssl-reqd")
 	}
-	var want string
-	switch m {
-	case modeEPSV:
-		base, want = append(base, "--ftp-pasv"), "EPSV"
-	case modePASV:
-		base, want = append(base, "--disable-epsv"), "PASV"
-	case modeEPRT:
-		base, want = append(base, "--ftp-port", urlHost(ep.clientAddr(), 21)), "EPRT"
-	case modePORT:
-		base, want = append(base, "--ftp-port", ep.clientAddr(), "--disable-eprt"), "PORT"
-	default:
-		return nil, nil, fmt.Errorf("curl: unknown mode %s", m)
-	}
+	want := curlDataCommands[m][0]
 	base = append(base, c.extra...)
 	out, verbose, err := runIn(ctx, c.ns, "curl", append(base, args...)...)
 	verbose = bytes.ReplaceAll(verbose, []byte("\r\n"), []byte("\n"))

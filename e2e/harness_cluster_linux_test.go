@@ -62,7 +62,7 @@ type cluster struct {
 // The node translates nothing yet: see kubeProxyRuleset.
 func newCluster(t testing.TB, outside int) *cluster {
 	t.Helper()
-	l := newLab(t)
+	l := newLab(t, "fk")
 	c := &cluster{lab: l, Node: l.ns("node"), Pod: l.ns("pod"), InPod: l.ns("inpod")}
 	l.forwarding(c.Node)
 	l.link(c.Node, "pod0", clusterNodePodV4+"/24", c.Pod, "eth0", clusterPodV4+"/24")

@@ -220,33 +220,13 @@ func (v gateVars) String() string {
 		v.Goroutines, v.FDs, v.Listeners, v.Sessions, v.Pinholes, v.ProcFDs, v.ProcSockets, v.ProcPipes, v.SSListeners, v.NumGC)
 }
 
-// Vars reads /debug/vars and counts fds and listening sockets itself.
+// Vars reads ftpgate's counters from /debug/vars (see counters) and counts its fds and
+// listening sockets itself.
 func (g *gate) Vars(ctx context.Context) (gateVars, error) {
-	var v gateVars
-	body, code, err := g.get(ctx, "/debug/vars")
+	v, err := g.counters(ctx)
 	if err != nil {
-		return v, fmt.Errorf("GET /debug/vars: %w", err)
+		return v, err
 	}
-	if code != http.StatusOK {
-		return v, fmt.Errorf("GET /debug/vars: status %d", code)
-	}
-	var all map[string]json.RawMessage
-	if err := json.Unmarshal([]byte(body), &all); err != nil {
-		return v, fmt.Errorf("GET /debug/vars: %w", err)
-	}
-	raw, ok := all["ftpgate"]
-	if !ok {
-		return v, fmt.Errorf(`GET /debug/vars: no "ftpgate" object in %.200s`, body)
-	}
-	if err := json.Unmarshal(raw, &v); err != nil {
-		return v, fmt.Errorf(`GET /debug/vars: "ftpgate": %w`, err)
-	}
-	v.raw = string(raw)
-	var mem struct{ NumGC uint32 }
-	if ms, ok := all["memstats"]; ok {
-		_ = json.Unmarshal(ms, &mem)
-	}
-	v.NumGC = mem.NumGC
 	fdDir := fmt.Sprintf("/proc/%d/fd", g.proc.Pid())
 	fds, err := os.ReadDir(fdDir)
 	if err != nil {
@@ -276,10 +256,10 @@ func (g *gate) Vars(ctx context.Context) (gateVars, error) {
 	return v, nil
 }
 
-// gateCounters reads ftpgate's own counters and its garbage collection count from
-// /debug/vars, and nothing else: cheap enough to sample under load (gate.Vars also counts fds
+// counters reads ftpgate's own counters (the "ftpgate" object) and its garbage collection count
+// from /debug/vars, and nothing else: cheap enough to sample under load (Vars also counts fds
 // and listening sockets).
-func gateCounters(ctx context.Context, g *gate) (gateVars, error) {
+func (g *gate) counters(ctx context.Context) (gateVars, error) {
 	var v gateVars
 	body, code, err := g.get(ctx, "/debug/vars")
 	if err != nil {
@@ -289,16 +269,19 @@ func gateCounters(ctx context.Context, g *gate) (gateVars, error) {
 		return v, fmt.Errorf("GET /debug/vars: status %d", code)
 	}
 	var all struct {
-		Ftpgate  *gateVars `json:"ftpgate"`
-		Memstats struct{ NumGC uint32 }
+		Ftpgate  json.RawMessage        `json:"ftpgate"`
+		Memstats struct{ NumGC uint32 } `json:"memstats"`
 	}
 	if err := json.Unmarshal([]byte(body), &all); err != nil {
 		return v, fmt.Errorf("GET /debug/vars: %w", err)
 	}
-	if all.Ftpgate == nil {
+	if len(all.Ftpgate) == 0 {
 		return v, fmt.Errorf(`GET /debug/vars: no "ftpgate" object in %.200s`, body)
 	}
-	v = *all.Ftpgate
+	if err := json.Unmarshal(all.Ftpgate, &v); err != nil {
+		return v, fmt.Errorf(`GET /debug/vars: "ftpgate": %w`, err)
+	}
+	v.raw = string(all.Ftpgate)
 	v.NumGC = all.Memstats.NumGC
 	return v, nil
 }
@@ -307,12 +290,12 @@ func gateCounters(ctx context.Context, g *gate) (gateVars, error) {
 // answer allocates) until it has; bounded by ctx. Go pools the pipes io.Copy splices through
 // until a collection, so pipes left after that are leaked, not pooled.
 func collectGarbage(ctx context.Context, g *gate, n uint32) error {
-	first, err := gateCounters(ctx, g)
+	first, err := g.counters(ctx)
 	if err != nil {
 		return err
 	}
 	for {
-		v, err := gateCounters(ctx, g)
+		v, err := g.counters(ctx)
 		if err != nil {
 			return err
 		}

@@ -94,7 +94,7 @@ func testClusterLoad(ctx context.Context, t *testing.T, c *cluster, g *gate, n i
 	go func() {
 		defer close(sampled)
 		for {
-			if v, err := gateCounters(ctx, g); err == nil {
+			if v, err := g.counters(ctx); err == nil {
 				samples++
 				maxListeners = max(maxListeners, v.Listeners)
 			}
