@@ -11,6 +11,11 @@ import (
 	"testing"
 )
 
+// The split horizon of the inbound sidecar: clients in the pod network are told the pod's own
+// address, everyone else the load balancer's. It runs as TestClusterInboundSidecar's first
+// subtest, split-horizon (sidecar_inbound_linux_test.go), whose load test takes ftpgate's
+// resources after it as the idle baseline.
+
 // clusterAdvertiseRules is the split horizon of deploy/kubernetes/ftpgate-config/inbound.yaml
 // with the test's networks: pods are told the pod's own address, everyone else the load
 // balancer's.
