@@ -42,7 +42,7 @@ func TestAdvertiseFollowsInterface(t *testing.T) {
 			return target, fmt.Errorf("%w\n%s", err, ctl.Transcript())
 		}
 		if transfer {
-			if err := retrieve(ctx, ctl, tp.Client, target, bigFile); err != nil {
+			if err := retrieve(ctx, ctl, tp.Client, target, bigFile, nil); err != nil {
 				return target, err
 			}
 		}

@@ -144,11 +144,11 @@ func checkGatewayPending(ctx context.Context, t *testing.T, tp *topology) {
 				if err := readDownload(data, bigFile, func() {}); err != nil {
 					t.Fatal(err)
 				}
+				if r, err := ctl.finalReply(30 * time.Second); err != nil || r.Code != 226 {
+					t.Errorf("RETR final reply %q (%v), want 226\n%s", r, err, ctl.Transcript())
+				}
 			} else {
 				checkDiverted(ctx, t, tp, ctl, tc.ep, tc.verb, tc.gw, func() { noElements(t, "with the data connection up") })
-			}
-			if r, err := ctl.finalReply(30 * time.Second); err != nil || r.Code != 226 {
-				t.Errorf("RETR final reply %q (%v), want 226\n%s", r, err, ctl.Transcript())
 			}
 			if err := ctl.quit(); err != nil {
 				t.Error(err)
@@ -158,8 +158,8 @@ func checkGatewayPending(ctx context.Context, t *testing.T, tp *topology) {
 }
 
 // checkDiverted sends PASV or EPSV through the gateway, checks the reply's address, the
-// pinhole and the divert element, connects to the server's address and downloads, calling
-// between() once the data connection is up.
+// pinhole and the divert element, connects to the server's address and downloads (final reply
+// 226), calling between() once the data connection is up.
 func checkDiverted(ctx context.Context, t *testing.T, tp *topology, ctl *ftpCtl, ep endpoint, verb, gw string, between func()) {
 	t.Helper()
 	target, err := ctl.passive(verb)
@@ -187,15 +187,7 @@ func checkDiverted(ctx context.Context, t *testing.T, tp *topology, ctl *ftpCtl,
 		t.Errorf("while the %s transfer is pending ftpgate's divert maps hold %v; want exactly %s: %s : %s with a timeout",
 			verb, diverts, divert, strings.Join(wantKey, " . "), strings.Join(wantVal, " . "))
 	}
-	data, err := dialIn(ctx, tp.Client, "tcp", target.String())
-	if err != nil {
-		t.Fatalf("data connection to %s: %v", target, err)
-	}
-	defer data.Close()
-	if _, err := ctl.startTransfer("RETR " + bigFile); err != nil {
-		t.Fatalf("%v\n%s", err, ctl.Transcript())
-	}
-	if err := readDownload(data, bigFile, between); err != nil {
+	if err := retrieve(ctx, ctl, tp.Client, target, bigFile, between); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -286,8 +286,9 @@ func (c *ftpCtl) quit() error {
 }
 
 // retrieve connects to a passive data address from ns, downloads a fixture with RETR and
-// checks its checksum and the final reply.
-func retrieve(ctx context.Context, ctl *ftpCtl, ns string, target netip.AddrPort, fixture string) error {
+// checks its checksum and the final reply. between, if not nil, runs once the first byte has
+// arrived (see readDownload).
+func retrieve(ctx context.Context, ctl *ftpCtl, ns string, target netip.AddrPort, fixture string, between func()) error {
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	data, err := dialIn(dctx, ns, "tcp", target.String())
 	cancel()
@@ -298,12 +299,11 @@ func retrieve(ctx context.Context, ctl *ftpCtl, ns string, target netip.AddrPort
 	if _, err := ctl.startTransfer("RETR " + fixture); err != nil {
 		return fmt.Errorf("%w\n%s", err, ctl.Transcript())
 	}
-	sum, n, err := dataSum(data, 60*time.Second)
-	if err != nil {
-		return fmt.Errorf("download of %s: %w after %d bytes", fixture, err, n)
+	if between == nil {
+		between = func() {}
 	}
-	if sum != suite.sums[fixture] {
-		return fmt.Errorf("download of %s: %d bytes with sha256 %s, want %s", fixture, n, sum, suite.sums[fixture])
+	if err := readDownload(data, fixture, between); err != nil {
+		return fmt.Errorf("%w\n%s", err, ctl.Transcript())
 	}
 	if r, err := ctl.finalReply(30 * time.Second); err != nil || r.Code != 226 {
 		return fmt.Errorf("RETR %s: final reply %q (%v), want 226\n%s", fixture, r, err, ctl.Transcript())

@@ -110,26 +110,15 @@ func TestOwnTablePinholes(t *testing.T) {
 				t.Errorf("pinhole %s: want timeout 60s (--pinhole-ttl) and a running expiry", e)
 			}
 
-			data, err := dialIn(ctx, tp.Client, "tcp", target.String())
-			if err != nil {
-				t.Fatalf("the client's data connection to %s: %v", target, err)
-			}
-			defer data.Close()
-			if _, err := ctl.startTransfer("RETR " + bigFile); err != nil {
-				t.Fatalf("%v\n%s", err, ctl.Transcript())
-			}
 			// ftpgate relays the first byte only after it accepted the client's connection, and it
 			// deletes the pinhole before it relays anything.
-			err = readDownload(data, bigFile, func() {
+			err = retrieve(ctx, ctl, tp.Client, target, bigFile, func() {
 				if els := readPinholes(ctx, t, tp.Proxy, ownPinholeSets); len(els) != 0 {
 					t.Errorf("once the client's data connection is up, table inet ftpgate still holds %v; want none", els)
 				}
 			})
 			if err != nil {
-				t.Fatalf("%v\n%s", err, ctl.Transcript())
-			}
-			if r, err := ctl.finalReply(30 * time.Second); err != nil || r.Code != 226 {
-				t.Errorf("RETR final reply %q (%v), want 226\n%s", r, err, ctl.Transcript())
+				t.Fatal(err)
 			}
 			if err := ctl.quit(); err != nil {
 				t.Error(err)
@@ -205,7 +194,7 @@ func TestPinholeExpiry(t *testing.T) {
 	if err != nil {
 		t.Fatalf("EPSV after the 425: %v\n%s", err, ctl.Transcript())
 	}
-	if err := retrieve(ctx, ctl, tp.Client, target, bigFile); err != nil {
+	if err := retrieve(ctx, ctl, tp.Client, target, bigFile, nil); err != nil {
 		t.Fatalf("transfer after the 425: %v", err)
 	}
 	if err := ctl.quit(); err != nil {

@@ -138,7 +138,7 @@ func TestHAProxyProxyProtocol(t *testing.T) {
 			t.Errorf("while the transfer is pending the pod's table inet ftpgate holds %v; want exactly %s (the balancer's address)",
 				els, strings.Join(want, " . "))
 		}
-		if err := retrieve(ctx, ctl, c.Outside[1], target, oneFile); err != nil {
+		if err := retrieve(ctx, ctl, c.Outside[1], target, oneFile, nil); err != nil {
 			t.Fatal(err)
 		}
 		if err := ctl.quit(); err != nil {
@@ -266,7 +266,7 @@ func testHAProxySharedPort(ctx context.Context, t *testing.T, c *cluster) {
 		t.Fatalf("two sessions wait on %s through the balancer; the pod's table inet ftpgate holds %v, want %s",
 			target, els, strings.Join(pin, " . "))
 	}
-	if err := retrieve(ctx, first, c.Outside[0], target, oneFile); err != nil {
+	if err := retrieve(ctx, first, c.Outside[0], target, oneFile, nil); err != nil {
 		t.Fatalf("the first client's transfer: %v", err)
 	}
 	if els := pins(); !isOnly(els, ownPinholes4, pin) {
@@ -276,7 +276,7 @@ func testHAProxySharedPort(ctx context.Context, t *testing.T, c *cluster) {
 	if err := first.quit(); err != nil {
 		t.Error(err)
 	}
-	if err := retrieve(ctx, second, c.Outside[1], shared, oneFile); err != nil {
+	if err := retrieve(ctx, second, c.Outside[1], shared, oneFile, nil); err != nil {
 		t.Fatalf("the second client's transfer on the shared port: %v", err)
 	}
 	if err := second.quit(); err != nil {

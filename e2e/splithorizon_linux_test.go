@@ -67,7 +67,7 @@ func testSplitHorizon(ctx context.Context, t *testing.T, c *cluster, g *gate) {
 				t.Errorf("while the transfer is pending the pod's table inet ftpgate holds %v; want exactly %s",
 					els, strings.Join(want, " . "))
 			}
-			if err := retrieve(ctx, ctl, tc.ns, target, oneFile); err != nil {
+			if err := retrieve(ctx, ctl, tc.ns, target, oneFile, nil); err != nil {
 				t.Fatal(err)
 			}
 			if err := ctl.quit(); err != nil {
