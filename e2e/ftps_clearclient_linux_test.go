@@ -12,7 +12,7 @@ import (
 // client leg is not.
 func TestFTPSClearClientRequire(t *testing.T) {
 	t.Parallel()
-	for _, kind := range []string{vsftpd, proftpd} {
+	for _, kind := range ftpsServerKinds {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
 			requirePrereqs(t, serverNeed(kind), needCurl, needPython, needFtpgate)

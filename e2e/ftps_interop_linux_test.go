@@ -27,7 +27,7 @@ import (
 // directly against vsftpd too). lftp and Python cover the active modes.
 func TestFTPSInterop(t *testing.T) {
 	t.Parallel()
-	for _, kind := range []string{vsftpd, proftpd} {
+	for _, kind := range ftpsServerKinds {
 		for _, sm := range serverModes {
 			t.Run(kind+"/server-"+sm, func(t *testing.T) {
 				t.Parallel()

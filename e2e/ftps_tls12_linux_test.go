@@ -19,7 +19,7 @@ import (
 // refused. In TLS 1.3 (the default) curl resumes.
 func TestFTPSTLS12(t *testing.T) {
 	t.Parallel()
-	for _, kind := range []string{vsftpd, proftpd} {
+	for _, kind := range ftpsServerKinds {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
 			requirePrereqs(t, serverNeed(kind), needCurl, needLftp, needPython, needFtpgate)

@@ -29,6 +29,9 @@ const (
 // serverKinds is every server the interoperability tests run against.
 var serverKinds = []string{vsftpd, proftpd, pureFTPd}
 
+// ftpsServerKinds are the servers the FTPS tests configure (see serverTLS).
+var ftpsServerKinds = []string{vsftpd, proftpd}
+
 // Servers' own passive port range. pure-ftpd caps its client count at half the range's size,
 // so it is wide enough for the 50-session test.
 const serverPassiveLo, serverPassiveHi = 30000, 30499
