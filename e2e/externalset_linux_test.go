@@ -103,20 +103,15 @@ func TestExternalSet(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			ctl, err := dialLogin(ctx, tp.Client, hostPort(tc.ep.Host, tc.ep.Port))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ctl.Close()
+			ctl := mustLogin(ctx, t, tp.Client, hostPort(tc.ep.Host, tc.ep.Port))
+			var err error
 			set := operatorPinholeSets.forFamily(tc.ep.v6())
 			passive := tc.verb == "EPSV" || tc.verb == "PASV"
 			var target netip.AddrPort
 			var ln net.Listener
 			if passive {
 				// The client will connect to ftpgate: its pinhole is (client, ftpgate, port).
-				if target, err = ctl.passive(tc.verb); err != nil {
-					t.Fatalf("%v\n%s", err, ctl.Transcript())
-				}
+				target = ctl.mustPassive(t, tc.verb)
 				want := pinholeKey(tc.ep.clientAddr(), tc.ep.DataPeer, int(target.Port()))
 				if els := pins(t); len(els) != 1 || !els[0].is(set, want, nil) || els[0].Timeout != 60 {
 					t.Fatalf("while the %s transfer is pending the operator's sets hold %v; want exactly %s: %s timeout 60s",
@@ -197,14 +192,8 @@ func TestExternalSet(t *testing.T) {
 	}
 
 	// Stopped with a transfer pending: ftpgate takes its element out; the ruleset is as before.
-	ctl, err := dialLogin(ctx, tp.Client, hostPort(proxyClientV4, 21))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ctl.Close()
-	if _, err := ctl.passive("EPSV"); err != nil {
-		t.Fatalf("%v\n%s", err, ctl.Transcript())
-	}
+	ctl := mustLogin(ctx, t, tp.Client, hostPort(proxyClientV4, 21))
+	ctl.mustPassive(t, "EPSV")
 	if els := pins(t); len(els) != 1 {
 		t.Errorf("with a transfer pending the operator's sets hold %v; want its pinhole", els)
 	}

@@ -117,11 +117,7 @@ func checkGatewayPending(ctx context.Context, t *testing.T, tp *topology) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			ctl, err := dialLogin(ctx, tp.Client, hostPort(tc.ep.Host, tc.ep.Port))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ctl.Close()
+			ctl := mustLogin(ctx, t, tp.Client, hostPort(tc.ep.Host, tc.ep.Port))
 			if tc.verb == "PORT" || tc.verb == "EPRT" {
 				ln, err := ctl.active(tc.verb)
 				if err != nil {
@@ -162,10 +158,7 @@ func checkGatewayPending(ctx context.Context, t *testing.T, tp *topology) {
 // 226), calling between() once the data connection is up.
 func checkDiverted(ctx context.Context, t *testing.T, tp *topology, ctl *ftpCtl, ep endpoint, verb, gw string, between func()) {
 	t.Helper()
-	target, err := ctl.passive(verb)
-	if err != nil {
-		t.Fatalf("%v\n%s", err, ctl.Transcript())
-	}
+	target := ctl.mustPassive(t, verb)
 	if target.Addr().String() != ep.Host {
 		t.Errorf("%s through the gateway: data address %s, want the server's %s", verb, target, ep.Host)
 	}

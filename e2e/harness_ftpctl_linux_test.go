@@ -87,6 +87,18 @@ func dialLogin(ctx context.Context, ns, addr string) (*ftpCtl, error) {
 	return c, nil
 }
 
+// mustLogin is dialLogin for a test: it fails the test if the login fails, and closes the
+// connection when the test ends.
+func mustLogin(ctx context.Context, t testing.TB, ns, addr string) *ftpCtl {
+	t.Helper()
+	c, err := dialLogin(ctx, ns, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
 func (c *ftpCtl) note(format string, args ...any) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -221,6 +233,17 @@ func (c *ftpCtl) passive(verb string) (netip.AddrPort, error) {
 		return netip.AddrPortFrom(peer, uint16(port)), nil
 	}
 	return netip.AddrPort{}, fmt.Errorf("%s is not a passive command", verb)
+}
+
+// mustPassive is passive for a test: it fails the test, with the transcript, if the command
+// fails.
+func (c *ftpCtl) mustPassive(t testing.TB, verb string) netip.AddrPort {
+	t.Helper()
+	target, err := c.passive(verb)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, c.Transcript())
+	}
+	return target
 }
 
 // active opens a listener in the client's namespace on the control connection's local

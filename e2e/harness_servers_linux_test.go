@@ -88,7 +88,7 @@ func startServerTLS(t testing.TB, tp *topology, kind string, tc *serverTLS) *ftp
 		if tc != nil {
 			t.Fatal("the FTPS tests configure vsftpd and proftpd, not pure-ftpd")
 		}
-		bin = pureFTPdBin // its PureDB is written below, with a password hash from openssl
+		bin = pureFTPdBin // pureFTPdArgs writes its PureDB, with a password hash from openssl
 		args = pureFTPdArgs(t, s.Root, s.dir)
 	default:
 		t.Fatalf("unknown server %q", kind)

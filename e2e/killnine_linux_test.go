@@ -25,15 +25,8 @@ func TestKillNine(t *testing.T) {
 	defer cancel()
 
 	// A download the client reads slowly, through a small receive window: it is still running.
-	busy, err := dialLogin(ctx, tp.Client, hostPort(proxyClientV4, 21))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer busy.Close()
-	target, err := busy.passive("EPSV")
-	if err != nil {
-		t.Fatalf("%v\n%s", err, busy.Transcript())
-	}
+	busy := mustLogin(ctx, t, tp.Client, hostPort(proxyClientV4, 21))
+	target := busy.mustPassive(t, "EPSV")
 	data, err := dialSmallWindow(ctx, tp.Client, target.String())
 	if err != nil {
 		t.Fatalf("data connection: %v", err)
@@ -47,15 +40,8 @@ func TestKillNine(t *testing.T) {
 		t.Fatalf("first 64 KiB of the download: %v", err)
 	}
 	// And a second session with a pinhole pending.
-	pending, err := dialLogin(ctx, tp.Client, hostPort(proxyClientV6, 21))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pending.Close()
-	pendingTarget, err := pending.passive("EPSV")
-	if err != nil {
-		t.Fatalf("%v\n%s", err, pending.Transcript())
-	}
+	pending := mustLogin(ctx, t, tp.Client, hostPort(proxyClientV6, 21))
+	pendingTarget := pending.mustPassive(t, "EPSV")
 	if els := readPinholes(ctx, t, tp.Proxy, ownPinholeSets); !isOnly(els, ownPinholes6, pinholeKey(clientV6, proxyClientV6, int(pendingTarget.Port()))) {
 		t.Fatalf("before the kill table inet ftpgate holds %v; want the pending session's pinhole only", els)
 	}

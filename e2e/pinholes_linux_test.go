@@ -89,15 +89,8 @@ func TestOwnTablePinholes(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
-			ctl, err := dialLogin(ctx, tp.Client, hostPort(tc.ep.Host, tc.ep.Port))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ctl.Close()
-			target, err := ctl.passive(tc.verb)
-			if err != nil {
-				t.Fatalf("%v\n%s", err, ctl.Transcript())
-			}
+			ctl := mustLogin(ctx, t, tp.Client, hostPort(tc.ep.Host, tc.ep.Port))
+			target := ctl.mustPassive(t, tc.verb)
 			if target.Addr().String() != tc.ep.DataPeer {
 				t.Errorf("%s: data address %s, want ftpgate's %s", tc.verb, target, tc.ep.DataPeer)
 			}
@@ -112,7 +105,7 @@ func TestOwnTablePinholes(t *testing.T) {
 
 			// ftpgate relays the first byte only after it accepted the client's connection, and it
 			// deletes the pinhole before it relays anything.
-			err = retrieve(ctx, ctl, tp.Client, target, bigFile, func() {
+			err := retrieve(ctx, ctl, tp.Client, target, bigFile, func() {
 				if els := readPinholes(ctx, t, tp.Proxy, ownPinholeSets); len(els) != 0 {
 					t.Errorf("once the client's data connection is up, table inet ftpgate still holds %v; want none", els)
 				}
@@ -141,16 +134,9 @@ func TestPinholeExpiry(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	ctl, err := dialLogin(ctx, tp.Client, hostPort(proxyClientV4, 21))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ctl.Close()
+	ctl := mustLogin(ctx, t, tp.Client, hostPort(proxyClientV4, 21))
 	sent := time.Now()
-	target, err := ctl.passive("PASV")
-	if err != nil {
-		t.Fatalf("%v\n%s", err, ctl.Transcript())
-	}
+	target := ctl.mustPassive(t, "PASV")
 	want := pinholeKey(clientV4, proxyClientV4, int(target.Port()))
 	if els := readPinholes(ctx, t, tp.Proxy, ownPinholeSets); !isOnly(els, ownPinholes4, want) || els[0].Timeout != ttl.Seconds() {
 		t.Fatalf("after PASV table inet ftpgate holds %v; want exactly %s with timeout %s", els, strings.Join(want, " . "), ttl)

@@ -121,15 +121,8 @@ func TestHAProxyProxyProtocol(t *testing.T) {
 	})
 
 	t.Run("pinhole-admits-balancer", func(t *testing.T) {
-		ctl, err := dialLogin(ctx, c.Outside[1], hostPort(clusterHAProxyV4, 21))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ctl.Close()
-		target, err := ctl.passive("PASV")
-		if err != nil {
-			t.Fatalf("%v\n%s", err, ctl.Transcript())
-		}
+		ctl := mustLogin(ctx, t, c.Outside[1], hostPort(clusterHAProxyV4, 21))
+		target := ctl.mustPassive(t, "PASV")
 		if target.Addr().String() != clusterHAProxyV4 {
 			t.Errorf("PASV through the balancer: data address %s, want the balancer's %s", target, clusterHAProxyV4)
 		}
@@ -232,28 +225,14 @@ func startHAProxy(ctx context.Context, t *testing.T, ns, from string) {
 // both sessions need the same pinhole, (balancer, pod, port). Once the first client's data
 // connection is up, the second's pinhole must still be there, and its transfer must work.
 func testHAProxySharedPort(ctx context.Context, t *testing.T, c *cluster) {
-	first, err := dialLogin(ctx, c.Outside[0], hostPort(clusterHAProxyV4, 21))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer first.Close()
-	second, err := dialLogin(ctx, c.Outside[1], hostPort(clusterHAProxyV4, 21))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer second.Close()
-	target, err := first.passive("EPSV")
-	if err != nil {
-		t.Fatalf("%v\n%s", err, first.Transcript())
-	}
+	first := mustLogin(ctx, t, c.Outside[0], hostPort(clusterHAProxyV4, 21))
+	second := mustLogin(ctx, t, c.Outside[1], hostPort(clusterHAProxyV4, 21))
+	target := first.mustPassive(t, "EPSV")
 	// The second session asks again until it is given the first one's port: each EPSV ends
 	// its previous expectation, and ftpgate prefers the ports that were not used recently.
 	var shared netip.AddrPort
 	for range 3 * (clusterDataHi - clusterDataLo + 1) {
-		if shared, err = second.passive("EPSV"); err != nil {
-			t.Fatalf("%v\n%s", err, second.Transcript())
-		}
-		if shared == target {
+		if shared = second.mustPassive(t, "EPSV"); shared == target {
 			break
 		}
 	}

@@ -49,15 +49,8 @@ func testSplitHorizon(ctx context.Context, t *testing.T, c *cluster, g *gate) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			ctl, err := dialLogin(ctx, tc.ns, hostPort(tc.control, 21))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ctl.Close()
-			target, err := ctl.passive(tc.verb)
-			if err != nil {
-				t.Fatalf("%v\n%s", err, ctl.Transcript())
-			}
+			ctl := mustLogin(ctx, t, tc.ns, hostPort(tc.control, 21))
+			target := ctl.mustPassive(t, tc.verb)
 			if target.Addr().String() != tc.wantData || target.Port() < clusterDataLo || target.Port() > clusterDataHi {
 				t.Errorf("%s from %s: data address %s, want %s on a port of %s\n%s",
 					tc.verb, tc.client, target, tc.wantData, clusterDataPorts, ctl.Transcript())
