@@ -48,7 +48,8 @@ func TestFTPSEdgeGateway(t *testing.T) {
 	if err := os.WriteFile(rules, []byte(ftpsEdgeRuleset), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	// One bound for the whole test: the checks after the transfers use ctx too.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	if _, stderr, err := runIn(ctx, tp.Proxy, "nft", "-f", rules); err != nil {
 		t.Fatalf("operator ruleset: %v: %s", err, stderr)
@@ -109,8 +110,7 @@ func TestFTPSEdgeGateway(t *testing.T) {
 		c.Close()
 		t.Errorf("a new connection from the client to %s passed the edge gateway", probeAddr)
 	}
-	// (nft is bounded by its own timeout; ctx may be spent by now.)
-	if els := readPinholes(context.Background(), t, tp.Proxy, ownPinholeSets); len(els) != 0 {
+	if els := readPinholes(ctx, t, tp.Proxy, ownPinholeSets); len(els) != 0 {
 		t.Errorf("pinholes left after the transfers: %v", els)
 	}
 }
