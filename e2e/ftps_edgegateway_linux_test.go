@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -44,15 +43,11 @@ func TestFTPSEdgeGateway(t *testing.T) {
 	pki := newFTPSPKI(t)
 	srv := startServerTLS(t, tp, vsftpd, pki.Server)
 
-	rules := filepath.Join(t.TempDir(), "edge.nft")
-	if err := os.WriteFile(rules, []byte(ftpsEdgeRuleset), 0o644); err != nil {
-		t.Fatal(err)
-	}
 	// One bound for the whole test: the checks after the transfers use ctx too.
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if _, stderr, err := runIn(ctx, tp.Proxy, "nft", "-f", rules); err != nil {
-		t.Fatalf("operator ruleset: %v: %s", err, stderr)
+	if err := nftLoad(ctx, tp.Proxy, ftpsEdgeRuleset); err != nil {
+		t.Fatalf("operator ruleset: %v", err)
 	}
 	g := startGate(t, tp, gateConfig{
 		Mode:   "redirect",
