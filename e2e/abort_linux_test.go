@@ -1,10 +1,11 @@
+//go:build linux
+
 package e2e
 
 import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -22,16 +23,9 @@ func TestAbort(t *testing.T) {
 			t.Parallel()
 			tp := newTopology(t)
 			srv := startServer(t, tp, kind)
-			f, err := os.Create(filepath.Join(srv.Root, hugeFile))
-			if err != nil {
-				t.Fatal(err)
-			}
 			// Sparse and large: the transfer is still running when the
 			// client aborts it, whatever the socket buffers hold.
-			if err := f.Truncate(hugeSize); err != nil {
-				t.Fatal(err)
-			}
-			f.Close()
+			srv.addSparseFile(t, hugeFile, hugeSize)
 			g := startGate(t, tp, gateConfig{})
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()

@@ -11,7 +11,6 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -20,9 +19,6 @@ import (
 	"testing"
 	"time"
 )
-
-// haproxyBin is Debian's haproxy, installed by scripts/install-test-deps.sh.
-const haproxyBin = "/usr/sbin/haproxy"
 
 // haproxyConfig is a TCP load balancer in front of the pod, as a cloud balancer with the PROXY
 // protocol is: port 21 and the eight data ports on its own address, each connection passed to
@@ -66,14 +62,7 @@ backend ftp_data
 // balancer's own connection without a header is cut off.
 func TestHAProxyProxyProtocol(t *testing.T) {
 	t.Parallel()
-	requirePrereqs(t, needVsftpd, needCurl, needFtpgate)
-	if _, err := os.Stat(haproxyBin); err != nil {
-		msg := fmt.Sprintf("e2e prerequisites missing: haproxy (%s); %s", haproxyBin, installHint)
-		if strict() {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
+	requirePrereqs(t, needVsftpd, needCurl, needHAProxy, needFtpgate)
 	c := newCluster(t, 3)
 	lb := c.ns("lb")
 	c.link(c.Node, "lb0", clusterNodeHAProxyV4+"/24", lb, "eth0", clusterHAProxyV4+"/24")
@@ -84,7 +73,7 @@ func TestHAProxyProxyProtocol(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	startLocalVsftpd(t, c.Pod, clusterServerAddr)
+	startSidecarVsftpd(t, c.Pod)
 	g := startGate(t, c.view(c.Pod, c.Outside[0]), sidecarGate(
 		"--advertise", clusterHAProxyV4,
 		"--proxy-protocol-trusted", clusterHAProxyV4+"/32",
@@ -132,28 +121,17 @@ func TestHAProxyProxyProtocol(t *testing.T) {
 	})
 
 	t.Run("pinhole-admits-balancer", func(t *testing.T) {
-		ctl, err := dialLogin(ctx, c.Outside[1], hostPort(clusterHAProxyV4, 21))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ctl.Close()
-		target, err := ctl.passive("PASV")
-		if err != nil {
-			t.Fatalf("%v\n%s", err, ctl.Transcript())
-		}
+		ctl := mustLogin(ctx, t, c.Outside[1], hostPort(clusterHAProxyV4, 21))
+		target := ctl.mustPassive(t, "PASV")
 		if target.Addr().String() != clusterHAProxyV4 {
 			t.Errorf("PASV through the balancer: data address %s, want the balancer's %s", target, clusterHAProxyV4)
 		}
 		want := pinholeKey(clusterHAProxyV4, clusterPodV4, int(target.Port()))
-		els, err := nftSetElements(ctx, c.Pod, "inet", ownTable, ownPinholes4, ownPinholes6)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(els) != 1 || !slices.Equal(els[0].Key, want) {
+		if els := readPinholes(ctx, t, c.Pod, ownPinholeSets); !isOnly(els, ownPinholes4, want) {
 			t.Errorf("while the transfer is pending the pod's table inet ftpgate holds %v; want exactly %s (the balancer's address)",
 				els, strings.Join(want, " . "))
 		}
-		if err := retrieve(ctx, ctl, c.Outside[1], target, oneFile); err != nil {
+		if err := retrieve(ctx, ctl, c.Outside[1], target, oneFile, nil); err != nil {
 			t.Fatal(err)
 		}
 		if err := ctl.quit(); err != nil {
@@ -247,28 +225,14 @@ func startHAProxy(ctx context.Context, t *testing.T, ns, from string) {
 // both sessions need the same pinhole, (balancer, pod, port). Once the first client's data
 // connection is up, the second's pinhole must still be there, and its transfer must work.
 func testHAProxySharedPort(ctx context.Context, t *testing.T, c *cluster) {
-	first, err := dialLogin(ctx, c.Outside[0], hostPort(clusterHAProxyV4, 21))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer first.Close()
-	second, err := dialLogin(ctx, c.Outside[1], hostPort(clusterHAProxyV4, 21))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer second.Close()
-	target, err := first.passive("EPSV")
-	if err != nil {
-		t.Fatalf("%v\n%s", err, first.Transcript())
-	}
+	first := mustLogin(ctx, t, c.Outside[0], hostPort(clusterHAProxyV4, 21))
+	second := mustLogin(ctx, t, c.Outside[1], hostPort(clusterHAProxyV4, 21))
+	target := first.mustPassive(t, "EPSV")
 	// The second session asks again until it is given the first one's port: each EPSV ends
 	// its previous expectation, and ftpgate prefers the ports that were not used recently.
 	var shared netip.AddrPort
 	for range 3 * (clusterDataHi - clusterDataLo + 1) {
-		if shared, err = second.passive("EPSV"); err != nil {
-			t.Fatalf("%v\n%s", err, second.Transcript())
-		}
-		if shared == target {
+		if shared = second.mustPassive(t, "EPSV"); shared == target {
 			break
 		}
 	}
@@ -276,28 +240,22 @@ func testHAProxySharedPort(ctx context.Context, t *testing.T, c *cluster) {
 		t.Fatalf("the second session was never given the first one's data port %s", target)
 	}
 	pin := pinholeKey(clusterHAProxyV4, clusterPodV4, int(target.Port()))
-	pins := func() []nftElement {
-		els, err := nftSetElements(ctx, c.Pod, "inet", ownTable, ownPinholes4, ownPinholes6)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return els
-	}
-	if els := pins(); len(els) != 1 || !slices.Equal(els[0].Key, pin) {
+	pins := func() []nftElement { return readPinholes(ctx, t, c.Pod, ownPinholeSets) }
+	if els := pins(); !isOnly(els, ownPinholes4, pin) {
 		t.Fatalf("two sessions wait on %s through the balancer; the pod's table inet ftpgate holds %v, want %s",
 			target, els, strings.Join(pin, " . "))
 	}
-	if err := retrieve(ctx, first, c.Outside[0], target, oneFile); err != nil {
+	if err := retrieve(ctx, first, c.Outside[0], target, oneFile, nil); err != nil {
 		t.Fatalf("the first client's transfer: %v", err)
 	}
-	if els := pins(); len(els) != 1 || !slices.Equal(els[0].Key, pin) {
+	if els := pins(); !isOnly(els, ownPinholes4, pin) {
 		t.Errorf("the second session still waits on %s, but after the first client's transfer the pod's table inet ftpgate holds %v; "+
 			"want %s: one session's data connection closed the pinhole another session needs", target, els, strings.Join(pin, " . "))
 	}
 	if err := first.quit(); err != nil {
 		t.Error(err)
 	}
-	if err := retrieve(ctx, second, c.Outside[1], shared, oneFile); err != nil {
+	if err := retrieve(ctx, second, c.Outside[1], shared, oneFile, nil); err != nil {
 		t.Fatalf("the second client's transfer on the shared port: %v", err)
 	}
 	if err := second.quit(); err != nil {

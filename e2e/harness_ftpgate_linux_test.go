@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -219,33 +220,13 @@ func (v gateVars) String() string {
 		v.Goroutines, v.FDs, v.Listeners, v.Sessions, v.Pinholes, v.ProcFDs, v.ProcSockets, v.ProcPipes, v.SSListeners, v.NumGC)
 }
 
-// Vars reads /debug/vars and counts fds and listening sockets itself.
+// Vars reads ftpgate's counters from /debug/vars (see counters) and counts its fds and
+// listening sockets itself.
 func (g *gate) Vars(ctx context.Context) (gateVars, error) {
-	var v gateVars
-	body, code, err := g.get(ctx, "/debug/vars")
+	v, err := g.counters(ctx)
 	if err != nil {
-		return v, fmt.Errorf("GET /debug/vars: %w", err)
+		return v, err
 	}
-	if code != http.StatusOK {
-		return v, fmt.Errorf("GET /debug/vars: status %d", code)
-	}
-	var all map[string]json.RawMessage
-	if err := json.Unmarshal([]byte(body), &all); err != nil {
-		return v, fmt.Errorf("GET /debug/vars: %w", err)
-	}
-	raw, ok := all["ftpgate"]
-	if !ok {
-		return v, fmt.Errorf(`GET /debug/vars: no "ftpgate" object in %.200s`, body)
-	}
-	if err := json.Unmarshal(raw, &v); err != nil {
-		return v, fmt.Errorf(`GET /debug/vars: "ftpgate": %w`, err)
-	}
-	v.raw = string(raw)
-	var mem struct{ NumGC uint32 }
-	if ms, ok := all["memstats"]; ok {
-		_ = json.Unmarshal(ms, &mem)
-	}
-	v.NumGC = mem.NumGC
 	fdDir := fmt.Sprintf("/proc/%d/fd", g.proc.Pid())
 	fds, err := os.ReadDir(fdDir)
 	if err != nil {
@@ -273,6 +254,135 @@ func (g *gate) Vars(ctx context.Context) (gateVars, error) {
 		v.SSListeners = 0
 	}
 	return v, nil
+}
+
+// counters reads ftpgate's own counters (the "ftpgate" object) and its garbage collection count
+// from /debug/vars, and nothing else: cheap enough to sample under load (Vars also counts fds
+// and listening sockets).
+func (g *gate) counters(ctx context.Context) (gateVars, error) {
+	var v gateVars
+	body, code, err := g.get(ctx, "/debug/vars")
+	if err != nil {
+		return v, fmt.Errorf("GET /debug/vars: %w", err)
+	}
+	if code != http.StatusOK {
+		return v, fmt.Errorf("GET /debug/vars: status %d", code)
+	}
+	var all struct {
+		Ftpgate  json.RawMessage        `json:"ftpgate"`
+		Memstats struct{ NumGC uint32 } `json:"memstats"`
+	}
+	if err := json.Unmarshal([]byte(body), &all); err != nil {
+		return v, fmt.Errorf("GET /debug/vars: %w", err)
+	}
+	if len(all.Ftpgate) == 0 {
+		return v, fmt.Errorf(`GET /debug/vars: no "ftpgate" object in %.200s`, body)
+	}
+	if err := json.Unmarshal(all.Ftpgate, &v); err != nil {
+		return v, fmt.Errorf(`GET /debug/vars: "ftpgate": %w`, err)
+	}
+	v.raw = string(all.Ftpgate)
+	v.NumGC = all.Memstats.NumGC
+	return v, nil
+}
+
+// collectGarbage makes ftpgate collect garbage n more times, by asking for /debug/vars (every
+// answer allocates) until it has; bounded by ctx. Go pools the pipes io.Copy splices through
+// until a collection, so pipes left after that are leaked, not pooled.
+func collectGarbage(ctx context.Context, g *gate, n uint32) error {
+	first, err := g.counters(ctx)
+	if err != nil {
+		return err
+	}
+	for {
+		v, err := g.counters(ctx)
+		if err != nil {
+			return err
+		}
+		if v.NumGC-first.NumGC >= n {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("ftpgate collected garbage %d times, not %d, before %w", v.NumGC-first.NumGC, n, ctx.Err())
+		}
+	}
+}
+
+// settled reports whether v is back to base: no more goroutines, listeners, sockets or other
+// fds, and no session or pinhole. pipesOnly reports whether pipes are all that is left over.
+func settled(v, base gateVars) (ok, pipesOnly bool) {
+	extraPipes := max(0, v.ProcPipes-base.ProcPipes)
+	rest := v.Goroutines <= base.Goroutines && v.Listeners <= base.Listeners && v.SSListeners <= base.SSListeners &&
+		v.ProcSockets <= base.ProcSockets && v.FDs <= base.FDs+extraPipes && v.ProcFDs <= base.ProcFDs+extraPipes &&
+		v.Sessions == 0 && v.Pinholes == 0
+	return rest && extraPipes == 0, rest && extraPipes > 0
+}
+
+// waitSettled polls /debug/vars until settled(v, base) or ctx ends.
+//
+// Go's io.Copy keeps the pipes it splices through in a sync.Pool that only garbage collections
+// empty, and an idle ftpgate may not collect for minutes. So while pipes are all that is left,
+// it polls quickly: every /debug/vars answer allocates, which drives ftpgate to collect. Pipes
+// still there two collections after the load are leaked, not pooled.
+func (g *gate) waitSettled(ctx context.Context, base gateVars) (gateVars, error) {
+	var last gateVars
+	var lastErr error
+	var firstGC uint32
+	for polls := 0; ; polls++ {
+		v, err := g.Vars(ctx)
+		interval := 100 * time.Millisecond
+		if err == nil {
+			if last == (gateVars{}) {
+				firstGC = v.NumGC
+			}
+			last = v
+			ok, pipesOnly := settled(v, base)
+			if ok {
+				return v, nil
+			}
+			if pipesOnly {
+				interval = 2 * time.Millisecond
+			}
+		} else {
+			lastErr = err
+		}
+		select {
+		case <-ctx.Done():
+			if last == (gateVars{}) {
+				return last, lastErr
+			}
+			return last, fmt.Errorf("not back to the baseline within the settle time, %d garbage collections after the load (last poll error: %v)",
+				last.NumGC-firstGC, lastErr)
+		case <-time.After(interval):
+		}
+	}
+}
+
+// idleBaseline waits until ftpgate is idle (no session or pinhole, the same goroutine and fd
+// counts twice in a row, two garbage collections so that no pooled splice pipe is counted, as
+// warmUp does) and returns its resource counts.
+func idleBaseline(ctx context.Context, t *testing.T, g *gate) gateVars {
+	t.Helper()
+	var prev gateVars
+	var gc0 uint32
+	for i := 0; ; i++ {
+		v, err := g.Vars(ctx)
+		if err != nil {
+			t.Fatalf("ftpgate /debug/vars: %v", err)
+		}
+		if i == 0 {
+			gc0 = v.NumGC
+		} else if v.Sessions == 0 && v.Pinholes == 0 && v.Goroutines == prev.Goroutines && v.ProcFDs == prev.ProcFDs &&
+			v.NumGC-gc0 >= 2 {
+			return v
+		}
+		prev = v
+		select {
+		case <-ctx.Done():
+			t.Fatalf("ftpgate did not become idle: %s", v)
+		case <-time.After(2 * time.Millisecond): // every answer allocates: this drives collections
+		}
+	}
 }
 
 // logRecord is one JSON log line.
@@ -303,6 +413,15 @@ func (r logRecord) num(k string) (int64, bool) {
 func (r logRecord) String() string {
 	b, _ := json.Marshal(map[string]any(r))
 	return string(b)
+}
+
+// recordHost returns the address part of a record's "address:port" field, or "".
+func recordHost(r logRecord, field string) string {
+	ap, err := netip.ParseAddrPort(r.str(field))
+	if err != nil {
+		return ""
+	}
+	return ap.Addr().Unmap().String()
 }
 
 // logSink collects ftpgate's output: every line into a file and a buffer, JSON lines parsed.
@@ -435,81 +554,4 @@ func excerpt(recs []logRecord, n int) string {
 		b.WriteByte('\n')
 	}
 	return b.String()
-}
-
-// settled reports whether v is back to base: no more goroutines, listeners, sockets or other
-// fds, and no session or pinhole. pipesOnly reports whether pipes are all that is left over.
-func settled(v, base gateVars) (ok, pipesOnly bool) {
-	extraPipes := max(0, v.ProcPipes-base.ProcPipes)
-	rest := v.Goroutines <= base.Goroutines && v.Listeners <= base.Listeners && v.SSListeners <= base.SSListeners &&
-		v.ProcSockets <= base.ProcSockets && v.FDs <= base.FDs+extraPipes && v.ProcFDs <= base.ProcFDs+extraPipes &&
-		v.Sessions == 0 && v.Pinholes == 0
-	return rest && extraPipes == 0, rest && extraPipes > 0
-}
-
-// waitSettled polls /debug/vars until settled(v, base) or ctx ends.
-//
-// Go's io.Copy keeps the pipes it splices through in a sync.Pool that only garbage collections
-// empty, and an idle ftpgate may not collect for minutes. So while pipes are all that is left,
-// it polls quickly: every /debug/vars answer allocates, which drives ftpgate to collect. Pipes
-// still there two collections after the load are leaked, not pooled.
-func (g *gate) waitSettled(ctx context.Context, base gateVars) (gateVars, error) {
-	var last gateVars
-	var lastErr error
-	var firstGC uint32
-	for polls := 0; ; polls++ {
-		v, err := g.Vars(ctx)
-		interval := 100 * time.Millisecond
-		if err == nil {
-			if last == (gateVars{}) {
-				firstGC = v.NumGC
-			}
-			last = v
-			ok, pipesOnly := settled(v, base)
-			if ok {
-				return v, nil
-			}
-			if pipesOnly {
-				interval = 2 * time.Millisecond
-			}
-		} else {
-			lastErr = err
-		}
-		select {
-		case <-ctx.Done():
-			if last == (gateVars{}) {
-				return last, lastErr
-			}
-			return last, fmt.Errorf("not back to the baseline within the settle time, %d garbage collections after the load (last poll error: %v)",
-				last.NumGC-firstGC, lastErr)
-		case <-time.After(interval):
-		}
-	}
-}
-
-// idleBaseline waits until ftpgate is idle (no session or pinhole, the same goroutine and fd
-// counts twice in a row, two garbage collections so that no pooled splice pipe is counted, as
-// warmUp does) and returns its resource counts.
-func idleBaseline(ctx context.Context, t *testing.T, g *gate) gateVars {
-	t.Helper()
-	var prev gateVars
-	var gc0 uint32
-	for i := 0; ; i++ {
-		v, err := g.Vars(ctx)
-		if err != nil {
-			t.Fatalf("ftpgate /debug/vars: %v", err)
-		}
-		if i == 0 {
-			gc0 = v.NumGC
-		} else if v.Sessions == 0 && v.Pinholes == 0 && v.Goroutines == prev.Goroutines && v.ProcFDs == prev.ProcFDs &&
-			v.NumGC-gc0 >= 2 {
-			return v
-		}
-		prev = v
-		select {
-		case <-ctx.Done():
-			t.Fatalf("ftpgate did not become idle: %s", v)
-		case <-time.After(2 * time.Millisecond): // every answer allocates: this drives collections
-		}
-	}
 }

@@ -9,97 +9,13 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"fmt"
 	"math/big"
 	"net"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 )
-
-// serverTLS is how a test server speaks FTPS: TLS required for logins and data, and data
-// connections that must resume the control connection's TLS session (vsftpd
-// require_ssl_reuse=YES; proftpd's default without NoSessionReuseRequired).
-type serverTLS struct {
-	Cert, Key string // PEM files
-	Implicit  bool   // TLS from connect, on port 990 (no AUTH TLS)
-}
-
-// vsftpd adds the FTPS settings to a vsftpd configuration.
-func (tc *serverTLS) vsftpd(conf string) string {
-	if tc == nil {
-		return conf
-	}
-	if tc.Implicit {
-		conf = strings.Replace(conf, "listen_port=21\n", "listen_port=990\n", 1)
-	}
-	return conf + fmt.Sprintf(`ssl_enable=YES
-force_local_logins_ssl=YES
-force_local_data_ssl=YES
-require_ssl_reuse=YES
-implicit_ssl=%s
-rsa_cert_file=%s
-rsa_private_key_file=%s
-ssl_ciphers=HIGH
-ssl_request_cert=NO
-`, map[bool]string{true: "YES", false: "NO"}[tc.Implicit], tc.Cert, tc.Key)
-}
-
-// proftpd adds mod_tls (from proftpd-mod-crypto, unpacked beside proftpd) to a proftpd
-// configuration; dir holds its TLS log.
-func (tc *serverTLS) proftpd(conf, dir string) string {
-	if tc == nil {
-		return conf
-	}
-	opts := ""
-	if tc.Implicit {
-		conf = strings.Replace(conf, "\nPort 21\n", "\nPort 990\n", 1)
-		opts = "  TLSOptions UseImplicitSSL\n"
-	}
-	return conf + fmt.Sprintf(`ModulePath %s
-LoadModule mod_tls.c
-<IfModule mod_tls.c>
-  TLSEngine on
-  TLSLog %s
-  TLSProtocol TLSv1.2 TLSv1.3
-  TLSRequired on
-  TLSECCertificateFile %s
-  TLSECCertificateKeyFile %s
-  TLSVerifyClient off
-  TLSRenegotiate none
-%s</IfModule>
-`, proftpdModules, filepath.Join(dir, "tls.log"), tc.Cert, tc.Key, opts)
-}
-
-// proftpdModules is where scripts/install-test-deps.sh unpacked proftpd-mod-crypto (mod_tls).
-const proftpdModules = "/opt/ftpgate-e2e/proftpd-tls/usr/lib/proftpd"
-
-// requireServerTLS skips (or in strict mode fails) a test of an FTPS server whose TLS support is
-// not installed: proftpd's mod_tls comes from a package of its own.
-func requireServerTLS(t testing.TB, kind string) {
-	t.Helper()
-	if kind != proftpd {
-		return
-	}
-	if _, err := os.Stat(filepath.Join(proftpdModules, "mod_tls.so")); err != nil {
-		msg := fmt.Sprintf("e2e prerequisites missing: proftpd mod_tls (%v); %s", err, installHint)
-		if strict() {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-}
-
-// probe is the port and banner startServer waits for: an implicit FTPS server says nothing in
-// clear text.
-func (tc *serverTLS) probe() (int, string) {
-	if tc != nil && tc.Implicit {
-		return 990, ""
-	}
-	return 21, "220"
-}
 
 // ftpsPKI is one test's certificates, as PEM files in Dir:
 //

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/netip"
 	"path"
 	"path/filepath"
 	"runtime"
@@ -59,9 +60,12 @@ func (e endpoint) clientAddr() string {
 }
 
 func directV4() endpoint { return endpoint{"direct", serverV4, 21, serverV4} }
+
 func directV6() endpoint { return endpoint{"direct", serverV6, 21, serverV6} }
-func gateV4() endpoint   { return endpoint{"ftpgate", proxyClientV4, 21, proxyClientV4} }
-func gateV6() endpoint   { return endpoint{"ftpgate", proxyClientV6, 21, proxyClientV6} }
+
+func gateV4() endpoint { return endpoint{"ftpgate", proxyClientV4, 21, proxyClientV4} }
+
+func gateV6() endpoint { return endpoint{"ftpgate", proxyClientV6, 21, proxyClientV6} }
 
 // ftpClient is one client program, run in the client namespace.
 type ftpClient interface {
@@ -74,6 +78,12 @@ type ftpClient interface {
 	List(ctx context.Context, ep endpoint, m dataMode, dir string) ([]string, error)
 	// Resume keeps local's bytes, restarts the download at len(local) and appends the rest.
 	Resume(ctx context.Context, ep endpoint, m dataMode, remote, local string, offset int64) error
+}
+
+// getPutter is a client that downloads and uploads.
+type getPutter interface {
+	Get(ctx context.Context, ep endpoint, m dataMode, remote, local string) error
+	Put(ctx context.Context, ep endpoint, m dataMode, local, remote string) error
 }
 
 // runIn runs a client program in namespace ns and returns stdout and stderr.
@@ -105,20 +115,9 @@ func (c curlClient) runVerbose(ctx context.Context, ep endpoint, m dataMode, arg
 
 // runBoth runs curl and returns its output and its -v log.
 func (c curlClient) runBoth(ctx context.Context, ep endpoint, m dataMode, args ...string) ([]byte, []byte, error) {
-	base := []string{"-sS", "-v", "-g", "--max-time", "60", "--connect-timeout", "10", "--user", e2eUser + ":" + e2ePassword}
-	switch m {
-	case modeEPSV:
-		base = append(base, "--ftp-pasv")
-	case modePASV:
-		base = append(base, "--disable-epsv")
-	case modePASVIP:
-		base = append(base, "--disable-epsv", "--no-ftp-skip-pasv-ip")
-	case modeEPRT:
-		base = append(base, "--ftp-port", urlHost(ep.clientAddr(), 21))
-	case modePORT:
-		base = append(base, "--ftp-port", ep.clientAddr(), "--disable-eprt")
-	default:
-		return nil, nil, fmt.Errorf("curl: unknown mode %s", m)
+	base, err := curlArgs(ep, m)
+	if err != nil {
+		return nil, nil, err
 	}
 	out, verbose, err := runIn(ctx, c.ns, "curl", append(base, args...)...)
 	verbose = bytes.ReplaceAll(verbose, []byte("\r\n"), []byte("\n"))
@@ -131,44 +130,70 @@ func (c curlClient) runBoth(ctx context.Context, ep endpoint, m dataMode, args .
 	return out, verbose, nil
 }
 
+// curlArgs returns the options of a curl run in data mode m toward ep: quiet but verbose (-v
+// shows the FTP commands), no URL globbing, bounded times, the test user, and the mode.
+func curlArgs(ep endpoint, m dataMode) ([]string, error) {
+	base := []string{"-sS", "-v", "-g", "--max-time", "60", "--connect-timeout", "10", "--user", e2eUser + ":" + e2ePassword}
+	switch m {
+	case modeEPSV:
+		return append(base, "--ftp-pasv"), nil
+	case modePASV:
+		return append(base, "--disable-epsv"), nil
+	case modePASVIP:
+		return append(base, "--disable-epsv", "--no-ftp-skip-pasv-ip"), nil
+	case modeEPRT:
+		return append(base, "--ftp-port", urlHost(ep.clientAddr(), 21)), nil
+	case modePORT:
+		return append(base, "--ftp-port", ep.clientAddr(), "--disable-eprt"), nil
+	}
+	return nil, fmt.Errorf("curl: unknown mode %s", m)
+}
+
+// curlDataCommands are, for each mode, the data command curl must send and the fallback it must
+// not have used.
+var curlDataCommands = map[dataMode][2]string{
+	modeEPSV:   {"EPSV", "PASV"},
+	modePASV:   {"PASV", "EPSV"},
+	modePASVIP: {"PASV", "EPSV"},
+	modeEPRT:   {"EPRT", "PORT"},
+	modePORT:   {"PORT", "EPRT"},
+}
+
 // curlCheck verifies from curl's -v output that the mode's data command was sent (and not its
 // fallback), and that every connection curl opened went to the endpoint.
 func curlCheck(verbose []byte, ep endpoint, m dataMode) error {
 	sent := func(cmd string) bool {
 		return bytes.Contains(verbose, []byte("\n> "+cmd+" ")) || bytes.Contains(verbose, []byte("\n> "+cmd+"\n"))
 	}
-	// The command the mode must send, and the fallback curl must not have used.
-	pairs := map[dataMode][2]string{
-		modeEPSV:   {"EPSV", "PASV"},
-		modePASV:   {"PASV", "EPSV"},
-		modePASVIP: {"PASV", "EPSV"},
-		modeEPRT:   {"EPRT", "PORT"},
-		modePORT:   {"PORT", "EPRT"},
-	}
-	want, not := pairs[m][0], pairs[m][1]
+	want, not := curlDataCommands[m][0], curlDataCommands[m][1]
 	if !sent(want) {
 		return fmt.Errorf("curl never sent %s", want)
 	}
 	if sent(not) {
 		return fmt.Errorf("curl fell back from %s to %s", want, not)
 	}
-	for _, line := range strings.Split(string(verbose), "\n") {
-		rest, ok := strings.CutPrefix(strings.TrimSpace(line), "*   Trying ")
-		if !ok {
-			rest, ok = strings.CutPrefix(strings.TrimSpace(line), "* Trying ")
-		}
-		if !ok {
-			continue
-		}
-		host, _, err := net.SplitHostPort(strings.TrimSuffix(rest, "..."))
+	for _, addr := range curlTried(verbose) {
+		host, _, err := net.SplitHostPort(addr)
 		if err != nil {
 			continue
 		}
 		if host != ep.DataPeer {
-			return fmt.Errorf("curl connected to %s, want every connection to go to %s", rest, ep.DataPeer)
+			return fmt.Errorf("curl connected to %s, want every connection to go to %s", addr, ep.DataPeer)
 		}
 	}
 	return nil
+}
+
+// curlTried returns the addresses curl connected to, in order, from its -v output
+// ("*   Trying 198.18.0.1:21...").
+func curlTried(verbose []byte) []string {
+	var out []string
+	for _, line := range strings.Split(string(verbose), "\n") {
+		if rest, ok := strings.CutPrefix(strings.TrimLeft(line, "* "), "Trying "); ok {
+			out = append(out, strings.TrimSuffix(strings.TrimSpace(rest), "..."))
+		}
+	}
+	return out
 }
 
 func (c curlClient) Get(ctx context.Context, ep endpoint, m dataMode, remote, local string) error {
@@ -207,6 +232,18 @@ func (c curlClient) Resume(ctx context.Context, ep endpoint, m dataMode, remote,
 		return fmt.Errorf("curl resume: no %q in its output\n%s", strings.TrimSpace(want), tail(verbose, 25))
 	}
 	return nil
+}
+
+// curlDataPort returns the port of the data connection curl opened (the first connection not
+// to port 21), from its -v output, or 0.
+func curlDataPort(verbose []byte) int {
+	for _, addr := range curlTried(verbose) {
+		ap, err := netip.ParseAddrPort(addr)
+		if err == nil && ap.Port() != 21 {
+			return int(ap.Port())
+		}
+	}
+	return 0
 }
 
 // ftplibClient drives e2e/testdata/ftpclient.py, which selects the mode explicitly and reports
@@ -309,40 +346,184 @@ func cleanNames(in []string) []string {
 	return out
 }
 
-// lftpMirror runs one lftp mirror in the client namespace: reverse uploads local src to remote
-// dst, otherwise it downloads remote src to local dst. It checks from lftp's debug output that
-// the data command of the chosen mode was used.
-func lftpMirror(ctx context.Context, ns string, ep endpoint, passive, reverse bool, src, dst string) error {
-	settings := []string{
-		"set cmd:fail-exit yes",
-		"set ftp:ssl-allow no",
+// ftpsCurl drives curl over FTPS: explicit (AUTH TLS, --ssl-reqd) or implicit (ftps://), always
+// verifying the certificate against ca.
+type ftpsCurl struct {
+	ns, ca   string
+	implicit bool // ftps:// to port 990
+	extra    []string
+}
+
+func (c ftpsCurl) url(ep endpoint, p string) string {
+	if c.implicit {
+		return "ftps://" + hostPort(ep.Host, 990) + "/" + strings.TrimPrefix(p, "/")
+	}
+	return ep.url(p)
+}
+
+// run runs curl and returns its output and -v log. It checks from the log that the control
+// connection used TLS, that data connections were protected (PROT P) and that the mode's data
+// command was sent.
+func (c ftpsCurl) run(ctx context.Context, ep endpoint, m dataMode, args ...string) ([]byte, []byte, error) {
+	base, err := curlArgs(ep, m)
+	if err != nil {
+		return nil, nil, err
+	}
+	base = append(base, "--cacert", c.ca)
+	if !c.implicit {
+		base = append(base, "--ssl-reqd")
+	}
+	want := curlDataCommands[m][0]
+	base = append(base, c.extra...)
+	out, verbose, err := runIn(ctx, c.ns, "curl", append(base, args...)...)
+	verbose = bytes.ReplaceAll(verbose, []byte("\r\n"), []byte("\n"))
+	if err == nil {
+		for _, must := range []string{"SSL connection using TLSv1.", "\n> PROT P\n", "\n> " + want} {
+			if !bytes.Contains(verbose, []byte(must)) {
+				err = fmt.Errorf("no %q in curl's -v output", strings.TrimSpace(must))
+				break
+			}
+		}
+	}
+	if err != nil {
+		return out, verbose, fmt.Errorf("curl FTPS %s via %s %s: %w\n%s", m, ep.Name, strings.Join(args, " "), err, tail(verbose, 30))
+	}
+	return out, verbose, nil
+}
+
+func (c ftpsCurl) Get(ctx context.Context, ep endpoint, m dataMode, remote, local string) error {
+	_, _, err := c.run(ctx, ep, m, "-o", local, c.url(ep, remote))
+	return err
+}
+
+func (c ftpsCurl) Put(ctx context.Context, ep endpoint, m dataMode, local, remote string) error {
+	_, _, err := c.run(ctx, ep, m, "-T", local, c.url(ep, remote))
+	return err
+}
+
+// ftpsPyResult is e2e/testdata/ftpsclient.py's JSON result.
+type ftpsPyResult struct {
+	Op          string `json:"op"`
+	Error       string `json:"error"`
+	DataError   string `json:"data_error"`
+	Bytes       int64  `json:"bytes"`
+	Reply       string `json:"reply"`
+	DataTLS     string `json:"data_tls"`
+	DataResumed bool   `json:"data_resumed"`
+}
+
+// ftpsPython runs ftpsclient.py (Python's FTP_TLS) once: command get or put. reuse makes its data
+// connections resume the control TLS session, which ftplib never does by itself.
+func ftpsPython(ctx context.Context, ns, ca string, ep endpoint, m dataMode, reuse bool, command string, args ...string) (ftpsPyResult, string, error) {
+	script := filepath.Join(filepath.Dir(scriptPath()), "ftpsclient.py")
+	a := []string{script, "--host", ep.Host, "--port", strconv.Itoa(ep.Port), "--user", e2eUser, "--password", e2ePassword,
+		"--cafile", ca, "--timeout", "30", "--mode", strings.ToLower(string(m))}
+	if reuse {
+		a = append(a, "--reuse")
+	}
+	out, transcript, err := runIn(ctx, ns, python3Bin, append(append(a, command), args...)...)
+	var res ftpsPyResult
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if jerr := json.Unmarshal([]byte(lines[len(lines)-1]), &res); jerr != nil {
+		return res, string(transcript), fmt.Errorf("ftpsclient.py output %q: %w (exit: %v)\ntranscript:\n%s", out, jerr, err, tail(transcript, 25))
+	}
+	return res, string(transcript), nil
+}
+
+// ftpsPy is ftpsClient.py as a getPutter: its data connections resume the control session, and
+// it fails unless they did.
+type ftpsPy struct{ ns, ca string }
+
+func (c ftpsPy) run(ctx context.Context, ep endpoint, m dataMode, command string, args ...string) error {
+	res, transcript, err := ftpsPython(ctx, c.ns, c.ca, ep, m, true, command, args...)
+	if err == nil && res.Error != "" {
+		err = fmt.Errorf("%s (data: %s)", res.Error, res.DataError)
+	}
+	if err == nil && !res.DataResumed {
+		err = fmt.Errorf("the data connection did not resume the TLS session: %+v", res)
+	}
+	if err != nil {
+		return fmt.Errorf("ftplib FTPS %s via %s %s %s: %w\ntranscript:\n%s", m, ep.Name, command, strings.Join(args, " "), err, tail([]byte(transcript), 25))
+	}
+	return nil
+}
+
+func (c ftpsPy) Get(ctx context.Context, ep endpoint, m dataMode, remote, local string) error {
+	return c.run(ctx, ep, m, "get", remote, local)
+}
+
+func (c ftpsPy) Put(ctx context.Context, ep endpoint, m dataMode, local, remote string) error {
+	return c.run(ctx, ep, m, "put", local, remote)
+}
+
+// lftpRun is how one lftp run talks to the server, and what its debug output must show.
+type lftpRun struct {
+	Passive bool // EPSV; otherwise PORT, or EPRT over IPv6
+	// CA makes the run FTPS: TLS forced on control and data connections (ftp:ssl-force,
+	// ftp:ssl-protect-data), the certificate verified against CA. Empty: plain FTP, TLS off.
+	CA string
+	// Transfers is how many times the mode's data command must appear in the debug output at
+	// least (one per transfer); zero means once.
+	Transfers int
+}
+
+// settings returns lftp's `set` commands for r: fail at the first error, bounded retries and
+// timeouts, overwrite local files, r's TLS and data mode. Every lftp run of the suite uses them.
+func (r lftpRun) settings() []string {
+	onOff := map[bool]string{true: "on", false: "off"}
+	yesNo := map[bool]string{true: "yes", false: "no"}
+	s := []string{"set cmd:fail-exit yes"}
+	if r.CA != "" {
+		s = append(s,
+			"set ssl:ca-file "+r.CA,
+			"set ssl:verify-certificate yes",
+			"set ftp:ssl-allow yes",
+			"set ftp:ssl-force true",
+			"set ftp:ssl-protect-data true",
+		)
+	} else {
+		s = append(s, "set ftp:ssl-allow no")
+	}
+	return append(s,
 		"set net:max-retries 2",
 		"set net:reconnect-interval-base 1",
 		"set net:timeout 20",
 		"set xfer:clobber on",
-		"set ftp:passive-mode " + map[bool]string{true: "on", false: "off"}[passive],
-		"set ftp:prefer-epsv " + map[bool]string{true: "yes", false: "no"}[passive],
+		"set ftp:passive-mode "+onOff[r.Passive],
+		"set ftp:prefer-epsv "+yesNo[r.Passive],
+	)
+}
+
+// runLftp runs lftp commands (get, put, mirror) in namespace ns against ep as the test user,
+// with r's settings. It checks from lftp's debug output that the data command of r's mode was
+// used (r.Transfers times) and, for FTPS, that AUTH TLS and PROT P were sent.
+func runLftp(ctx context.Context, ns string, ep endpoint, r lftpRun, commands ...string) error {
+	script := strings.Join(append(append(r.settings(), commands...), "bye"), "; ")
+	what := "lftp"
+	if r.CA != "" {
+		what = "lftp FTPS"
 	}
-	mirror := "mirror --parallel=4 " + src + " " + dst
-	if reverse {
-		mirror = "mirror -R --parallel=4 " + src + " " + dst
-	}
-	script := strings.Join(append(settings, mirror, "bye"), "; ")
 	out, debug, err := runIn(ctx, ns, "lftp", "-d", "-u", e2eUser+","+e2ePassword, "-e", script, "ftp://"+urlHost(ep.Host, ep.Port))
 	if err != nil {
-		return fmt.Errorf("lftp %q via %s: %w\n%s\n%s", mirror, ep.Name, err, out, tail(debug, 30))
+		return fmt.Errorf("%s %q via %s: %w\n%s\n%s", what, commands, ep.Name, err, out, tail(debug, 40))
 	}
-	var want string
+	data := "---> EPSV"
 	switch {
-	case passive:
-		want = "---> EPSV"
-	case ep.v6():
-		want = "---> EPRT"
-	default:
-		want = "---> PORT"
+	case !r.Passive && ep.v6():
+		data = "---> EPRT"
+	case !r.Passive:
+		data = "---> PORT"
 	}
-	if !bytes.Contains(debug, []byte(want)) {
-		return fmt.Errorf("lftp %q via %s: debug output has no %q\n%s", mirror, ep.Name, want, tail(debug, 30))
+	if n := bytes.Count(debug, []byte(data)); n < max(1, r.Transfers) {
+		return fmt.Errorf("%s %q via %s: %d %q in its debug output, want %d (one per transfer)\n%s",
+			what, commands, ep.Name, n, data, max(1, r.Transfers), tail(debug, 40))
+	}
+	if r.CA != "" {
+		for _, must := range []string{"---> AUTH TLS", "---> PROT P"} {
+			if !bytes.Contains(debug, []byte(must)) {
+				return fmt.Errorf("%s %q via %s: debug output has no %q\n%s", what, commands, ep.Name, must, tail(debug, 40))
+			}
+		}
 	}
 	return nil
 }

@@ -19,6 +19,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -38,6 +39,10 @@ const (
 	pureFTPdBin = "/opt/ftpgate-e2e/pure-ftpd/usr/sbin/pure-ftpd"
 	purePwBin   = "/opt/ftpgate-e2e/pure-ftpd/usr/bin/pure-pw"
 	python3Bin  = "/usr/bin/python3" // Debian's, not a pyenv shim on PATH
+	haproxyBin  = "/usr/sbin/haproxy"
+
+	// proftpdModules is where scripts/install-test-deps.sh unpacked proftpd-mod-crypto (mod_tls).
+	proftpdModules = "/opt/ftpgate-e2e/proftpd-tls/usr/lib/proftpd"
 )
 
 // Fixture files, generated once per run and linked into every server's directory.
@@ -50,6 +55,11 @@ const (
 	mirrorDir   = "mirror" // 200 small files for lftp
 	mirrorFiles = 200
 	restOffset  = 3<<20 + 17 // where resumed downloads start: not block aligned
+)
+
+const (
+	hugeFile = "huge.bin" // sparse, served only by the benchmark
+	hugeSize = 1 << 30
 )
 
 // suite is what TestMain prepares for every test: the package's only shared state.
@@ -153,14 +163,16 @@ func strict() bool {
 
 // Prerequisites a test can ask for.
 const (
-	needVsftpd   = "vsftpd"
-	needProftpd  = "proftpd"
-	needPureFTPd = "pure-ftpd"
-	needCurl     = "curl"
-	needLftp     = "lftp"
-	needPython   = "python3"
-	needStrace   = "strace"
-	needFtpgate  = "ftpgate"
+	needVsftpd     = "vsftpd"
+	needProftpd    = "proftpd"
+	needProftpdTLS = "proftpd mod_tls"
+	needPureFTPd   = "pure-ftpd"
+	needCurl       = "curl"
+	needLftp       = "lftp"
+	needPython     = "python3"
+	needStrace     = "strace"
+	needFtpgate    = "ftpgate"
+	needHAProxy    = "haproxy"
 )
 
 // requirePrereqs skips (or, under CI=true / FTPGATE_E2E=1, fails) the test when it cannot run
@@ -191,6 +203,12 @@ func requirePrereqs(t testing.TB, needs ...string) {
 			}
 		case needProftpd:
 			check("proftpd", proftpdBin)
+		case needProftpdTLS:
+			if _, err := os.Stat(filepath.Join(proftpdModules, "mod_tls.so")); err != nil {
+				missing = append(missing, fmt.Sprintf("proftpd mod_tls (%v)", err))
+			}
+		case needHAProxy:
+			check("haproxy", haproxyBin)
 		case needPureFTPd:
 			check("pure-ftpd", pureFTPdBin, purePwBin)
 			check("openssl", "openssl")
@@ -452,4 +470,22 @@ func tail(b []byte, n int) string {
 		lines = append([][]byte{[]byte("[" + strconv.Itoa(len(lines)-n) + " lines omitted]")}, lines[len(lines)-n:]...)
 	}
 	return string(bytes.Join(lines, []byte("\n")))
+}
+
+// syncBuffer is a bytes.Buffer that exec's copying goroutine may write while the test reads.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

@@ -17,11 +17,6 @@ import (
 	"time"
 )
 
-const (
-	hugeFile = "huge.bin" // sparse, served only by the benchmark
-	hugeSize = 1 << 30
-)
-
 // TestBenchmarkDownload1GiB (FTPGATE_BENCH=1; run with -v to see the figures) downloads a
 // 1 GiB file in passive mode directly and through ftpgate, prints MB/s, the ratio and
 // ftpgate's CPU seconds per GiB, then repeats one download through ftpgate with strace attached
@@ -42,14 +37,7 @@ func TestBenchmarkDownload1GiB(t *testing.T) {
 	tp := newTopology(t)
 	srv := startServer(t, tp, vsftpd)
 	// A sparse file: no 1 GiB on disk, and the server reads zero pages.
-	f, err := os.Create(filepath.Join(srv.Root, hugeFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Truncate(hugeSize); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	srv.addSparseFile(t, hugeFile, hugeSize)
 	g := startGate(t, tp, gateConfig{Binary: bin})
 
 	const runs = 5

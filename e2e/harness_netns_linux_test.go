@@ -60,21 +60,8 @@ type topology struct {
 // newTopology builds the namespaces and links, and registers their removal.
 func newTopology(t testing.TB) *topology {
 	t.Helper()
-	var b [3]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		t.Fatalf("random namespace prefix: %v", err)
-	}
-	p := "fg-" + hex.EncodeToString(b[:])
-	tp := &topology{Prefix: p, Client: p + "-client", Proxy: p + "-proxy", Server: p + "-server", Host: p + "-host"}
-
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	for _, ns := range tp.all() {
-		if err := runIP(ctx, "netns", "add", ns); err != nil {
-			t.Fatalf("create namespace: %v", err)
-		}
-		t.Cleanup(func() { tp.removeNamespace(t, ns) })
-	}
+	l := newLab(t, "fg")
+	tp := &topology{Prefix: l.prefix, Client: l.ns("client"), Proxy: l.ns("proxy"), Server: l.ns("server"), Host: l.ns("host")}
 	// Every veth is created inside the proxy namespace with its peer moved straight into the
 	// other namespace, so nothing ever appears in the root namespace.
 	type link struct {
@@ -89,9 +76,6 @@ func newTopology(t testing.TB) *topology {
 		{tp.Host, "h0", proxyHostV4, proxyHostV6, hostV4, hostV6},
 	}
 	var cmds [][]string
-	for _, ns := range tp.all() {
-		cmds = append(cmds, []string{"-n", ns, "link", "set", "lo", "up"})
-	}
 	for _, l := range links {
 		cmds = append(cmds,
 			[]string{"-n", tp.Proxy, "link", "add", l.proxyIf, "type", "veth", "peer", "name", "eth0", "netns", l.peerNS},
@@ -105,11 +89,7 @@ func newTopology(t testing.TB) *topology {
 			[]string{"-n", l.peerNS, "-6", "route", "add", "default", "via", l.proxyV6},
 		)
 	}
-	for _, c := range cmds {
-		if err := runIP(ctx, c...); err != nil {
-			t.Fatalf("build topology %s: %v", p, err)
-		}
-	}
+	l.ip(cmds...)
 	// Forwarding in the proxy namespace lets clients reach servers directly (the baseline).
 	//
 	// No TIME_WAIT in the server namespace: servers open active-mode data connections from port
@@ -124,17 +104,15 @@ func newTopology(t testing.TB) *topology {
 		{tp.Server, "net/ipv4/tcp_max_tw_buckets", "0"},
 	}
 	for _, s := range sysctls {
-		if err := tp.sysctl(s.ns, s.key, s.val); err != nil {
-			t.Fatalf("build topology %s: %v", p, err)
+		if err := sysctl(s.ns, s.key, s.val); err != nil {
+			t.Fatalf("build topology %s: %v", tp.Prefix, err)
 		}
 	}
 	return tp
 }
 
-func (tp *topology) all() []string { return []string{tp.Client, tp.Proxy, tp.Server, tp.Host} }
-
 // sysctl writes /proc/sys/<key> as seen from inside namespace ns.
-func (tp *topology) sysctl(ns, key, val string) error {
+func sysctl(ns, key, val string) error {
 	return inNetns(ns, func() error {
 		// /proc/sys/net shows the network namespace of the thread that opens the file.
 		f, err := os.OpenFile("/proc/sys/"+key, os.O_WRONLY, 0)
@@ -150,7 +128,7 @@ func (tp *topology) sysctl(ns, key, val string) error {
 }
 
 // removeNamespace kills whatever still runs in ns (all of it started by this test) and deletes it.
-func (tp *topology) removeNamespace(t testing.TB, ns string) {
+func removeNamespace(t testing.TB, ns string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -408,4 +386,84 @@ func urlHost(host string, port int) string {
 		return host
 	}
 	return hostPort(host, port)
+}
+
+// lab is one test's set of network namespaces, for shapes newTopology does not build: a pod,
+// a node in front of it, several clients, a load balancer (harness_cluster_linux_test.go). A
+// lab builds any such shape from namespaces joined by veth pairs, with the same rules as
+// newTopology: only 198.18.0.0/15 addresses, nothing in the root namespace, and every namespace
+// (and whatever runs in it) removed in t.Cleanup, also when the test fails.
+type lab struct {
+	t      testing.TB
+	prefix string // "<kind>-<random>"
+}
+
+// newLab returns an empty lab whose namespaces are named <kind>-<random>-<name>.
+func newLab(t testing.TB, kind string) *lab {
+	t.Helper()
+	var b [3]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		t.Fatalf("random namespace prefix: %v", err)
+	}
+	return &lab{t: t, prefix: kind + "-" + hex.EncodeToString(b[:])}
+}
+
+// ns creates namespace <prefix>-<name> with its loopback up, registers its removal, and
+// returns its full name.
+func (l *lab) ns(name string) string {
+	l.t.Helper()
+	full := l.prefix + "-" + name
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := runIP(ctx, "netns", "add", full); err != nil {
+		l.t.Fatalf("create namespace: %v", err)
+	}
+	l.t.Cleanup(func() { removeNamespace(l.t, full) })
+	if err := runIP(ctx, "-n", full, "link", "set", "lo", "up"); err != nil {
+		l.t.Fatalf("lab %s: %v", l.prefix, err)
+	}
+	return full
+}
+
+// link joins namespaces a and b with a veth pair created inside a, its peer moved straight into
+// b, so that nothing appears in the root namespace. Addresses are given with their prefix
+// length, e.g. "198.18.100.1/24".
+func (l *lab) link(a, ifA, addrA, b, ifB, addrB string) {
+	l.t.Helper()
+	l.ip([]string{"-n", a, "link", "add", ifA, "type", "veth", "peer", "name", ifB, "netns", b},
+		[]string{"-n", a, "addr", "add", addrA, "dev", ifA},
+		[]string{"-n", b, "addr", "add", addrB, "dev", ifB},
+		[]string{"-n", a, "link", "set", ifA, "up"},
+		[]string{"-n", b, "link", "set", ifB, "up"})
+}
+
+// defaultRoute sends ns's IPv4 traffic through via.
+func (l *lab) defaultRoute(ns, via string) {
+	l.t.Helper()
+	l.ip([]string{"-n", ns, "route", "add", "default", "via", via})
+}
+
+func (l *lab) ip(cmds ...[]string) {
+	l.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, c := range cmds {
+		if err := runIP(ctx, c...); err != nil {
+			l.t.Fatalf("lab %s: %v", l.prefix, err)
+		}
+	}
+}
+
+// forwarding turns on IPv4 forwarding in ns.
+func (l *lab) forwarding(ns string) {
+	l.t.Helper()
+	if err := sysctl(ns, "net/ipv4/ip_forward", "1"); err != nil {
+		l.t.Fatal(err)
+	}
+}
+
+// view is a topology whose proxy namespace is proxy and whose client namespace is client, so
+// that startGate runs ftpgate (and reads its admin endpoint) in proxy.
+func (l *lab) view(proxy, client string) *topology {
+	return &topology{Prefix: l.prefix, Proxy: proxy, Client: client}
 }

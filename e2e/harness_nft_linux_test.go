@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"testing"
 	"time"
 )
 
@@ -53,6 +54,37 @@ func (e nftElement) is(set string, key, value []string) bool {
 // pinholeKey is a pinhole set key as nft prints it: peer . local address . local port.
 func pinholeKey(peer, local string, port int) []string {
 	return []string{peer, local, fmt.Sprint(port)}
+}
+
+// pinholeSets are the two sets, IPv4 and IPv6, that hold ftpgate's pinholes: its own table's,
+// or those of an operator's table that --firewall external-set fills. Family inet.
+type pinholeSets struct{ Table, Set4, Set6 string }
+
+// ownPinholeSets are the pinhole sets of ftpgate's own table.
+var ownPinholeSets = pinholeSets{ownTable, ownPinholes4, ownPinholes6}
+
+// forFamily returns the set of IPv6 pinholes if v6, else the set of IPv4 pinholes.
+func (s pinholeSets) forFamily(v6 bool) string {
+	if v6 {
+		return s.Set6
+	}
+	return s.Set4
+}
+
+// readPinholes reads ftpgate's pinholes back from the kernel: the elements of both of sets'
+// sets in namespace ns. It fails the test if nft cannot list them.
+func readPinholes(ctx context.Context, t testing.TB, ns string, sets pinholeSets) []nftElement {
+	t.Helper()
+	els, err := nftSetElements(ctx, ns, "inet", sets.Table, sets.Set4, sets.Set6)
+	if err != nil {
+		t.Fatalf("read back the pinholes: %v", err)
+	}
+	return els
+}
+
+// isOnly reports whether els is exactly one set element: of set, with key.
+func isOnly(els []nftElement, set string, key []string) bool {
+	return len(els) == 1 && els[0].is(set, key, nil)
 }
 
 // nftJSON runs `nft -j ARGS` in namespace ns and returns the objects of its "nftables" list

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -84,6 +85,18 @@ func dialLogin(ctx context.Context, ns, addr string) (*ftpCtl, error) {
 		}
 	}
 	return c, nil
+}
+
+// mustLogin is dialLogin for a test: it fails the test if the login fails, and closes the
+// connection when the test ends.
+func mustLogin(ctx context.Context, t testing.TB, ns, addr string) *ftpCtl {
+	t.Helper()
+	c, err := dialLogin(ctx, ns, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
 }
 
 func (c *ftpCtl) note(format string, args ...any) {
@@ -222,6 +235,17 @@ func (c *ftpCtl) passive(verb string) (netip.AddrPort, error) {
 	return netip.AddrPort{}, fmt.Errorf("%s is not a passive command", verb)
 }
 
+// mustPassive is passive for a test: it fails the test, with the transcript, if the command
+// fails.
+func (c *ftpCtl) mustPassive(t testing.TB, verb string) netip.AddrPort {
+	t.Helper()
+	target, err := c.passive(verb)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, c.Transcript())
+	}
+	return target
+}
+
 // active opens a listener in the client's namespace on the control connection's local
 // address and announces it with PORT or EPRT; the reply must be 200.
 func (c *ftpCtl) active(verb string) (net.Listener, error) {
@@ -284,6 +308,32 @@ func (c *ftpCtl) quit() error {
 	return err
 }
 
+// retrieve connects to a passive data address from ns, downloads a fixture with RETR and
+// checks its checksum and the final reply. between, if not nil, runs once the first byte has
+// arrived (see readDownload).
+func retrieve(ctx context.Context, ctl *ftpCtl, ns string, target netip.AddrPort, fixture string, between func()) error {
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	data, err := dialIn(dctx, ns, "tcp", target.String())
+	cancel()
+	if err != nil {
+		return fmt.Errorf("data connection to %s: %w", target, err)
+	}
+	defer data.Close()
+	if _, err := ctl.startTransfer("RETR " + fixture); err != nil {
+		return fmt.Errorf("%w\n%s", err, ctl.Transcript())
+	}
+	if between == nil {
+		between = func() {}
+	}
+	if err := readDownload(data, fixture, between); err != nil {
+		return fmt.Errorf("%w\n%s", err, ctl.Transcript())
+	}
+	if r, err := ctl.finalReply(30 * time.Second); err != nil || r.Code != 226 {
+		return fmt.Errorf("RETR %s: final reply %q (%v), want 226\n%s", fixture, r, err, ctl.Transcript())
+	}
+	return nil
+}
+
 // dataSum reads a data connection to its end within d, and returns the sha256 and count of
 // what came.
 func dataSum(conn net.Conn, d time.Duration) (string, int64, error) {
@@ -291,6 +341,27 @@ func dataSum(conn net.Conn, d time.Duration) (string, int64, error) {
 	h := sha256.New()
 	n, err := io.Copy(h, conn)
 	return hex.EncodeToString(h.Sum(nil)), n, err
+}
+
+// readDownload reads a download of a fixture from an open data connection: the first byte,
+// then between() (the relay has started, so ftpgate has accepted both data connections), then
+// the rest; it checks the size and sha256 of the whole.
+func readDownload(data net.Conn, fixture string, between func()) error {
+	h := sha256.New()
+	_ = data.SetReadDeadline(time.Now().Add(60 * time.Second))
+	if _, err := io.ReadFull(io.TeeReader(data, h), make([]byte, 1)); err != nil {
+		return fmt.Errorf("first byte of %s: %w", fixture, err)
+	}
+	between()
+	n, err := io.Copy(h, data)
+	n++
+	if err != nil {
+		return fmt.Errorf("download of %s: %w after %d bytes", fixture, err, n)
+	}
+	if sum := hex.EncodeToString(h.Sum(nil)); sum != suite.sums[fixture] {
+		return fmt.Errorf("download of %s: %d bytes with sha256 %s, want %s", fixture, n, sum, suite.sums[fixture])
+	}
+	return nil
 }
 
 // dialSmallWindow opens a connection from ns whose receive buffer is small, so that a sender
@@ -337,23 +408,20 @@ func expectDropped(ctx context.Context, ns, addr string, d time.Duration) error 
 	return nil
 }
 
-// readDownload reads a download of a fixture from an open data connection: the first byte,
-// then between() (the relay has started, so ftpgate has accepted both data connections), then
-// the rest; it checks the size and sha256 of the whole.
-func readDownload(data net.Conn, fixture string, between func()) error {
-	h := sha256.New()
-	_ = data.SetReadDeadline(time.Now().Add(60 * time.Second))
-	if _, err := io.ReadFull(io.TeeReader(data, h), make([]byte, 1)); err != nil {
-		return fmt.Errorf("first byte of %s: %w", fixture, err)
-	}
-	between()
-	n, err := io.Copy(h, data)
-	n++
+// listening reports whether something in ns listens on addr (ss).
+func listening(ctx context.Context, t *testing.T, ns string, addr netip.AddrPort) bool {
+	t.Helper()
+	out, err := nsCommand(ctx, ns, "ss", "-Hltn").Output()
 	if err != nil {
-		return fmt.Errorf("download of %s: %w after %d bytes", fixture, err, n)
+		t.Fatalf("ss -ltn in %s: %v", ns, err)
 	}
-	if sum := hex.EncodeToString(h.Sum(nil)); sum != suite.sums[fixture] {
-		return fmt.Errorf("download of %s: %d bytes with sha256 %s, want %s", fixture, n, sum, suite.sums[fixture])
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 4 {
+			if ap, err := netip.ParseAddrPort(f[3]); err == nil && ap == addr {
+				return true
+			}
+		}
 	}
-	return nil
+	return false
 }

@@ -4,8 +4,6 @@ package e2e
 
 import (
 	"context"
-	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -45,14 +43,11 @@ func TestFTPSEdgeGateway(t *testing.T) {
 	pki := newFTPSPKI(t)
 	srv := startServerTLS(t, tp, vsftpd, pki.Server)
 
-	rules := filepath.Join(t.TempDir(), "edge.nft")
-	if err := os.WriteFile(rules, []byte(ftpsEdgeRuleset), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	// One bound for the whole test: the checks after the transfers use ctx too.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if _, stderr, err := runIn(ctx, tp.Proxy, "nft", "-f", rules); err != nil {
-		t.Fatalf("operator ruleset: %v: %s", err, stderr)
+	if err := nftLoad(ctx, tp.Proxy, ftpsEdgeRuleset); err != nil {
+		t.Fatalf("operator ruleset: %v", err)
 	}
 	g := startGate(t, tp, gateConfig{
 		Mode:   "redirect",
@@ -77,7 +72,7 @@ func TestFTPSEdgeGateway(t *testing.T) {
 		ctx, cancel := withTimeout(context.Background())
 		defer cancel()
 		local := filepath.Join(t.TempDir(), bigFile)
-		if err := lftpFTPS(ctx, tp.Client, pki.GateCA, ep, false, "get "+bigFile+" -o "+local); err != nil {
+		if err := runLftp(ctx, tp.Client, ep, lftpRun{CA: pki.GateCA}, "get "+bigFile+" -o "+local); err != nil {
 			t.Fatal(tp.diagnose(err))
 		}
 		if err := sameFile(local, bigFile); err != nil {
@@ -98,20 +93,7 @@ func TestFTPSEdgeGateway(t *testing.T) {
 		t.Errorf("operator forward chain changed: %v\n%s", err, out)
 	}
 	probeAddr := hostPort(serverV4, 2121)
-	l, err := listenIn(tp.Server, "tcp", probeAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	startCountingServer(t, tp.Server, probeAddr)
 	if c, err := dialIn(ctx, tp.Proxy, "tcp", probeAddr); err != nil {
 		t.Fatalf("the gateway cannot reach %s itself: %v", probeAddr, err)
 	} else {
@@ -123,25 +105,7 @@ func TestFTPSEdgeGateway(t *testing.T) {
 		c.Close()
 		t.Errorf("a new connection from the client to %s passed the edge gateway", probeAddr)
 	}
-	if d := pinholeElements(t, tp); d != "" {
-		t.Errorf("pinholes left after the transfers:\n%s", d)
+	if els := readPinholes(ctx, t, tp.Proxy, ownPinholeSets); len(els) != 0 {
+		t.Errorf("pinholes left after the transfers: %v", els)
 	}
-}
-
-// pinholeElements lists the elements of ftpgate's pinhole sets in the proxy namespace.
-func pinholeElements(t *testing.T, tp *topology) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	var b strings.Builder
-	for _, set := range []string{"pinholes4", "pinholes6"} {
-		out, stderr, err := runIn(ctx, tp.Proxy, "nft", "list", "set", "inet", "ftpgate", set)
-		if err != nil {
-			t.Fatalf("nft list set %s: %v: %s", set, err, stderr)
-		}
-		if i := strings.Index(string(out), "elements = {"); i >= 0 {
-			fmt.Fprintf(&b, "%s: %s\n", set, strings.TrimSpace(string(out[i:])))
-		}
-	}
-	return b.String()
 }
