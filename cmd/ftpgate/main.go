@@ -135,6 +135,7 @@ func cmdRun(args []string) int {
 		return 2
 	}
 	obs.metrics.watchServer(srv.Stats)
+	obs.metrics.watchReadiness(ready)
 	obs.metrics.configLoaded(time.Now())
 	if err := srv.Listen(ctx); err != nil {
 		log.Error("listen failed", zap.Error(err))

@@ -115,13 +115,28 @@ func (m *metrics) watchServer(stats func() proxy.Stats) {
 	)
 }
 
+// watchReadiness adds ftpgate_ready, 1 while /readyz answers 200: an
+// alert on no ready replica needs no Kubernetes metrics.
+func (m *metrics) watchReadiness(r *readiness) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ftpgate_ready",
+		Help: "1 while the process is ready (listeners up, firewall installed, not draining), else 0."},
+		func() float64 {
+			if r.check() != nil {
+				return 0
+			}
+			return 1
+		}))
+}
+
 // watchPassivePorts adds the passive port gauges over ports, which returns
-// how many data ports are in use now and how many the range has.
+// how many data ports are in use now and how many the range has. The size
+// is ftpgate_passive_ports_capacity, not _total: a gauge must not end in
+// _total (promtool check metrics refuses it).
 func (m *metrics) watchPassivePorts(ports func() (inUse, total int)) {
 	m.reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ftpgate_passive_ports_in_use", Help: "Data ports of the passive range in use now."},
 			func() float64 { n, _ := ports(); return float64(n) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ftpgate_passive_ports_total", Help: "Data ports in the passive range."},
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ftpgate_passive_ports_capacity", Help: "Data ports in the passive range (0 with kernel-chosen ports)."},
 			func() float64 { _, n := ports(); return float64(n) }),
 	)
 }
