@@ -228,7 +228,9 @@ func statsVars(srv *proxy.Server) map[string]int64 {
 // passivePortsInUse is the passive port gauges' source until the proxy
 // reports its data ports itself: the listening sockets beyond the control
 // listeners (open when this is called), and the size of the configured range
-// (0 for kernel-chosen ports).
+// (0 for kernel-chosen ports). It undercounts: a port whose listener closed
+// once its peer connected stays in use until the transfer ends, and is not
+// seen here. Replace it with the proxy's own count when there is one.
 func passivePortsInUse(srv *proxy.Server, r nat.PortRange) func() (inUse, total int) {
 	control := srv.Stats().Listeners
 	total := 0
