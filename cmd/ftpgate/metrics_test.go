@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -205,7 +204,7 @@ func TestMetricsLabelsBounded(t *testing.T) {
 	before := seriesCount(t, m.reg)
 	for i := range 50 {
 		junk := strings.Repeat("x", i) + " from 198.18.0." + string(rune('a'+i%26))
-		m.Observe(proxy.SessionEndEvent{Mode: proxy.Mode(junk), Result: junk, User: junk})
+		m.Observe(proxy.SessionEndEvent{Mode: "bogus", Result: junk, User: junk}) // an untyped constant: Mode's type may be renamed
 		m.Observe(proxy.TransferEvent{Direction: junk, Result: junk, User: junk, Path: junk, Bytes: 1})
 		m.Observe(proxy.PinholeEvent{Op: junk})
 		m.Observe(proxy.DataRefusedEvent{Reason: junk})
@@ -258,19 +257,11 @@ func scrape(t *testing.T, m *metrics) []byte {
 	t.Helper()
 	srv := httptest.NewServer(newAdminHandler(adminConfig{Metrics: m, Ready: &readiness{}}))
 	defer srv.Close()
-	resp, err := http.Get(srv.URL + "/metrics")
-	if err != nil {
-		t.Fatal(err)
+	code, body := get(t, srv.URL+"/metrics")
+	if code != http.StatusOK {
+		t.Fatalf("GET /metrics: %d: %s", code, body)
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET /metrics: %s: %s", resp.Status, body)
-	}
-	return body
+	return []byte(body)
 }
 
 func TestMetricsScrapeExposesEveryName(t *testing.T) {
