@@ -27,7 +27,7 @@ var (
 	denialReasons      = []string{"policy", "limit", "bounce", "protocol"}
 	tlsLegs            = []string{"client", "server", "client-data", "server-data"}
 	// dataRefusedReasons: see dataRefusedReason.
-	dataRefusedReasons = []string{"wrong_peer", "not_expected", "already_waiting", "proxy_header"}
+	dataRefusedReasons = []string{"wrong_peer", "not_expected", "already_waiting", "ambiguous", "proxy_header"}
 )
 
 // metrics is the Prometheus proxy.Observer. It has its own registry (not
@@ -245,6 +245,8 @@ func dataRefusedReason(reason string) string {
 		return "proxy_header"
 	case strings.Contains(r, "already waiting"):
 		return "already_waiting"
+	case strings.Contains(r, "several sessions"):
+		return "ambiguous" // a trusted balancer's connection while more than one session waits
 	case strings.Contains(r, "no data connection expected"), strings.Contains(r, "nobody"):
 		return "not_expected"
 	case strings.Contains(r, "expected "), strings.Contains(r, "not the client"), strings.Contains(r, "bounce"):

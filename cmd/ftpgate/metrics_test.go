@@ -228,6 +228,7 @@ func TestDataRefusedReason(t *testing.T) {
 		{"no data connection expected on this port", "not_expected"},
 		{"a data connection from this peer is already waiting", "already_waiting"},
 		{"PROXY header: invalid signature", "proxy_header"},
+		{"trusted source, but several sessions wait on this port", "ambiguous"},
 		{"wrong_peer", "wrong_peer"},
 		{"something new", "other"},
 		{"", "other"},
