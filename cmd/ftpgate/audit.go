@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/netip"
@@ -200,11 +201,9 @@ func (w *sinkWriter) failed(err error) {
 }
 
 // reopenOnSignal reopens every sink on SIGUSR1 (logrotate's postrotate).
-// The returned func stops listening.
+// SIGUSR1 is caught even with no sink: its default action would end the
+// process. The returned func stops listening.
 func reopenOnSignal(sinks []*logSink, log *zap.Logger) (stop func()) {
-	if len(sinks) == 0 {
-		return func() {}
-	}
 	ch := make(chan os.Signal, 1)
 	signal.Notify(ch, syscall.SIGUSR1)
 	quit := make(chan struct{})
@@ -214,6 +213,9 @@ func reopenOnSignal(sinks []*logSink, log *zap.Logger) (stop func()) {
 		for {
 			select {
 			case <-ch:
+				if len(sinks) == 0 {
+					log.Info("SIGUSR1: no audit log or xferlog to reopen")
+				}
 				for _, s := range sinks {
 					if err := s.Reopen(); err != nil {
 						log.Error("SIGUSR1: reopen log", zap.Error(err))
@@ -436,11 +438,14 @@ func appendAuditRecord(buf []byte, ev proxy.Event) []byte {
 	default:
 		return buf
 	}
-	b, err := json.Marshal(rec)
-	if err != nil { // only plain fields: cannot happen, but never write half a record
-		return buf
+	n := len(buf)
+	w := bytes.NewBuffer(buf)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)                // paths with & < > stay readable
+	if err := enc.Encode(rec); err != nil { // only plain fields: cannot happen, but never write half a record
+		return buf[:n]
 	}
-	return append(append(buf, b...), '\n')
+	return w.Bytes() // Encode ended the line
 }
 
 func utc(t time.Time) time.Time {

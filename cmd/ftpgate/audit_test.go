@@ -15,6 +15,7 @@ import (
 	"github.com/ftpgate/ftpgate/proxy"
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 func netipMapped(ap netip.AddrPort) netip.AddrPort {
@@ -247,5 +248,41 @@ func TestFanout(t *testing.T) {
 	}
 	if _, ok := newFanout(recorder{&a}).(recorder); !ok {
 		t.Fatal("a fan-out of one is not that one")
+	}
+}
+
+func TestAuditRecordKeepsPathReadable(t *testing.T) {
+	b := appendAuditRecord([]byte("prefix\n"), proxy.FileCommandEvent{Verb: "RNTO", Path: "/a&b<c>.txt", Code: 250, Time: time.Unix(0, 0)})
+	if !bytes.HasPrefix(b, []byte("prefix\n")) || !bytes.Contains(b, []byte(`"path":"/a&b<c>.txt"`)) {
+		t.Fatalf("record %q: buffer not appended to, or path escaped", b)
+	}
+}
+
+// TestSIGUSR1WithoutSinks: logrotate's SIGUSR1 must not end a process that
+// writes no audit log (the default action of SIGUSR1 is to terminate).
+func TestSIGUSR1WithoutSinks(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	core, logs := observer.New(zap.InfoLevel)
+	stop := reopenOnSignal(nil, zap.New(core))
+	defer stop()
+	if err := syscall.Kill(os.Getpid(), syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "SIGUSR1 to be handled", func() bool {
+		return logs.FilterMessageSnippet("no audit log or xferlog").Len() == 1
+	})
+}
+
+func TestAuditConfigKeysAndFlags(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ftpgate.yaml")
+	if err := os.WriteFile(path, []byte("upstream: 198.18.1.20:21\naudit_log: /var/log/ftpgate/audit.log\nxferlog: /var/log/ftpgate/xferlog\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fc, err := newRunFlags().parse([]string{"--config", path, "--xferlog", "/tmp/xfer"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fc.AuditLog != "/var/log/ftpgate/audit.log" || fc.Xferlog != "/tmp/xfer" {
+		t.Fatalf("audit_log %q, xferlog %q: want the file's audit log and the flag's xferlog", fc.AuditLog, fc.Xferlog)
 	}
 }
