@@ -322,16 +322,20 @@ func auditAccepts(ev proxy.Event) bool {
 	return false
 }
 
-// The audit records. Times are UTC; addresses are "ip:port", IPv4-mapped
-// IPv6 addresses written as IPv4; an unknown address is left out.
+// The audit records. Each begins with its head; times are UTC; addresses
+// are "ip:port", IPv4-mapped IPv6 addresses written as IPv4; an unknown
+// address, session or user is left out.
 type (
+	recordHead struct {
+		Time    time.Time      `json:"time"`
+		Type    string         `json:"type"`
+		Session uint64         `json:"session,omitempty"`
+		Client  netip.AddrPort `json:"client,omitzero"`
+		User    string         `json:"user,omitempty"`
+	}
 	transferRecord struct {
-		Time       time.Time      `json:"time"`
-		Type       string         `json:"type"`
-		Session    uint64         `json:"session"`
-		Client     netip.AddrPort `json:"client,omitzero"`
+		recordHead
 		Server     netip.AddrPort `json:"server,omitzero"`
-		User       string         `json:"user,omitempty"`
 		Verb       string         `json:"verb"`
 		Path       string         `json:"path,omitempty"`
 		Direction  string         `json:"direction"`
@@ -345,45 +349,32 @@ type (
 		TLS        bool           `json:"tls"`
 	}
 	fileCommandRecord struct {
-		Time    time.Time      `json:"time"`
-		Type    string         `json:"type"`
-		Session uint64         `json:"session"`
-		Client  netip.AddrPort `json:"client,omitzero"`
-		User    string         `json:"user,omitempty"`
-		Verb    string         `json:"verb"`
-		Path    string         `json:"path,omitempty"`
-		Code    int            `json:"code"`
-		Result  string         `json:"result"`
+		recordHead
+		Verb   string `json:"verb"`
+		Path   string `json:"path,omitempty"`
+		Code   int    `json:"code"`
+		Result string `json:"result"`
 	}
 	denialRecord struct {
-		Time    time.Time      `json:"time"`
-		Type    string         `json:"type"`
-		Session uint64         `json:"session,omitempty"`
-		Client  netip.AddrPort `json:"client,omitzero"`
-		User    string         `json:"user,omitempty"`
-		Kind    string         `json:"kind"`
-		Verb    string         `json:"verb,omitempty"`
-		Rule    string         `json:"rule,omitempty"`
-		Reason  string         `json:"reason,omitempty"`
-		Code    int            `json:"code,omitempty"`
+		recordHead
+		Kind   string `json:"kind"`
+		Verb   string `json:"verb,omitempty"`
+		Rule   string `json:"rule,omitempty"`
+		Reason string `json:"reason,omitempty"`
+		Code   int    `json:"code,omitempty"`
 	}
 	dataRefusedRecord struct {
-		Time     time.Time      `json:"time"`
-		Type     string         `json:"type"`
+		recordHead
 		From     netip.AddrPort `json:"from,omitzero"`
 		Listener netip.AddrPort `json:"listener,omitzero"`
 		Reason   string         `json:"reason"`
 	}
 	sessionRecord struct {
-		Time      time.Time      `json:"time"`
-		Type      string         `json:"type"`
-		Session   uint64         `json:"session"`
+		recordHead
 		Mode      string         `json:"mode"`
-		Client    netip.AddrPort `json:"client,omitzero"`
 		Via       netip.AddrPort `json:"via,omitzero"`
 		Local     netip.AddrPort `json:"local,omitzero"`
 		Server    netip.AddrPort `json:"server,omitzero"`
-		User      string         `json:"user,omitempty"`
 		Duration  float64        `json:"duration_seconds,omitempty"`
 		BytesUp   int64          `json:"bytes_up,omitempty"`
 		BytesDown int64          `json:"bytes_down,omitempty"`
@@ -391,12 +382,15 @@ type (
 		Reason    string         `json:"reason,omitempty"`
 	}
 	reloadRecord struct {
-		Time   time.Time `json:"time"`
-		Type   string    `json:"type"`
-		Result string    `json:"result"`
-		Error  string    `json:"error,omitempty"`
+		recordHead
+		Result string `json:"result"`
+		Error  string `json:"error,omitempty"`
 	}
 )
+
+func head(typ string, t time.Time, session uint64, client netip.AddrPort, user string) recordHead {
+	return recordHead{Time: utc(t), Type: typ, Session: session, Client: unmap(client), User: user}
+}
 
 // appendAuditRecord appends ev as one JSON line, or nothing for an event
 // the audit log does not record.
@@ -404,8 +398,8 @@ func appendAuditRecord(buf []byte, ev proxy.Event) []byte {
 	var rec any
 	switch e := ev.(type) {
 	case proxy.TransferEvent:
-		rec = transferRecord{Time: utc(e.Start), Type: "transfer", Session: e.Session, Client: unmap(e.Client),
-			Server: unmap(e.Server), User: e.User, Verb: e.Verb, Path: e.Path, Direction: e.Direction, Bytes: e.Bytes,
+		rec = transferRecord{recordHead: head("transfer", e.Start, e.Session, e.Client, e.User),
+			Server: unmap(e.Server), Verb: e.Verb, Path: e.Path, Direction: e.Direction, Bytes: e.Bytes,
 			Duration: e.Duration.Seconds(), Code: e.Code, Result: e.Result, Cause: e.Cause,
 			ClientMode: e.ClientMode, ServerMode: e.ServerMode, TLS: e.TLS}
 	case proxy.FileCommandEvent:
@@ -413,24 +407,24 @@ func appendAuditRecord(buf []byte, ev proxy.Event) []byte {
 		if e.Code < 200 || e.Code >= 400 {
 			res = "failed"
 		}
-		rec = fileCommandRecord{Time: utc(e.Time), Type: "file_command", Session: e.Session, Client: unmap(e.Client),
-			User: e.User, Verb: e.Verb, Path: e.Path, Code: e.Code, Result: res}
+		rec = fileCommandRecord{recordHead: head("file_command", e.Time, e.Session, e.Client, e.User),
+			Verb: e.Verb, Path: e.Path, Code: e.Code, Result: res}
 	case proxy.DenialEvent:
-		rec = denialRecord{Time: utc(e.Time), Type: "denial", Session: e.Session, Client: unmap(e.Client), User: e.User,
+		rec = denialRecord{recordHead: head("denial", e.Time, e.Session, e.Client, e.User),
 			Kind: e.Kind, Verb: e.Verb, Rule: e.Rule, Reason: e.Reason, Code: e.Code}
 	case proxy.DataRefusedEvent:
 		// The event carries no time: the record is written moments later.
-		rec = dataRefusedRecord{Time: utc(time.Now()), Type: "data_refused", From: unmap(e.From),
-			Listener: unmap(e.Listener), Reason: e.Reason}
+		rec = dataRefusedRecord{recordHead: head("data_refused", time.Now(), 0, netip.AddrPort{}, ""),
+			From: unmap(e.From), Listener: unmap(e.Listener), Reason: e.Reason}
 	case proxy.SessionStartEvent:
-		rec = sessionRecord{Time: utc(e.Time), Type: "session_start", Session: e.Session, Mode: string(e.Mode),
-			Client: unmap(e.Client), Via: unmap(e.Via), Local: unmap(e.Local)}
+		rec = sessionRecord{recordHead: head("session_start", e.Time, e.Session, e.Client, ""),
+			Mode: string(e.Mode), Via: unmap(e.Via), Local: unmap(e.Local)}
 	case proxy.SessionEndEvent:
-		rec = sessionRecord{Time: utc(e.Time), Type: "session_end", Session: e.Session, Mode: string(e.Mode),
-			Client: unmap(e.Client), Server: unmap(e.Server), User: e.User, Duration: e.Duration.Seconds(),
+		rec = sessionRecord{recordHead: head("session_end", e.Time, e.Session, e.Client, e.User),
+			Mode: string(e.Mode), Server: unmap(e.Server), Duration: e.Duration.Seconds(),
 			BytesUp: e.BytesUp, BytesDown: e.BytesDown, Result: e.Result, Reason: e.Reason}
 	case proxy.ReloadEvent:
-		r := reloadRecord{Time: utc(e.Time), Type: "reload", Result: result(e.Err)}
+		r := reloadRecord{recordHead: head("reload", e.Time, 0, netip.AddrPort{}, ""), Result: result(e.Err)}
 		if e.Err != nil {
 			r.Error = e.Err.Error()
 		}
