@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -150,5 +152,84 @@ func TestSIGTERMFlipsReadinessBeforeDrain(t *testing.T) {
 	}
 	if err := <-readyAtCancel; err == nil || !strings.Contains(err.Error(), "draining") {
 		t.Fatalf("readiness when the drain started: %v, want draining", err)
+	}
+}
+
+// freePort returns a loopback address with a port free a moment ago.
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// TestRunWiresAdminEndpoint runs `ftpgate run` in this process (reverse
+// mode, firewall none, so no kernel state) and checks what cmdRun wires:
+// /readyz, /healthz, /metrics with the live gauges, the audit log file, and
+// SIGTERM ending the run.
+func TestRunWiresAdminEndpoint(t *testing.T) {
+	upstream, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer upstream.Close()
+	go func() {
+		for {
+			c, err := upstream.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("220 test server\r\n"))
+			go func() { io.Copy(io.Discard, c); c.Close() }()
+		}
+	}()
+	admin := freePort(t)
+	listen := freePort(t)
+	auditPath := filepath.Join(t.TempDir(), "audit.log")
+	exit := make(chan int, 1)
+	go func() {
+		exit <- realMain([]string{"run", "--listen", listen, "--upstream", upstream.Addr().String(), "--firewall", "none",
+			"--admin-listen", admin, "--audit-log", auditPath, "--log-level", "error"})
+	}()
+	waitFor(t, "/readyz to answer 200", func() bool {
+		resp, err := http.Get("http://" + admin + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	if code, body := get(t, "http://"+admin+"/healthz"); code != 200 {
+		t.Fatalf("/healthz %d %q", code, body)
+	}
+	c, err := net.Dial("tcp", listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	greeting := make([]byte, 64)
+	if _, err := c.Read(greeting); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "ftpgate_sessions_active 1", func() bool {
+		_, body := get(t, "http://"+admin+"/metrics")
+		return strings.Contains(body, "\nftpgate_sessions_active 1\n") && strings.Contains(body, "\nftpgate_ready 1\n")
+	})
+	if _, err := os.Stat(auditPath); err != nil {
+		t.Fatalf("audit log not opened: %v", err)
+	}
+	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case code := <-exit:
+		if code != 0 {
+			t.Fatalf("ftpgate run exited %d after SIGTERM", code)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("ftpgate run did not stop within 30s of SIGTERM")
 	}
 }
