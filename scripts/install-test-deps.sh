@@ -172,4 +172,10 @@ else
 	log "go or $REPO_DIR/go.mod not found; skipped go mod download"
 fi
 
+# promtool for the monitoring tests (cmd/ftpgate: `promtool check rules` on deploy/monitoring and
+# `promtool check metrics` on a scrape). Debian ships it in the prometheus package, whose install
+# would also start a Prometheus server in the root namespace; promtool is one static binary, so the
+# package is unpacked like the FTP servers above and nothing runs.
+unpack prometheus usr/bin/promtool prometheus
+
 log "done"

@@ -37,6 +37,8 @@ type fileConfig struct {
 	LogLevel               string              `yaml:"log_level"`
 	LogFormat              string              `yaml:"log_format"`
 	AdminListen            string              `yaml:"admin_listen"`
+	AuditLog               string              `yaml:"audit_log"` // audit.go
+	Xferlog                string              `yaml:"xferlog"`   // xferlog.go
 	UpstreamSource         string              `yaml:"upstream_source"`
 	PreserveClientAddress  bool                `yaml:"preserve_client_address"`
 	Intercept              interceptConfig     `yaml:"intercept"`
@@ -250,7 +252,9 @@ func newRunFlags() *runFlags {
 	fs.BoolVar(&fc.TrustServerPASVAddress, "trust-server-pasv-address", false, "dial the address in the server's 227 reply instead of its control address")
 	fs.StringVar(&fc.LogLevel, "log-level", "", "debug, info, warn or error (default info)")
 	fs.StringVar(&fc.LogFormat, "log-format", "", "json or console (default json)")
-	fs.StringVar(&fc.AdminListen, "admin-listen", "", "`address` for /healthz and /debug/vars (default off)")
+	fs.StringVar(&fc.AdminListen, "admin-listen", "", "`address` for /metrics, /healthz, /readyz and /debug/vars (default off)")
+	fs.StringVar(&fc.AuditLog, "audit-log", "", "append a JSON line per transfer, file command and denial to `file`; reopened on SIGUSR1")
+	fs.StringVar(&fc.Xferlog, "xferlog", "", "append an xferlog(5) line per file transfer to `file`; reopened on SIGUSR1")
 	fs.StringVar(&fc.Firewall.Mode, "firewall", "", "pinholes: own-table, external-set or none (default own-table)")
 	fs.DurationVar(&fc.Firewall.TTL, "pinhole-ttl", 0, "how long a pinhole waits for its peer (default 10s)")
 	fs.StringVar(&fc.Firewall.Table, "firewall-table", "", "external-set: the operator's table (family inet)")
@@ -311,6 +315,8 @@ func (f *runFlags) parse(args []string) (fileConfig, error) {
 	over("log-level", func() { base.LogLevel = fc.LogLevel })
 	over("log-format", func() { base.LogFormat = fc.LogFormat })
 	over("admin-listen", func() { base.AdminListen = fc.AdminListen })
+	over("audit-log", func() { base.AuditLog = fc.AuditLog })
+	over("xferlog", func() { base.Xferlog = fc.Xferlog })
 	over("firewall", func() { base.Firewall.Mode = fc.Firewall.Mode })
 	over("pinhole-ttl", func() { base.Firewall.TTL = fc.Firewall.TTL })
 	over("firewall-table", func() { base.Firewall.Table = fc.Firewall.Table })

@@ -6,18 +6,13 @@ package main
 import (
 	"context"
 	"errors"
-	"expvar"
 	"flag"
 	"fmt"
-	"net"
-	"net/http"
 	"net/netip"
 	"os"
-	"os/signal"
 	"runtime"
 	"runtime/debug"
 	"slices"
-	"syscall"
 	"time"
 
 	"github.com/ftpgate/ftpgate/cmd/ftpgate/internal/demo"
@@ -103,8 +98,12 @@ func cmdRun(args []string) int {
 		return 2
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
+	// SIGTERM and SIGINT first make /readyz answer 503, then cancel ctx,
+	// which starts the drain.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ready := &readiness{}
+	defer shutdownOnSignal(cancel, ready, log)()
 
 	fw, err := nat.New(ctx, nc, log.Named("nat"))
 	if err != nil {
@@ -112,6 +111,7 @@ func cmdRun(args []string) int {
 		fmt.Fprintf(os.Stderr, "ftpgate run: %v\n", err)
 		return 1
 	}
+	ready.setFirewallInstalled(true)
 	defer func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -127,18 +127,38 @@ func cmdRun(args []string) int {
 	defer pc.stop()
 	defer reloadOnSIGHUP(ctx, pc.TLS.Certificate, fc.TLS, log)()
 
+	obs, err := openObservers(fc.AuditLog, fc.Xferlog, log.Named("audit"))
+	if err != nil {
+		log.Error("audit logs", zap.Error(err))
+		fmt.Fprintf(os.Stderr, "ftpgate run: %v\n", err)
+		return 1
+	}
+	defer obs.close() // runs after Serve returned: the last records are written
+	defer reopenOnSignal(obs.sinks, log)()
+	pc.Observer = obs.observer()
+
 	srv, err := proxy.New(pc.Config, fw, log.Named("proxy"))
 	if err != nil {
 		log.Error("invalid configuration", zap.Error(err))
 		return 2
 	}
+	obs.metrics.watchServer(srv.Stats)
+	obs.metrics.watchReadiness(ready)
+	obs.metrics.configLoaded(time.Now())
 	if err := srv.Listen(ctx); err != nil {
 		log.Error("listen failed", zap.Error(err))
 		fmt.Fprintf(os.Stderr, "ftpgate run: %v\n", err)
 		return 1
 	}
+	obs.metrics.watchPassivePorts(passivePortsInUse(srv, pc.PassivePorts))
+	ready.setListening(true)
 	if fc.AdminListen != "" {
-		admin, err := startAdmin(fc.AdminListen, srv, log)
+		admin, err := startAdmin(fc.AdminListen, newAdminHandler(adminConfig{
+			Metrics: obs.metrics,
+			Health:  firewallHealth(fw),
+			Ready:   ready,
+			Vars:    func() map[string]int64 { return statsVars(srv) },
+		}), log)
 		if err != nil {
 			log.Error("admin endpoint", zap.Error(err))
 			fmt.Fprintf(os.Stderr, "ftpgate run: %v\n", err)
@@ -199,38 +219,33 @@ func newLogger(level, format string) (*zap.Logger, error) {
 	return cfg.Build()
 }
 
-// startAdmin serves /healthz and /debug/vars (expvar, with an "ftpgate"
-// object of live counters) on addr.
-func startAdmin(addr string, srv *proxy.Server, log *zap.Logger) (*http.Server, error) {
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("admin listen %s: %w", addr, err)
+// statsVars is the "ftpgate" object of /debug/vars: live counters.
+func statsVars(srv *proxy.Server) map[string]int64 {
+	st := srv.Stats()
+	return map[string]int64{
+		"goroutines": int64(runtime.NumGoroutine()),
+		"fds":        countFDs(),
+		"listeners":  st.Listeners,
+		"sessions":   st.Sessions,
+		"pinholes":   st.Pinholes,
+		"accepted":   st.Accepted,
+		"transfers":  st.Transfers,
 	}
-	expvar.Publish("ftpgate", expvar.Func(func() any {
-		st := srv.Stats()
-		return map[string]int64{
-			"goroutines": int64(runtime.NumGoroutine()),
-			"fds":        countFDs(),
-			"listeners":  st.Listeners,
-			"sessions":   st.Sessions,
-			"pinholes":   st.Pinholes,
-			"accepted":   st.Accepted,
-			"transfers":  st.Transfers,
-		}
-	}))
-	mux := http.NewServeMux()
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintln(w, "ok")
-	})
-	mux.Handle("/debug/vars", expvar.Handler())
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		if err := hs.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("admin endpoint", zap.Error(err))
-		}
-	}()
-	log.Info("admin endpoint", zap.Stringer("addr", l.Addr()))
-	return hs, nil
+}
+
+// passivePortsInUse is the passive port gauges' source until the proxy
+// reports its data ports itself: the listening sockets beyond the control
+// listeners (open when this is called), and the size of the configured range
+// (0 for kernel-chosen ports). It undercounts: a port whose listener closed
+// once its peer connected stays in use until the transfer ends, and is not
+// seen here. Replace it with the proxy's own count when there is one.
+func passivePortsInUse(srv *proxy.Server, r nat.PortRange) func() (inUse, total int) {
+	control := srv.Stats().Listeners
+	total := 0
+	if r.Lo != 0 {
+		total = int(r.Hi) - int(r.Lo) + 1
+	}
+	return func() (int, int) { return int(max(srv.Stats().Listeners-control, 0)), total }
 }
 
 // countFDs counts this process's open file descriptors.
