@@ -2,6 +2,7 @@ package nat
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -22,6 +23,7 @@ type Fake struct {
 	ops      []string
 	fail     func(op string, p Pinhole) error
 	shutdown bool
+	ports    []PortRange // the latest SetDataPorts
 }
 
 // NewFake returns an empty Fake whose default pinhole lifetime is DefaultTTL.
@@ -170,4 +172,29 @@ func comparePinholes(a, b Pinhole) int {
 		return c
 	}
 	return a.Intercept.Compare(b.Intercept)
+}
+
+// Ping reports the fake as healthy unless it was shut down.
+func (f *Fake) Ping(context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.shutdown {
+		return errors.New("firewall shut down")
+	}
+	return nil
+}
+
+// SetDataPorts records the ranges (DataPorts returns them).
+func (f *Fake) SetDataPorts(_ context.Context, ports []PortRange) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.ports = append([]PortRange(nil), ports...)
+	return nil
+}
+
+// DataPorts returns the ranges of the latest SetDataPorts.
+func (f *Fake) DataPorts() []PortRange {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]PortRange(nil), f.ports...)
 }

@@ -84,12 +84,8 @@ func newKernel(ctx context.Context, cfg Config, log *zap.Logger) (Firewall, erro
 		zap.Bool("destroyElement", f.destroy),
 	}
 	if cfg.Mode == ModeOwnTable {
-		ports := make([]string, len(cfg.DataPorts))
-		for i, r := range cfg.DataPorts {
-			ports[i] = r.String()
-		}
-		fields = append(fields, zap.Strings("closedDataPorts", ports))
-		if len(ports) == 0 {
+		fields = append(fields, rangesField(cfg.DataPorts))
+		if len(cfg.DataPorts) == 0 {
 			log.Warn("no data port ranges configured: table inet ftpgate drops nothing, so pinholes add no protection")
 		}
 	} else {
@@ -319,4 +315,13 @@ func tableFamilyName(f nftables.TableFamily) string {
 		return "inet"
 	}
 	return fmt.Sprintf("family-%d", f)
+}
+
+// rangesField logs the data port ranges the own table keeps closed.
+func rangesField(ports []PortRange) zap.Field {
+	out := make([]string, len(ports))
+	for i, r := range ports {
+		out[i] = r.String()
+	}
+	return zap.Strings("closedDataPorts", out)
 }

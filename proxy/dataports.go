@@ -40,6 +40,7 @@ type dataPorts struct {
 	mu        sync.Mutex
 	listeners map[netip.AddrPort]*sharedListener
 	released  map[uint16]time.Time // when a port's listener last closed
+	busy      map[uint16]int       // transfers running on connections accepted on a port
 	freed     chan struct{}        // closed and replaced whenever an expectation ends
 
 	// Sessions behind one balancer that sends PROXY headers can wait on the
@@ -76,6 +77,7 @@ func newDataPorts(cfg dataPortsConfig, fw nat.Firewall) *dataPorts {
 		fw:        fw,
 		listeners: map[netip.AddrPort]*sharedListener{},
 		released:  map[uint16]time.Time{},
+		busy:      map[uint16]int{},
 		freed:     make(chan struct{}),
 		pinRefs:   map[nat.Pinhole]*pinState{},
 	}
@@ -392,18 +394,48 @@ func (dl *dataPort) release() {
 	h.mu.Unlock()
 }
 
-// touch records that a data connection accepted on port has just ended:
-// the port then counts as recently used for the cooldown, since the peer's
+// hold records that a data connection accepted on port carries a transfer
+// now; the port counts as in use until the returned func is called. That
+// func also marks the port recently used for the cooldown, since the peer's
 // side of that connection may linger (TIME_WAIT, or a server that closes
 // late) and a peer dialing from a fixed port would meet it.
-func (h *dataPorts) touch(port uint16) {
+func (h *dataPorts) hold(port uint16) (release func()) {
 	r := h.conf().Ports
 	if port < r.Lo || port > r.Hi {
-		return
+		return func() {}
 	}
 	h.mu.Lock()
-	h.released[port] = time.Now()
+	h.busy[port]++
 	h.mu.Unlock()
+	return func() {
+		h.mu.Lock()
+		if h.busy[port]--; h.busy[port] <= 0 {
+			delete(h.busy, port)
+		}
+		h.released[port] = time.Now()
+		h.mu.Unlock()
+	}
+}
+
+// usage counts the ports of the range that have a listener or carry a
+// transfer, and the size of the range (0 for kernel-chosen ports).
+func (h *dataPorts) usage() (inUse, total int) {
+	r := h.conf().Ports
+	if r.Lo == 0 {
+		return 0, 0
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	ports := make(map[uint16]bool, len(h.listeners)+len(h.busy))
+	for ap := range h.listeners {
+		if p := ap.Port(); p >= r.Lo && p <= r.Hi {
+			ports[p] = true
+		}
+	}
+	for p := range h.busy {
+		ports[p] = true
+	}
+	return len(ports), int(r.Hi) - int(r.Lo) + 1
 }
 
 // accept returns the expected data connection, or errDataTimeout at the

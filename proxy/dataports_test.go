@@ -65,6 +65,9 @@ func TestPortSharedByClients(t *testing.T) {
 	if pa.Port() != r.Lo || pb.Port() != r.Lo {
 		t.Fatalf("ports %d and %d, want both on the only port %d", pa.Port(), pb.Port(), r.Lo)
 	}
+	if st := h.srv.Stats(); st.DataPortsInUse != 1 || st.DataPortsTotal != 1 {
+		t.Fatalf("data ports in use %d of %d, want 1 of 1", st.DataPortsInUse, st.DataPortsTotal)
+	}
 	// b connects first: the hub must route by source address, not order.
 	db := dialDataFrom(t, "127.0.0.2", pb)
 	da := dialDataFrom(t, "127.0.0.1", pa)

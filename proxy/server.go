@@ -22,6 +22,9 @@ type Stats struct {
 	Pinholes  int64 // pinholes this process believes open now
 	Accepted  int64 // control connections accepted since start
 	Transfers int64 // transfers completed since start
+
+	DataPortsInUse int // ports of the passive range with a listener or a running transfer
+	DataPortsTotal int // the size of the passive range; 0 for kernel-chosen ports
 }
 
 // Server accepts control connections and runs a session for each.
@@ -91,12 +94,15 @@ func (s *Server) dataPortsConfig(cfg *Config) dataPortsConfig {
 
 // Stats returns a snapshot of the live counters.
 func (s *Server) Stats() Stats {
+	inUse, total := s.ports.usage()
 	return Stats{
-		Sessions:  s.sessions.Load(),
-		Listeners: s.lns.Load() + s.ports.lns.Load(),
-		Pinholes:  s.ports.pinholes.Load(),
-		Accepted:  s.accepted.Load(),
-		Transfers: s.transfers.Load(),
+		DataPortsInUse: inUse,
+		DataPortsTotal: total,
+		Sessions:       s.sessions.Load(),
+		Listeners:      s.lns.Load() + s.ports.lns.Load(),
+		Pinholes:       s.ports.pinholes.Load(),
+		Accepted:       s.accepted.Load(),
+		Transfers:      s.transfers.Load(),
 	}
 }
 

@@ -99,10 +99,10 @@ func (s *session) handleTransfer(ctx context.Context, cmd rewrite.Command) error
 
 	// The ports we accepted on count as used until these connections end.
 	if serverListens {
-		defer s.srv.ports.touch(addrPortOf(srvConn.LocalAddr()).Port())
+		defer s.srv.ports.hold(addrPortOf(srvConn.LocalAddr()).Port())()
 	}
 	if clientListens {
-		defer s.srv.ports.touch(addrPortOf(cliConn.LocalAddr()).Port())
+		defer s.srv.ports.hold(addrPortOf(cliConn.LocalAddr()).Port())()
 	}
 	cliData, srvData, err := s.secureData(ctx, cliConn, srvConn)
 	if err != nil {

@@ -90,11 +90,17 @@ type pingFirewall struct {
 func (p pingFirewall) Ping(context.Context) error { return p.err }
 
 func TestFirewallHealth(t *testing.T) {
-	if firewallHealth(nat.NewFake()) != nil {
-		t.Fatal("a firewall without Ping got a health check")
+	fake := nat.NewFake()
+	h := firewallHealth(fake)
+	if h == nil || h(t.Context()) != nil {
+		t.Fatal("nat's firewall is not asked, or unhealthy while running")
+	}
+	fake.Shutdown(t.Context())
+	if h(t.Context()) == nil {
+		t.Fatal("a shut-down firewall answers as healthy")
 	}
 	want := errors.New("no answer")
-	h := firewallHealth(pingFirewall{nat.NewFake(), want})
+	h = firewallHealth(pingFirewall{nat.NewFake(), want})
 	if h == nil || !errors.Is(h(t.Context()), want) {
 		t.Fatal("a firewall with Ping is not asked")
 	}

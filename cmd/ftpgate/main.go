@@ -150,7 +150,7 @@ func cmdRun(args []string) int {
 		fmt.Fprintf(os.Stderr, "ftpgate run: %v\n", err)
 		return 1
 	}
-	obs.metrics.watchPassivePorts(passivePortsInUse(srv, pc.PassivePorts))
+	obs.metrics.watchPassivePorts(passivePortsInUse(srv))
 	ready.setListening(true)
 	if fc.AdminListen != "" {
 		admin, err := startAdmin(fc.AdminListen, newAdminHandler(adminConfig{
@@ -233,19 +233,13 @@ func statsVars(srv *proxy.Server) map[string]int64 {
 	}
 }
 
-// passivePortsInUse is the passive port gauges' source until the proxy
-// reports its data ports itself: the listening sockets beyond the control
-// listeners (open when this is called), and the size of the configured range
-// (0 for kernel-chosen ports). It undercounts: a port whose listener closed
-// once its peer connected stays in use until the transfer ends, and is not
-// seen here. Replace it with the proxy's own count when there is one.
-func passivePortsInUse(srv *proxy.Server, r nat.PortRange) func() (inUse, total int) {
-	control := srv.Stats().Listeners
-	total := 0
-	if r.Lo != 0 {
-		total = int(r.Hi) - int(r.Lo) + 1
+// passivePortsInUse is the passive port gauges' source: the proxy's own
+// count of ports with a listener or a running transfer, and the range size.
+func passivePortsInUse(srv *proxy.Server) func() (inUse, total int) {
+	return func() (int, int) {
+		st := srv.Stats()
+		return st.DataPortsInUse, st.DataPortsTotal
 	}
-	return func() (int, int) { return int(max(srv.Stats().Listeners-control, 0)), total }
 }
 
 // countFDs counts this process's open file descriptors.
