@@ -78,28 +78,27 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// Destination decides whether a session may reach the server at dst.
+// Destination decides whether a session may reach the server at dst. A
+// denial names its Rule ("deny_destinations", "allow_destinations" or
+// "destination_ports"); the caller picks the reply.
 func (c Config) Destination(dst netip.AddrPort) Decision {
 	addr := dst.Addr().Unmap()
 	for _, p := range c.DenyDestinations {
 		if p.Contains(addr) {
-			return deny("destination %s is in denied network %s", addr, p)
+			d := deny("destination %s is in denied network %s", addr, p)
+			d.Rule = "deny_destinations"
+			return d
 		}
 	}
-	if len(c.AllowDestinations) > 0 {
-		allowed := false
-		for _, p := range c.AllowDestinations {
-			if p.Contains(addr) {
-				allowed = true
-				break
-			}
-		}
-		if !allowed {
-			return deny("destination %s is outside the allowed networks", addr)
-		}
+	if len(c.AllowDestinations) > 0 && !slices.ContainsFunc(c.AllowDestinations, func(p netip.Prefix) bool { return p.Contains(addr) }) {
+		d := deny("destination %s is outside the allowed networks", addr)
+		d.Rule = "allow_destinations"
+		return d
 	}
 	if len(c.DestinationPorts) > 0 && !slices.Contains(c.DestinationPorts, dst.Port()) {
-		return deny("destination port %d is not an allowed FTP port", dst.Port())
+		d := deny("destination port %d is not an allowed FTP port", dst.Port())
+		d.Rule = "destination_ports"
+		return d
 	}
 	return allow()
 }
