@@ -27,12 +27,8 @@ type ClientRule struct {
 }
 
 func (r ClientRule) validate() error {
-	switch r.Action {
-	case ActionAllow, ActionDeny:
-	case "":
-		return fmt.Errorf("no action: want allow or deny")
-	default:
-		return fmt.Errorf("action %q: want allow or deny", r.Action)
+	if err := validateAction(r.Action); err != nil {
+		return err
 	}
 	return validateScope(r.Networks, nil, r.Listeners)
 }

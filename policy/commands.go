@@ -162,12 +162,8 @@ func (c Commands) Validate() error {
 }
 
 func (r CommandRule) validate() error {
-	switch r.Action {
-	case ActionAllow, ActionDeny:
-	case "":
-		return errors.New("no action: want allow or deny")
-	default:
-		return fmt.Errorf("action %q: want allow or deny", r.Action)
+	if err := validateAction(r.Action); err != nil {
+		return err
 	}
 	if err := validateScope(r.Clients, r.Users, r.Listeners); err != nil {
 		return err
@@ -196,6 +192,17 @@ func (r CommandRule) validate() error {
 		return errors.New("message contains CR, LF or NUL")
 	}
 	return nil
+}
+
+// validateAction checks the action of a rule.
+func validateAction(a string) error {
+	switch a {
+	case ActionAllow, ActionDeny:
+		return nil
+	case "":
+		return errors.New("no action: want allow or deny")
+	}
+	return fmt.Errorf("action %q: want allow or deny", a)
 }
 
 // validateScope checks the scope fields shared by command and client rules.

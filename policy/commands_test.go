@@ -216,14 +216,20 @@ func TestCommandsValidate(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := tt.cmds.Validate()
-			switch {
-			case tt.want == "" && err != nil:
-				t.Fatalf("Validate: %v", err)
-			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
-				t.Fatalf("Validate = %v, want an error containing %q", err, tt.want)
-			}
+			checkValidate(t, tt.cmds.Validate(), tt.want)
 		})
+	}
+}
+
+// checkValidate fails unless err is nil for want "" or an error containing
+// want.
+func checkValidate(t *testing.T, err error, want string) {
+	t.Helper()
+	switch {
+	case want == "" && err != nil:
+		t.Fatalf("Validate: %v", err)
+	case want != "" && (err == nil || !strings.Contains(err.Error(), want)):
+		t.Fatalf("Validate = %v, want an error containing %q", err, want)
 	}
 }
 

@@ -120,13 +120,7 @@ func TestLimitsValidate(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := tt.lim.Validate()
-			switch {
-			case tt.want == "" && err != nil:
-				t.Fatalf("Validate: %v", err)
-			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
-				t.Fatalf("Validate = %v, want an error containing %q", err, tt.want)
-			}
+			checkValidate(t, tt.lim.Validate(), tt.want)
 		})
 	}
 }

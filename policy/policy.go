@@ -1,7 +1,3 @@
-// Package policy decides what a session may do: which data-connection targets a
-// client may name (FTP bounce protection) and which peers may open a data
-// connection. Its functions are pure: they look only at the configuration and
-// the facts handed in, and never do I/O.
 package policy
 
 import (
