@@ -210,3 +210,27 @@ func FuzzParseProxyUser(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseOpenHost checks that the OPEN/SITE host parser never panics,
+// returns no user, and that what it returns renders and parses back.
+func FuzzParseOpenHost(f *testing.F) {
+	for _, s := range []string{"srv.example", "srv.example:2121", "198.18.1.2 2121", "[fd00::2]:21", "fd00::2", "", "a b c"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, arg string) {
+		got, err := ParseOpenHost(arg)
+		if err != nil {
+			if !errors.Is(err, ErrSyntax) {
+				t.Fatalf("ParseOpenHost(%q): error %v does not wrap ErrSyntax", arg, err)
+			}
+			return
+		}
+		if got.User != "" || got.ProxyUser != "" || got.Host == "" {
+			t.Fatalf("ParseOpenHost(%q) = %+v", arg, got)
+		}
+		back, err := ParseOpenHost(got.HostPort(21))
+		if err != nil || back.Host != got.Host || (got.Port != 0 && back.Port != got.Port) {
+			t.Fatalf("ParseOpenHost(HostPort(%+v)) = %+v, %v", got, back, err)
+		}
+	})
+}
