@@ -18,7 +18,8 @@
 //	Config.Session(facts)                          client rules per listener: 421
 //	Config.Command(facts, cmd)                     every command: 530/521/534 (require_client_tls), 550/500/502, or a rule's code
 //	Config.ExplicitDestination(facts, host, addrs, port)  explicit mode, once the server is named: 530
-//	Users.Verify(name, password)                   explicit-mode proxy login: 530
+//	ExplicitLogin.Next(cmd)                        explicit mode, each USER/PASS/ACCT/OPEN/SITE until the server is chosen
+//	Users.Verify(name, password)                   explicit-mode proxy login: 530 (ExplicitLogin calls it)
 //	Config.Destination(dst)                        transparent modes, the original destination
 //	Config.ActiveTarget(peer, target)              PORT/EPRT/LPRT (bounce)
 //	Config.DataPeer(want, from)                    each data connection
@@ -69,5 +70,6 @@
 //	yaml keys of policy: and limits:                 TestYAML
 //	explicit-mode destinations                       TestExplicitDestination
 //	users file and proxy login                       TestUsers, TestParseUsersErrors, FuzzParseUsers
+//	explicit-mode login sequences (lftp, mod_proxy)  TestExplicitLogin, FuzzExplicitLogin
 //	bounce, data peers, destinations                 TestActiveTarget, TestDataPeer, TestDestination
 package policy
