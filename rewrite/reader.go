@@ -206,9 +206,8 @@ func (r *Reader) setHead(a, b []byte) {
 //
 // Errors: io.EOF, io.ErrUnexpectedEOF, ErrLineTooLong (returned as soon as
 // the line is too long; the next call skips the rest of it and reads the
-// next line), a *ProtocolError for a
-// malformed line (consumed; the next call reads the next line), or the
-// underlying reader's error.
+// next line), a *ProtocolError for a malformed line (consumed; the next
+// call reads the next line), or the underlying reader's error.
 func (r *Reader) ReadCommand() (Command, error) {
 	for {
 		line, _, err := r.readLine()
