@@ -1,7 +1,3 @@
-// Package policy decides what a session may do: which data-connection targets a
-// client may name (FTP bounce protection) and which peers may open a data
-// connection. Its functions are pure: they look only at the configuration and
-// the facts handed in, and never do I/O.
 package policy
 
 import (
@@ -19,20 +15,34 @@ const MinActivePort = 1024
 // are accepted only from the control connection's peer.
 type Config struct {
 	// AllowLowActivePorts lets PORT/EPRT/LPRT name ports below 1024.
-	AllowLowActivePorts bool
+	AllowLowActivePorts bool `yaml:"allow_low_active_ports"`
 	// TrustedDataSources are networks (for example a load balancer that
 	// rewrites source addresses) whose data connections are accepted for any
 	// session, in addition to the session's own peer. This is a weaker check.
-	TrustedDataSources []netip.Prefix
+	TrustedDataSources []netip.Prefix `yaml:"trusted_data_sources"`
 
 	// AllowDestinations, when not empty, are the only networks whose
 	// servers may be reached; DenyDestinations are never reached, even when
 	// an allow entry covers them. DestinationPorts, when not empty, are the
 	// only server ports that may be reached. They matter in the transparent
-	// modes, where the client names the server.
-	AllowDestinations []netip.Prefix
-	DenyDestinations  []netip.Prefix
-	DestinationPorts  []uint16
+	// and explicit modes, where the client names the server; in explicit
+	// mode an empty DestinationPorts means port 21 only (see
+	// ExplicitDestination).
+	AllowDestinations []netip.Prefix `yaml:"allow_destinations"`
+	DenyDestinations  []netip.Prefix `yaml:"deny_destinations"`
+	DestinationPorts  []uint16       `yaml:"destination_ports"`
+
+	// Clients decide which client networks may open a session on which
+	// listener (see Session). Empty: every client on every listener.
+	Clients []ClientRule `yaml:"clients"`
+	// Commands is the command policy (see Command). Zero: every command is
+	// allowed.
+	Commands Commands `yaml:"commands"`
+	// RequireClientTLS makes the control connection's TLS and PROT P
+	// mandatory (see Command): USER before AUTH TLS gets 530 and a transfer
+	// without PROT P gets 521. It is the only defence against a data-port
+	// thief that shares the client's address (NAT, CGNAT).
+	RequireClientTLS bool `yaml:"require_client_tls"`
 }
 
 // Validate reports whether the configuration is usable.
@@ -53,46 +63,74 @@ func (c Config) Validate() error {
 			return fmt.Errorf("destination port 0 is not a valid port")
 		}
 	}
+	for i, r := range c.Clients {
+		if err := r.validate(); err != nil {
+			return fmt.Errorf("client rule %s: %w", ruleLabel(r.Name, i), err)
+		}
+	}
+	if err := c.Commands.Validate(); err != nil {
+		return fmt.Errorf("commands: %w", err)
+	}
 	return nil
 }
 
-// Destination decides whether a session may reach the server at dst.
+// Destination decides whether a session may reach the server at dst. A
+// denial names its Rule ("deny_destinations", "allow_destinations" or
+// "destination_ports"); the caller picks the reply.
 func (c Config) Destination(dst netip.AddrPort) Decision {
 	addr := dst.Addr().Unmap()
 	for _, p := range c.DenyDestinations {
 		if p.Contains(addr) {
-			return deny("destination %s is in denied network %s", addr, p)
+			d := deny("destination %s is in denied network %s", addr, p)
+			d.Rule = "deny_destinations"
+			return d
 		}
 	}
-	if len(c.AllowDestinations) > 0 {
-		allowed := false
-		for _, p := range c.AllowDestinations {
-			if p.Contains(addr) {
-				allowed = true
-				break
-			}
-		}
-		if !allowed {
-			return deny("destination %s is outside the allowed networks", addr)
-		}
+	if len(c.AllowDestinations) > 0 && !slices.ContainsFunc(c.AllowDestinations, func(p netip.Prefix) bool { return p.Contains(addr) }) {
+		d := deny("destination %s is outside the allowed networks", addr)
+		d.Rule = "allow_destinations"
+		return d
 	}
 	if len(c.DestinationPorts) > 0 && !slices.Contains(c.DestinationPorts, dst.Port()) {
-		return deny("destination port %d is not an allowed FTP port", dst.Port())
+		d := deny("destination port %d is not an allowed FTP port", dst.Port())
+		d.Rule = "destination_ports"
+		return d
 	}
 	return allow()
 }
 
-// Decision is the answer to one question, with a reason fit for a log line
-// and an FTP reply.
+// Decision is the answer to one question. A denial carries what to tell the
+// client (Code and Text; zero for the older questions Destination,
+// ActiveTarget and DataPeer, whose callers pick their own reply), why (Reason,
+// for the log line and the audit record) and which rule decided (Rule, a
+// human-readable name such as `preset "read-only"`, `rule "anon"` or
+// "require_client_tls"). An allowing Decision may name its Rule too.
 type Decision struct {
 	Allow  bool
 	Reason string
+	Code   int    // FTP reply code to send when denied, e.g. 421, 500, 502, 521, 530, 550
+	Text   string // reply text to send when denied; no CR or LF
+	Rule   string // the rule that decided; "" for the built-in default
 }
 
 func allow() Decision { return Decision{Allow: true} }
 
 func deny(format string, args ...any) Decision {
 	return Decision{Reason: fmt.Sprintf(format, args...)}
+}
+
+// refuse builds a denial with its reply.
+func refuse(rule string, code int, text, reason string) Decision {
+	return Decision{Code: code, Text: text, Rule: rule, Reason: reason}
+}
+
+// ruleLabel names a rule for errors and audit records: its name, or its
+// position in the list.
+func ruleLabel(name string, i int) string {
+	if name != "" {
+		return fmt.Sprintf("%q", name)
+	}
+	return fmt.Sprintf("#%d", i+1)
 }
 
 // ActiveTarget decides whether a client whose control connection comes from

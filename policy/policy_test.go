@@ -72,33 +72,28 @@ func TestValidate(t *testing.T) {
 }
 
 func TestDestination(t *testing.T) {
-	pfx := func(s ...string) (out []netip.Prefix) {
-		for _, x := range s {
-			out = append(out, netip.MustParsePrefix(x))
-		}
-		return out
-	}
 	tests := []struct {
 		name  string
 		cfg   Config
 		dst   string
 		allow bool
+		rule  string
 	}{
-		{"no rules", Config{}, "198.18.1.2:21", true},
-		{"allowed network", Config{AllowDestinations: pfx("198.18.1.0/24")}, "198.18.1.2:21", true},
-		{"outside allowed", Config{AllowDestinations: pfx("198.18.1.0/24")}, "198.18.5.2:21", false},
-		{"denied wins", Config{AllowDestinations: pfx("198.18.0.0/15"), DenyDestinations: pfx("198.18.1.2/32")}, "198.18.1.2:21", false},
-		{"denied only", Config{DenyDestinations: pfx("198.18.1.0/24")}, "198.18.2.2:21", true},
-		{"mapped address", Config{AllowDestinations: pfx("198.18.1.0/24")}, "[::ffff:198.18.1.2]:21", true},
-		{"ipv6", Config{AllowDestinations: pfx("fd00:0:0:2::/64")}, "[fd00:0:0:2::2]:21", true},
-		{"port allowed", Config{DestinationPorts: []uint16{21, 2121}}, "198.18.1.2:2121", true},
-		{"port not allowed", Config{DestinationPorts: []uint16{21}}, "198.18.1.2:22", false},
+		{"no rules", Config{}, "198.18.1.2:21", true, ""},
+		{"allowed network", Config{AllowDestinations: pfx("198.18.1.0/24")}, "198.18.1.2:21", true, ""},
+		{"outside allowed", Config{AllowDestinations: pfx("198.18.1.0/24")}, "198.18.5.2:21", false, "allow_destinations"},
+		{"denied wins", Config{AllowDestinations: pfx("198.18.0.0/15"), DenyDestinations: pfx("198.18.1.2/32")}, "198.18.1.2:21", false, "deny_destinations"},
+		{"denied only", Config{DenyDestinations: pfx("198.18.1.0/24")}, "198.18.2.2:21", true, ""},
+		{"mapped address", Config{AllowDestinations: pfx("198.18.1.0/24")}, "[::ffff:198.18.1.2]:21", true, ""},
+		{"ipv6", Config{AllowDestinations: pfx("fd00:0:0:2::/64")}, "[fd00:0:0:2::2]:21", true, ""},
+		{"port allowed", Config{DestinationPorts: []uint16{21, 2121}}, "198.18.1.2:2121", true, ""},
+		{"port not allowed", Config{DestinationPorts: []uint16{21}}, "198.18.1.2:22", false, "destination_ports"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			d := tt.cfg.Destination(netip.MustParseAddrPort(tt.dst))
-			if d.Allow != tt.allow {
-				t.Fatalf("Destination(%s) = %+v, want allow=%v", tt.dst, d, tt.allow)
+			if d.Allow != tt.allow || d.Rule != tt.rule {
+				t.Fatalf("Destination(%s) = %+v, want allow=%v rule=%q", tt.dst, d, tt.allow, tt.rule)
 			}
 		})
 	}

@@ -90,3 +90,17 @@ func BenchmarkDiscardLongLine(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkReadReplyEmptyLines reads one 64 KiB reply of empty lines, the
+// worst case for the memory a reply costs (compare B/op with 65536).
+func BenchmarkReadReplyEmptyLines(b *testing.B) {
+	wire := []byte("211-start\r\n" + strings.Repeat("\r\n", (DefaultMaxReply-20)/2) + "211 end\r\n")
+	b.SetBytes(int64(len(wire)))
+	b.ReportAllocs()
+	for b.Loop() {
+		r := NewReader(bytes.NewReader(wire), Limits{MaxReplyLines: len(wire)})
+		if _, err := r.ReadReply(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

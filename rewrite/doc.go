@@ -11,6 +11,13 @@
 // malformed input is reported as a *ProtocolError, an error wrapping
 // ErrSyntax or ErrUnsupportedFamily, ErrLineTooLong or ErrReplyTooLong.
 //
+// A Reader's memory is bounded by its Limits (MaxLine, MaxReply,
+// MaxReplyLines) whatever the peer sends, and a limit is reported as soon
+// as it is crossed: ExceedsLimit tells those errors apart, and on a
+// server's connection a session ends with 421 rather than waiting for a
+// line end that may never come. One reply costs a small multiple of its
+// wire size (TestReadReplyMemory measures it).
+//
 // Everything this package formats is checked before it is returned or
 // written: no CR, LF or NUL ever appears inside a command argument or a
 // reply line, and the arguments of PASS, ACCT and ADAT never appear in the

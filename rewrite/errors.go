@@ -20,6 +20,14 @@ var (
 	ErrReplyTooLong = errors.New("rewrite: reply too long")
 )
 
+// ExceedsLimit reports whether err says that a peer went over one of the
+// Reader's Limits (a line over MaxLine, a reply over MaxReply bytes or over
+// MaxReplyLines lines). On a server's connection a proxy ends the session
+// with 421: a server that breaks the limits cannot be followed reliably.
+func ExceedsLimit(err error) bool {
+	return errors.Is(err, ErrLineTooLong) || errors.Is(err, ErrReplyTooLong)
+}
+
 // Errors the address and argument parsers wrap; test them with errors.Is.
 // A proxy answers the first with 501 and the second with 522.
 var (
@@ -131,17 +139,18 @@ func asciiUpper(s string) string {
 }
 
 // badLineByte reports the first CR, LF or NUL in s and its name, or -1.
-func badLineByte(s string) (int, string) {
-	i := strings.IndexAny(s, "\r\n\x00")
-	if i < 0 {
-		return -1, ""
+// It takes a string or a byte slice so that the reader checks its buffer
+// without copying it.
+func badLineByte[T string | []byte](s T) (int, string) {
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '\r':
+			return i, "CR"
+		case '\n':
+			return i, "LF"
+		case 0:
+			return i, "NUL"
+		}
 	}
-	switch s[i] {
-	case '\r':
-		return i, "CR"
-	case '\n':
-		return i, "LF"
-	default:
-		return i, "NUL"
-	}
+	return -1, ""
 }

@@ -15,9 +15,13 @@ import (
 // reader's limits hold; errors are of the documented kinds.
 
 // fuzzLimits turns a fuzzed number into small limits, so that the limits
-// are actually reached.
+// are actually reached. An odd number also limits the lines of a reply.
 func fuzzLimits(n uint16) Limits {
-	return Limits{MaxLine: 8 + int(n%256), MaxReply: 16 + int(n/256)*8}
+	lim := Limits{MaxLine: 8 + int(n%256), MaxReply: 16 + int(n/256)*8}
+	if n&1 == 1 {
+		lim.MaxReplyLines = 3 + int(n>>8)%16
+	}
+	return lim
 }
 
 // seed caps a seed input at 512 bytes: the fuzzed limits are smaller than
@@ -124,11 +128,12 @@ func FuzzReadReply(f *testing.F) {
 		f.Add(seed(tt.input), uint16(tt.lim.MaxLine)|uint16(tt.lim.MaxReply/8)<<8)
 	}
 	for _, tt := range featReplies {
-		f.Add(seed(tt.wire), uint16(0xffff))
+		f.Add(seed(tt.wire), uint16(0xfffe))
 	}
 	f.Fuzz(func(t *testing.T, data []byte, n uint16) {
 		lim := fuzzLimits(n)
 		r := NewReader(bytes.NewReader(data), lim)
+		maxLines := lim.maxReplyLines()
 		for range len(data) + 2 {
 			rep, err := r.ReadReply()
 			if err != nil {
@@ -147,6 +152,9 @@ func FuzzReadReply(f *testing.F) {
 			}
 			if size > lim.MaxReply {
 				t.Fatalf("reply of at least %d bytes over MaxReply %d", size, lim.MaxReply)
+			}
+			if len(rep.Lines) > maxLines {
+				t.Fatalf("reply of %d lines over MaxReplyLines %d", len(rep.Lines), maxLines)
 			}
 			checkReply(t, rep)
 		}

@@ -6,18 +6,22 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 )
 
 const (
-	DefaultMaxLine  = 4096     // bytes per line, excluding terminator
-	DefaultMaxReply = 64 << 10 // total bytes of one (multi-line) reply, terminators included
+	DefaultMaxLine       = 4096     // bytes per line, excluding terminator
+	DefaultMaxReply      = 64 << 10 // total bytes of one (multi-line) reply, terminators included
+	DefaultMaxReplyLines = 4096     // lines of one multi-line reply, first and last included
 )
 
 // Limits bound what a Reader accepts. Zero (or negative) fields mean the
-// defaults.
+// defaults. The yaml names are those of the limits: section of ftpgate's
+// configuration.
 type Limits struct {
-	MaxLine  int // zero means DefaultMaxLine
-	MaxReply int // zero means DefaultMaxReply
+	MaxLine       int `yaml:"max_line"`        // zero means DefaultMaxLine
+	MaxReply      int `yaml:"max_reply"`       // zero means DefaultMaxReply
+	MaxReplyLines int `yaml:"max_reply_lines"` // zero means DefaultMaxReplyLines
 }
 
 func (l Limits) maxLine() int {
@@ -34,10 +38,24 @@ func (l Limits) maxReply() int {
 	return l.MaxReply
 }
 
+func (l Limits) maxReplyLines() int {
+	if l.MaxReplyLines <= 0 {
+		return DefaultMaxReplyLines
+	}
+	return l.MaxReplyLines
+}
+
 // Reader reads FTP control lines: commands on a client's connection,
 // replies on a server's. Lines end in CRLF; a bare LF is accepted too (some
 // servers send it). Memory use is bounded by the Limits whatever the peer
-// sends.
+// sends, and a reply costs a small multiple of its size: its lines are
+// gathered in one buffer that grows by doubling and become substrings of one
+// string.
+//
+// A limit is reported as soon as it is crossed, without waiting for the
+// rest of the line or reply: a peer that sends an endless line or an endless
+// multi-line reply gets an error at once, not a reader that hangs. The
+// next call skips what is left of that line or reply.
 //
 // A read error other than EOF (a deadline, say) leaves the Reader able to
 // resume: the part of a line or multi-line reply read so far is kept and
@@ -46,28 +64,49 @@ type Reader struct {
 	br       *bufio.Reader
 	maxLine  int
 	maxReply int
-
+	maxLines int
 	pend     []byte        // start of a line interrupted by a read error
 	skipping bool          // discarding the rest of an over-long line
 	head     [4]byte       // first bytes of the last over-long line
 	headLen  int           //
 	telnet   Telnet        // signals of lines that held only Telnet sequences
-	reply    *partialReply // multi-line reply interrupted by a read error
+	reply    *partialReply // multi-line reply interrupted by a read error, or being skipped
 }
 
+// partialReply is a multi-line reply being read. Its lines are kept in one
+// buffer, each followed by '\n' (a line never holds an LF).
 type partialReply struct {
 	code  int
 	codeS string
-	lines []string
-	size  int
-	err   error // first error; once set, lines are no longer kept
+	text  strings.Builder
+	n     int // lines so far
+	size  int // wire bytes so far
+	// failed is set once an error about this reply has been returned: the
+	// rest of the reply is then skipped, nothing more is kept.
+	failed bool
 }
 
-func (p *partialReply) fail(err error) {
-	if p.err == nil {
-		p.err = err
-		p.lines = nil
+// add appends one line, growing the buffer by doubling so that the bytes
+// allocated for a reply stay within a small multiple of its size.
+func (p *partialReply) add(line []byte) {
+	if need := len(line) + 1; p.text.Cap()-p.text.Len() < need {
+		p.text.Grow(max(need, p.text.Cap()))
 	}
+	p.text.Write(line)
+	p.text.WriteByte('\n')
+}
+
+// done returns the reply: its lines are substrings of one string, and the
+// slice of lines is allocated once at its final length.
+func (p *partialReply) done() *Reply {
+	s := p.text.String()
+	lines := make([]string, 0, p.n)
+	for s != "" {
+		i := strings.IndexByte(s, '\n')
+		lines = append(lines, s[:i])
+		s = s[i+1:]
+	}
+	return &Reply{Code: p.code, Lines: lines}
 }
 
 // NewReader returns a Reader of r with the given limits. Its buffer holds
@@ -78,6 +117,7 @@ func NewReader(r io.Reader, lim Limits) *Reader {
 		br:       bufio.NewReaderSize(r, max(ml+2, 16)),
 		maxLine:  ml,
 		maxReply: lim.maxReply(),
+		maxLines: lim.maxReplyLines(),
 	}
 }
 
@@ -122,10 +162,7 @@ func (r *Reader) readLine() ([]byte, int, error) {
 		if err == io.EOF {
 			return nil, 0, ErrLineTooLong
 		}
-		r.skipping = true
-		if full {
-			_ = r.discardLine() // an error here leaves skipping set for the next call
-		}
+		r.skipping = true // the next call skips to the next LF first
 		return nil, 0, ErrLineTooLong
 	}
 	r.pend = append(r.pend, chunk...)
@@ -167,10 +204,10 @@ func (r *Reader) setHead(a, b []byte) {
 // ParseCommand describes; a line that holds only Telnet sequences is not a
 // command: its signals are added to the next command's.
 //
-// Errors: io.EOF, io.ErrUnexpectedEOF, ErrLineTooLong (the line has been
-// discarded; the next call reads the next line), a *ProtocolError for a
-// malformed line (consumed; the next call reads the next line), or the
-// underlying reader's error.
+// Errors: io.EOF, io.ErrUnexpectedEOF, ErrLineTooLong (returned as soon as
+// the line is too long; the next call skips the rest of it and reads the
+// next line), a *ProtocolError for a malformed line (consumed; the next
+// call reads the next line), or the underlying reader's error.
 func (r *Reader) ReadCommand() (Command, error) {
 	for {
 		line, _, err := r.readLine()
@@ -194,11 +231,18 @@ func (r *Reader) ReadCommand() (Command, error) {
 // including other codes.
 //
 // Errors: io.EOF between replies; io.ErrUnexpectedEOF inside one;
-// ErrLineTooLong or ErrReplyTooLong, wrapped with the code, after the whole
-// reply has been consumed (so the next call reads the next reply); a
-// *ProtocolError for a first line without a valid code (that line is
-// consumed) or for a NUL or bare CR in a line (the reply is consumed).
+// ErrLineTooLong or ErrReplyTooLong (over MaxReply bytes or MaxReplyLines
+// lines), wrapped with the code, as soon as the limit is crossed (test them
+// with ExceedsLimit); a *ProtocolError for a first line without a valid code
+// (that line is consumed) or for a NUL or bare CR in a line. After an error
+// inside a reply the next call first skips the rest of that reply, so it
+// returns the reply after it.
 func (r *Reader) ReadReply() (*Reply, error) {
+	if st := r.reply; st != nil && st.failed {
+		if err := r.skipReply(st); err != nil {
+			return nil, err
+		}
+	}
 	st := r.reply
 	if st == nil {
 		line, size, err := r.readLine()
@@ -208,47 +252,41 @@ func (r *Reader) ReadReply() (*Reply, error) {
 			if !ok {
 				return nil, err
 			}
-			tooLong := fmt.Errorf("reply %d: %w", code, err)
-			if !multi {
-				return nil, tooLong
+			if multi {
+				r.reply = &partialReply{code: code, codeS: strconv.Itoa(code), failed: true}
 			}
-			st = &partialReply{code: code, codeS: strconv.Itoa(code), err: tooLong}
+			return nil, fmt.Errorf("reply %d: %w", code, err)
 		case err != nil:
 			return nil, err
-		default:
-			code, multi, ok := parseReplyHead(line)
-			if !ok {
-				return nil, &ProtocolError{Msg: "malformed reply code", Line: sanitize(string(line), maxLogLine)}
-			}
-			var lineErr error
-			if i, what := badLineByte(string(line)); i >= 0 {
-				lineErr = &ProtocolError{Msg: what + " in reply line", Line: sanitize(string(line), maxLogLine)}
-			} else if size > r.maxReply {
-				lineErr = fmt.Errorf("reply %d: %w", code, ErrReplyTooLong)
-			}
-			if !multi {
-				if lineErr != nil {
-					return nil, lineErr
-				}
-				return &Reply{Code: code, Lines: []string{string(line)}}, nil
-			}
-			st = &partialReply{code: code, codeS: strconv.Itoa(code), size: size, lines: []string{string(line)}}
-			if lineErr != nil {
-				st.fail(lineErr)
-			}
 		}
+		code, multi, ok := parseReplyHead(line)
+		if !ok {
+			return nil, &ProtocolError{Msg: "malformed reply code", Line: sanitize(string(line), maxLogLine)}
+		}
+		st = &partialReply{code: code, codeS: strconv.Itoa(code), size: size, n: 1}
+		if err := r.checkReplyLine(st, line); err != nil {
+			if multi {
+				st.failed = true
+				r.reply = st
+			}
+			return nil, err
+		}
+		if !multi {
+			return &Reply{Code: code, Lines: []string{string(line)}}, nil
+		}
+		st.add(line)
 		r.reply = st
 	}
 	for {
 		line, size, err := r.readLine()
 		switch {
 		case errors.Is(err, ErrLineTooLong):
-			st.fail(fmt.Errorf("reply %d: %w", st.code, err))
-			if isLastLine(string(r.head[:r.headLen]), st.codeS) {
+			if !isLastLine(r.head[:r.headLen], st.codeS) {
+				st.failed = true
+			} else {
 				r.reply = nil
-				return nil, st.err
 			}
-			continue
+			return nil, fmt.Errorf("reply %d: %w", st.code, err)
 		case err == io.EOF || errors.Is(err, io.ErrUnexpectedEOF):
 			r.reply = nil
 			return nil, io.ErrUnexpectedEOF
@@ -256,22 +294,56 @@ func (r *Reader) ReadReply() (*Reply, error) {
 			return nil, err // r.reply kept: the next call resumes
 		}
 		st.size += size
-		last := isLastLine(string(line), st.codeS)
-		if st.err == nil {
-			if i, what := badLineByte(string(line)); i >= 0 {
-				st.fail(&ProtocolError{Msg: what + " in reply line", Line: sanitize(string(line), maxLogLine)})
-			} else if st.size > r.maxReply {
-				st.fail(fmt.Errorf("reply %d: %w", st.code, ErrReplyTooLong))
+		st.n++
+		last := isLastLine(line, st.codeS)
+		if err := r.checkReplyLine(st, line); err != nil {
+			if last {
+				r.reply = nil
 			} else {
-				st.lines = append(st.lines, string(line))
+				st.failed = true
 			}
+			return nil, err
 		}
+		st.add(line)
 		if last {
 			r.reply = nil
-			if st.err != nil {
-				return nil, st.err
-			}
-			return &Reply{Code: st.code, Lines: st.lines}, nil
+			return st.done(), nil
+		}
+	}
+}
+
+// checkReplyLine checks the latest line of st, already counted in st.size
+// and st.n, against the framing rules and the limits.
+func (r *Reader) checkReplyLine(st *partialReply, line []byte) error {
+	switch i, what := badLineByte(line); {
+	case i >= 0:
+		return &ProtocolError{Msg: what + " in reply line", Line: sanitize(string(line), maxLogLine)}
+	case st.size > r.maxReply:
+		return fmt.Errorf("reply %d: over %d bytes: %w", st.code, r.maxReply, ErrReplyTooLong)
+	case st.n > r.maxLines:
+		return fmt.Errorf("reply %d: over %d lines: %w", st.code, r.maxLines, ErrReplyTooLong)
+	}
+	return nil
+}
+
+// skipReply reads and drops the rest of a reply whose error has been
+// returned. A read error other than EOF leaves st in place to resume.
+func (r *Reader) skipReply(st *partialReply) error {
+	st.text = strings.Builder{} // nothing more is kept
+	for {
+		line, _, err := r.readLine()
+		switch {
+		case errors.Is(err, ErrLineTooLong):
+			line = r.head[:r.headLen]
+		case err == io.EOF || errors.Is(err, io.ErrUnexpectedEOF):
+			r.reply = nil
+			return io.ErrUnexpectedEOF
+		case err != nil:
+			return err
+		}
+		if isLastLine(line, st.codeS) {
+			r.reply = nil
+			return nil
 		}
 	}
 }

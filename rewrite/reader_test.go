@@ -175,8 +175,9 @@ func TestReadCommandResumesAfterTimeout(t *testing.T) {
 	}
 }
 
-// TestReadCommandTooLongAcrossTimeout checks that an over-long line whose
-// discarding is interrupted by a deadline is still skipped.
+// TestReadCommandTooLongAcrossTimeout checks that an over-long line is
+// reported at once and that skipping it, interrupted by deadlines, still
+// ends at the next line.
 func TestReadCommandTooLongAcrossTimeout(t *testing.T) {
 	r := NewReader(&scriptedReader{chunks: []chunk{
 		{strings.Repeat("a", 100), errTimeout},
@@ -185,8 +186,10 @@ func TestReadCommandTooLongAcrossTimeout(t *testing.T) {
 	}}, Limits{MaxLine: 32})
 	_, err := r.ReadCommand()
 	checkErr(t, err, ErrLineTooLong)
-	_, err = r.ReadCommand()
-	checkErr(t, err, errTimeout)
+	for range 2 { // one per deadline met while skipping the rest
+		_, err = r.ReadCommand()
+		checkErr(t, err, errTimeout)
+	}
 	c, err := r.ReadCommand()
 	if err != nil || c.Verb != "NOOP" {
 		t.Fatalf("got %q, %v; want NOOP", c.Verb, err)
@@ -392,6 +395,36 @@ var readReplyCases = []struct {
 		input: crlf("200 "+strings.Repeat("a", 60), "200 ok"),
 		lim:   Limits{MaxReply: 50},
 		steps: []replyStep{{err: ErrReplyTooLong}, {code: 200, lines: []string{"200 ok"}}},
+	},
+	{
+		name:  "too many lines, then the next reply",
+		input: crlf("211-a", "b", "c", "d", "211 e", "200 ok"),
+		lim:   Limits{MaxReplyLines: 4},
+		steps: []replyStep{{err: ErrReplyTooLong}, {code: 200, lines: []string{"200 ok"}}, {err: io.EOF}},
+	},
+	{
+		name:  "exactly the line limit",
+		input: crlf("211-a", "b", "c", "211 d"),
+		lim:   Limits{MaxReplyLines: 4},
+		steps: []replyStep{{code: 211, lines: []string{"211-a", "b", "c", "211 d"}}},
+	},
+	{
+		name:  "long inner line reported, rest of the reply skipped",
+		input: crlf("211-a", strings.Repeat("x", 40), "211-still inside", "211 end", "200 ok"),
+		lim:   Limits{MaxLine: 16},
+		steps: []replyStep{{err: ErrLineTooLong}, {code: 200, lines: []string{"200 ok"}}},
+	},
+	{
+		name:  "long first line of a multi-line reply",
+		input: crlf("211-"+strings.Repeat("x", 40), "inner", "211 end", "200 ok"),
+		lim:   Limits{MaxLine: 16},
+		steps: []replyStep{{err: ErrLineTooLong}, {code: 200, lines: []string{"200 ok"}}},
+	},
+	{
+		name:  "skipped reply cut by EOF",
+		input: crlf("211-a", "b", "c"),
+		lim:   Limits{MaxReplyLines: 2},
+		steps: []replyStep{{err: ErrReplyTooLong}, {err: io.ErrUnexpectedEOF}, {err: io.EOF}},
 	},
 }
 

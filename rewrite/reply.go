@@ -46,8 +46,8 @@ func NewReply(code int, text ...string) *Reply {
 // isLastLine reports whether line ends a reply with the given code: it
 // starts with the code followed by a space, or is the code alone (which
 // some servers send for an empty text).
-func isLastLine(line, code string) bool {
-	if len(line) < 3 || line[:3] != code {
+func isLastLine[T string | []byte](line T, code string) bool {
+	if len(code) != 3 || len(line) < 3 || string(line[:3]) != code {
 		return false
 	}
 	return len(line) == 3 || line[3] == ' '

@@ -51,6 +51,17 @@ func (c Class) String() string {
 	return "Class(" + strconv.Itoa(int(c)) + ")"
 }
 
+// ParseClass returns the class whose String form is name ("transfer",
+// "data-setup", ...), so that a configuration can name classes.
+func ParseClass(name string) (Class, bool) {
+	for c := ClassUnknown; c <= ClassObsolete; c++ {
+		if c.String() == name {
+			return c, true
+		}
+	}
+	return ClassUnknown, false
+}
+
 // Info is one entry of the command table.
 type Info struct {
 	Verb    string
