@@ -85,7 +85,7 @@ func cmdRun(args []string) int {
 		fmt.Fprintf(os.Stderr, "ftpgate run: %v\n", err)
 		return 2
 	}
-	log, err := newLogger(fc.LogLevel, fc.LogFormat)
+	log, level, err := newLogger(fc.LogLevel, fc.LogFormat)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "ftpgate run: %v\n", err)
 		return 2
@@ -125,7 +125,6 @@ func cmdRun(args []string) int {
 		return 1
 	}
 	defer pc.stop()
-	defer reloadOnSIGHUP(ctx, pc.TLS.Certificate, fc.TLS, log)()
 
 	obs, err := openObservers(fc.AuditLog, fc.Xferlog, log.Named("audit"))
 	if err != nil {
@@ -142,6 +141,7 @@ func cmdRun(args []string) int {
 		log.Error("invalid configuration", zap.Error(err))
 		return 2
 	}
+	defer reloadOnSIGHUP(ctx, &reloader{args: args, srv: srv, fw: fw, nc: nc, wired: pc, fc: fc, level: level, log: log})()
 	obs.metrics.watchServer(srv.Stats)
 	obs.metrics.watchReadiness(ready)
 	obs.metrics.configLoaded(time.Now())
@@ -195,12 +195,10 @@ func cmdCleanup(args []string) int {
 	return 0
 }
 
-func newLogger(level, format string) (*zap.Logger, error) {
-	lvl := zapcore.InfoLevel
-	if level != "" {
-		if err := lvl.UnmarshalText([]byte(level)); err != nil {
-			return nil, fmt.Errorf("log level %q: want debug, info, warn or error", level)
-		}
+func newLogger(level, format string) (*zap.Logger, zap.AtomicLevel, error) {
+	lvl, err := parseLevel(level)
+	if err != nil {
+		return nil, zap.AtomicLevel{}, err
 	}
 	var cfg zap.Config
 	switch format {
@@ -211,12 +209,13 @@ func newLogger(level, format string) (*zap.Logger, error) {
 	case "console":
 		cfg = zap.NewDevelopmentConfig()
 	default:
-		return nil, fmt.Errorf("log format %q: want json or console", format)
+		return nil, zap.AtomicLevel{}, fmt.Errorf("log format %q: want json or console", format)
 	}
-	cfg.Level = zap.NewAtomicLevelAt(lvl)
+	cfg.Level = zap.NewAtomicLevelAt(lvl) // a reload may change it
 	cfg.Sampling = nil
 	cfg.DisableStacktrace = true
-	return cfg.Build()
+	log, err := cfg.Build()
+	return log, cfg.Level, err
 }
 
 // statsVars is the "ftpgate" object of /debug/vars: live counters.

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -10,9 +9,7 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 
 	"github.com/ftpgate/ftpgate/proxy"
 	"go.uber.org/zap"
@@ -188,42 +185,5 @@ func certFields(c *tls.Certificate) []zap.Field {
 		zap.String("subject", c.Leaf.Subject.String()),
 		zap.String("serial", c.Leaf.SerialNumber.String()),
 		zap.Time("not_after", c.Leaf.NotAfter),
-	}
-}
-
-// reloadOnSIGHUP reloads the client certificate from its files on every
-// SIGHUP until ctx ends: sessions that start afterwards present the new one,
-// running sessions keep theirs. A certificate that does not load is logged
-// and the old one stays. The returned function stops listening.
-func reloadOnSIGHUP(ctx context.Context, store *proxy.CertStore, t tlsConfig, log *zap.Logger) func() {
-	ctx, cancel := context.WithCancel(ctx)
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-hup:
-			}
-			if store == nil {
-				log.Info("SIGHUP: no TLS certificate configured; nothing to reload")
-				continue
-			}
-			cert, err := loadCertificate(t.Cert, t.Key)
-			if err != nil {
-				log.Error("SIGHUP: certificate reload failed; keeping the current one", zap.Error(err))
-				continue
-			}
-			store.Store(cert)
-			log.Info("SIGHUP: certificate reloaded; new sessions present it", certFields(cert)...)
-		}
-	}()
-	return func() {
-		signal.Stop(hup)
-		cancel()
-		<-done
 	}
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -13,13 +12,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/ftpgate/ftpgate/proxy"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest/observer"
 )
 
 // writeCert writes a self-signed certificate and its key as PEM files into
@@ -165,59 +161,5 @@ func TestTLSSettingsErrors(t *testing.T) {
 				t.Fatalf("error %v, want one mentioning %q", err, tc.want)
 			}
 		})
-	}
-}
-
-// TestReloadOnSIGHUP: a SIGHUP loads the certificate files again into the
-// store; a broken file is logged and the certificate in use stays.
-func TestReloadOnSIGHUP(t *testing.T) {
-	dir := t.TempDir()
-	cert, key := writeCert(t, dir, "first")
-	first, err := loadCertificate(cert, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	store := proxy.NewCertStore(first)
-	core, logs := observer.New(zap.InfoLevel)
-	stop := reloadOnSIGHUP(context.Background(), store, tlsConfig{Cert: cert, Key: key}, zap.New(core))
-	defer stop()
-
-	hup := func() {
-		t.Helper()
-		if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
-			t.Fatal(err)
-		}
-	}
-	waitLog := func(msg string, n int) {
-		t.Helper()
-		for range 500 {
-			if logs.FilterMessage(msg).Len() >= n {
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-		t.Fatalf("no %q log record after SIGHUP", msg)
-	}
-
-	// Renew: replace the files in place, as an ACME client would.
-	c2, k2 := writeCert(t, t.TempDir(), "second")
-	for _, mv := range [][2]string{{c2, cert}, {k2, key}} {
-		if err := os.Rename(mv[0], mv[1]); err != nil {
-			t.Fatal(err)
-		}
-	}
-	hup()
-	waitLog("SIGHUP: certificate reloaded; new sessions present it", 1)
-	if cn := store.Current().Leaf.Subject.CommonName; cn != "second" {
-		t.Fatalf("store holds %q after the reload, want second", cn)
-	}
-
-	if err := os.WriteFile(cert, []byte("broken"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	hup()
-	waitLog("SIGHUP: certificate reload failed; keeping the current one", 1)
-	if cn := store.Current().Leaf.Subject.CommonName; cn != "second" {
-		t.Fatalf("store holds %q after a failed reload, want second", cn)
 	}
 }
