@@ -10,7 +10,6 @@ import (
 
 	"github.com/ftpgate/ftpgate/nat"
 	"github.com/ftpgate/ftpgate/policy"
-	"github.com/ftpgate/ftpgate/rewrite"
 )
 
 // ListenMode is how control connections reach ftpgate and how it finds their server.
@@ -68,7 +67,6 @@ const (
 	DefaultLoginTimeout   = 60 * time.Second
 	DefaultIdleTimeout    = 5 * time.Minute
 	DefaultDataTimeout    = 30 * time.Second
-	DefaultDataIdle       = 60 * time.Second
 	DefaultShutdownGrace  = 30 * time.Second
 	DefaultKeepAlive      = 30 * time.Second
 )
@@ -121,7 +119,11 @@ type Config struct {
 	ProxyProtocol ProxyProtocol
 
 	Policy policy.Config
-	Limits rewrite.Limits
+	// Limits are the session limits (the limits: section): sessions in all
+	// and per client, failed logins, lazy upstream connect, the data idle
+	// timeout, the upload size cap and the control channel's line and reply
+	// bounds. The zero value means policy's defaults.
+	Limits policy.Limits
 	// TLS is FTPS on both legs; the zero value means none toward clients.
 	TLS TLSConfig
 
@@ -133,11 +135,8 @@ type Config struct {
 	LoginTimeout   time.Duration // from connect until the server accepted a login
 	IdleTimeout    time.Duration // waiting for a client command; paused while a transfer runs
 	DataTimeout    time.Duration // waiting for a data connection to arrive
-	// DataIdleTimeout aborts a transfer that moves no byte in either
-	// direction for this long (426 to the client); negative means never.
-	DataIdleTimeout time.Duration
-	ShutdownGrace   time.Duration // how long running transfers may finish on shutdown
-	KeepAlive       time.Duration // TCP keepalive idle time on control connections
+	ShutdownGrace  time.Duration // how long running transfers may finish on shutdown
+	KeepAlive      time.Duration // TCP keepalive idle time on control connections
 }
 
 func (c *Config) setDefaults() {
@@ -150,7 +149,7 @@ func (c *Config) setDefaults() {
 	def(&c.LoginTimeout, DefaultLoginTimeout)
 	def(&c.IdleTimeout, DefaultIdleTimeout)
 	def(&c.DataTimeout, DefaultDataTimeout)
-	def(&c.DataIdleTimeout, DefaultDataIdle)
+	c.Limits = c.Limits.WithDefaults()
 	def(&c.ShutdownGrace, DefaultShutdownGrace)
 	def(&c.KeepAlive, DefaultKeepAlive)
 	if c.ServerMode == "" {
@@ -209,6 +208,9 @@ func (c Config) Validate() error {
 		return err
 	}
 	if err := c.TLS.validate(c.Mode); err != nil {
+		return err
+	}
+	if err := c.Limits.Validate(); err != nil {
 		return err
 	}
 	return c.Policy.Validate()

@@ -22,6 +22,7 @@ import (
 //	errDataAfterCCC    the client sent data where its close_notify was due
 //	errTimeout         a peer did not answer in time: 421, the session ends
 //	errDataStall       a transfer moved no byte for the data idle timeout: 426
+//	errOverLimit       an upload went past the size cap: 552
 
 // errSessionEnd ends a session normally (QUIT, 421, the client left).
 var errSessionEnd = errors.New("session ended")
@@ -85,3 +86,6 @@ var errTimeout = errors.New("timeout")
 // errDataStall: a transfer moved no byte in either direction for the data
 // idle timeout and was aborted.
 var errDataStall = errors.New("data idle timeout: no byte moved in either direction")
+
+// errOverLimit: an upload had more to send than the upload size cap allows.
+var errOverLimit = errors.New("upload over the size limit")

@@ -133,18 +133,50 @@ func TestFTPSReuseRequired(t *testing.T) {
 	}
 }
 
-// TestFTPSOtherSessionTicket: a data connection resuming another session's
-// TLS session (tickets are bound to their session) is refused too.
-func TestFTPSOtherSessionTicket(t *testing.T) {
+// TestFTPSSharedTicketCache: a client that keeps one TLS session cache for
+// all its connections (rclone, many Go and Java clients) may open a data
+// connection resuming a TLS session that another of its live control
+// connections got; a ticket of another user, of another client address or
+// of a closed control connection gets 522.
+func TestFTPSSharedTicketCache(t *testing.T) {
 	ts := newTLSSetup(t)
-	h := newHarness(t, ServerPassive, func(f *fakeFTP, c *Config) { ts.gateTLS(c, ServerTLSOff) })
+	h := newHarness(t, ServerPassive, func(f *fakeFTP, c *Config) {
+		c.Listen = []string{"127.0.0.1:0"}
+		ts.gateTLS(c, ServerTLSOff)
+	})
 	h.ftp.files["f"] = []byte("mine")
-	shared := ts.clientConfig() // one cache for both sessions: the second's tickets replace the first's
-	victim := h.dialFTPS(shared)
-	h.dialFTPS(shared) // the thief's session, whose ticket is now in the cache
-	if got := victim.xfer("EPSV", "RETR f", nil, shared, 522); len(got) != 0 {
-		t.Fatalf("data connection with another session's ticket received %q", got)
+	// onlyTicketOf is a client configuration whose cache holds just the
+	// ticket of a session logged in now as user from src.
+	onlyTicketOf := func(src, user string) (*tls.Config, *client) {
+		cfg := ts.clientConfig()
+		return cfg, h.dialFTPSAs(src, user, cfg)
 	}
+
+	shared, first := onlyTicketOf("127.0.0.1", "u")
+	second := h.dialFTPSAs("127.0.0.1", "u", ts.clientConfig())
+	if got := second.xfer("EPSV", "RETR f", nil, shared, 226); string(got) != "mine" {
+		t.Fatalf("same client, same user, live issuer: got %q", got)
+	}
+
+	other, _ := onlyTicketOf("127.0.0.1", "someone-else")
+	if got := second.xfer("EPSV", "RETR f", nil, other, 522); len(got) != 0 {
+		t.Fatalf("another user's ticket: got %q", got)
+	}
+
+	elsewhere, _ := onlyTicketOf("127.0.0.2", "u")
+	if got := second.xfer("EPSV", "RETR f", nil, elsewhere, 522); len(got) != 0 {
+		t.Fatalf("another client address's ticket: got %q", got)
+	}
+
+	closed, gone := onlyTicketOf("127.0.0.1", "u")
+	gone.cmd(221, "QUIT")
+	for deadline := time.Now().Add(5 * time.Second); h.srv.Stats().Sessions > 4 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := second.xfer("EPSV", "RETR f", nil, closed, 522); len(got) != 0 {
+		t.Fatalf("a closed control connection's ticket: got %q", got)
+	}
+	first.cmd(221, "QUIT")
 }
 
 // TestFTPSImplicit: a client of the implicit listener speaks TLS from the
@@ -522,7 +554,7 @@ func TestRecordConn(t *testing.T) {
 	}
 	defer raw.Close()
 	raw.SetDeadline(time.Now().Add(5 * time.Second))
-	cfg, err := newClientTLSConfig(ts.gateCert, tls.VersionTLS12, tls.VersionTLS13)
+	cfg, err := newClientTLSConfig(ts.gateCert, tls.VersionTLS12, tls.VersionTLS13, ticketBinding{issuer: 1})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -139,9 +139,17 @@ func (c *client) startTLS(cfg *tls.Config) *tls.Conn {
 }
 
 // dialFTPS connects, upgrades with AUTH TLS, logs in and protects data.
-func (h *harness) dialFTPS(cfg *tls.Config) *client {
+func (h *harness) dialFTPS(cfg *tls.Config) *client { return h.dialFTPSAs("", "u", cfg) }
+
+// dialFTPSAs logs in over FTPS as user from the loopback source address src
+// ("" for the kernel's choice).
+func (h *harness) dialFTPSAs(src, user string, cfg *tls.Config) *client {
 	h.t.Helper()
-	c, err := net.Dial("tcp", h.addr)
+	d := net.Dialer{}
+	if src != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(src)}
+	}
+	c, err := d.Dial("tcp", h.addr)
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -150,7 +158,7 @@ func (h *harness) dialFTPS(cfg *tls.Config) *client {
 	cl.expect(220)
 	cl.cmd(234, "AUTH TLS")
 	cl.startTLS(cfg)
-	cl.cmd(331, "USER u")
+	cl.cmd(331, "USER %s", user)
 	cl.cmd(230, "PASS secret-password")
 	cl.cmd(200, "PBSZ 0")
 	cl.cmd(200, "PROT P")

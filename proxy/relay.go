@@ -23,21 +23,64 @@ type relayResult struct {
 // plain legs go through relayData, which splices in the kernel; a TLS leg
 // cannot, and is copied here in user space. toServer says that dst is the
 // server's leg (an upload).
-func relay(dst, src net.Conn, toServer bool, done chan<- relayResult) {
+// limit, when positive, cuts the copy after that many bytes (an upload size
+// cap): a source with more to send ends the relay with errOverLimit.
+func relay(dst, src net.Conn, toServer bool, limit int64, done chan<- relayResult) {
 	if d, ok := dst.(*net.TCPConn); ok {
 		if s, ok := src.(*net.TCPConn); ok {
-			relayData(d, s, done)
+			relayData(d, s, limit, done)
 			return
 		}
 	}
-	relayStream(dst, src, toServer, done)
+	relayStream(dst, src, toServer, limit, done)
+}
+
+// copyCapped is io.Copy that stops after limit bytes (limit <= 0: none). An
+// *io.LimitedReader over a *net.TCPConn still splices. When limit bytes have
+// come, one more byte is read to tell "exactly the limit" (EOF) from "more"
+// (errOverLimit); that byte is not passed on.
+func copyCapped(dst io.Writer, src io.Reader, limit int64) (int64, error) {
+	if limit <= 0 {
+		return io.Copy(dst, src)
+	}
+	n, err := io.Copy(dst, &io.LimitedReader{R: src, N: limit})
+	if err != nil || n < limit {
+		return n, err
+	}
+	var b [1]byte
+	m, rerr := src.Read(b[:])
+	switch {
+	case m > 0:
+		return n, errOverLimit
+	case errors.Is(rerr, io.EOF):
+		return n, nil
+	}
+	return n, rerr
+}
+
+// abortWrite ends dst at once with a reset, so that its receiver knows the
+// data is incomplete (an upload cut at its size cap), instead of the
+// end-of-file of a complete transfer.
+func abortWrite(dst net.Conn) {
+	if t, ok := dst.(*tls.Conn); ok {
+		dst = t.NetConn()
+	}
+	if tc, ok := dst.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
+	dst.Close()
 }
 
 // relayData copies src to dst until src ends, then half-closes dst so the
 // receiver sees end-of-file. Both are *net.TCPConn, so io.Copy splices in the
 // kernel; the byte count comes from io.Copy itself.
-func relayData(dst, src *net.TCPConn, done chan<- relayResult) {
-	n, err := io.Copy(dst, src)
+func relayData(dst, src *net.TCPConn, limit int64, done chan<- relayResult) {
+	n, err := copyCapped(dst, src, limit)
+	if errors.Is(err, errOverLimit) {
+		abortWrite(dst)
+		done <- relayResult{n: n, err: err}
+		return
+	}
 	if cerr := dst.CloseWrite(); err == nil && cerr != nil && !errors.Is(cerr, net.ErrClosed) {
 		err = cerr
 	}
@@ -56,8 +99,13 @@ const drainTimeout = 10 * time.Second
 // it. A TLS 1.3 server sends session tickets that nobody reads while ftpgate
 // only writes, and closing a socket with unread data resets the connection
 // at once, dropping the end of the upload still queued for the server.
-func relayStream(dst, src net.Conn, drainDst bool, done chan<- relayResult) {
-	n, err := io.Copy(dst, src)
+func relayStream(dst, src net.Conn, drainDst bool, limit int64, done chan<- relayResult) {
+	n, err := copyCapped(dst, src, limit)
+	if errors.Is(err, errOverLimit) {
+		abortWrite(dst)
+		done <- relayResult{n: n, err: err}
+		return
+	}
 	if cerr := closeWrite(dst); err == nil && cerr != nil && !errors.Is(cerr, net.ErrClosed) {
 		err = cerr
 	}

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"net"
@@ -43,6 +44,8 @@ type Server struct {
 	draining  chan struct{}
 	ports     *dataPorts // data listeners and their pinholes
 	live      liveSessions
+	adm       admission // session counts and failed-login buckets
+	ticketKey [32]byte  // encrypts the TLS session tickets of client legs (ticketBinding)
 	sessionWG sync.WaitGroup
 	nextID    atomic.Uint64
 
@@ -71,6 +74,9 @@ func New(cfg Config, fw nat.Firewall, log *zap.Logger) (*Server, error) {
 		obs = NopObserver{}
 	}
 	s := &Server{fw: fw, log: log, obs: obs, draining: make(chan struct{})}
+	if _, err := rand.Read(s.ticketKey[:]); err != nil {
+		return nil, fmt.Errorf("session ticket key: %w", err)
+	}
 	s.cfg.Store(&cfg)
 	s.ports = newDataPorts(s.dataPortsConfig(&cfg), fw)
 	return s, nil

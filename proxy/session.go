@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ftpgate/ftpgate/policy"
 	"github.com/ftpgate/ftpgate/rewrite"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -74,7 +75,8 @@ func newSession(srv *Server, c *net.TCPConn, implicit bool) *session {
 		ftps:        newSessionTLS(cfg, implicit),
 	}
 	s.base = srv.log.With(zap.Uint64("session", s.id), zap.Stringer("client", s.clientPeer))
-	s.ctl = newControl(c, cfg.Limits, cfg.IdleTimeout, s.base)
+	s.ctl = newControl(c, cfg.Limits.Reader(), cfg.IdleTimeout, s.base)
+	s.ftps.tickets = ticketBinding{key: srv.ticketKey, issuer: s.id, accept: s.sharesTickets}
 	s.setLog(s.base)
 	return s
 }
@@ -107,6 +109,12 @@ func (s *session) run(parent context.Context) {
 	s.srv.live.add(s)
 	defer s.srv.live.remove(s)
 
+	if !s.admit() {
+		s.ctl.client.Close()
+		s.logEnd(nil)
+		return
+	}
+	defer s.srv.adm.leave(s.clientPeer.Addr())
 	if err := setOOBInline(s.ctl.client); err != nil {
 		s.log.Debug("SO_OOBINLINE", zap.Error(err))
 	}
@@ -298,8 +306,11 @@ func lineError(err error) string {
 	return "invalid"
 }
 
-// handle dispatches one client command.
+// handle dispatches one client command, once the command policy allows it.
 func (s *session) handle(ctx context.Context, cmd rewrite.Command) error {
+	if d := s.cfg.Policy.Command(s.facts(), cmd); !d.Allow {
+		return s.refuseCommand(ctx, cmd, d)
+	}
 	switch cmd.Verb {
 	case "PASV", "EPSV", "LPSV", "SPSV":
 		return s.handlePassive(ctx, cmd)
@@ -351,6 +362,9 @@ func (s *session) forward(ctx context.Context, cmd rewrite.Command) error {
 	if changesFiles(cmd.Verb) {
 		s.srv.obs.Observe(FileCommandEvent{Session: s.id, Time: time.Now(), Client: s.clientPeer, User: s.user,
 			Verb: cmd.Verb, Path: cmd.Arg, Code: rep.Code})
+	}
+	if rep.Code == 530 && (cmd.Verb == "PASS" || cmd.Verb == "USER" || cmd.Verb == "ACCT") {
+		s.loginFailed()
 	}
 	if rep.Code == 230 || (rep.Code == 202 && cmd.Verb == "PASS") {
 		if !s.loggedIn {
@@ -422,4 +436,38 @@ func (s *session) guardAddress(cmd rewrite.Command, r *rewrite.Reply) *rewrite.R
 		zap.String("verb", cmd.Verb), zap.Int("code", r.Code))
 	s.deny("protocol", cmd.Verb, "address-reply", fmt.Sprintf("server answered %s with %d", cmd.Verb, r.Code), 502)
 	return rewrite.NewReply(502, fmt.Sprintf("%s refused: its reply carries a data address this gateway did not set up.", cmd.Verb))
+}
+
+// refuseCommand answers a command the policy denied and writes its audit
+// record. A paused client reader (AUTH, CCC) carries on as it was.
+func (s *session) refuseCommand(ctx context.Context, cmd rewrite.Command, d policy.Decision) error {
+	if pausesReader(cmd) {
+		releaseReader(ctx, s.ftps.clientSwitch, nil)
+	}
+	s.peerWarn("command refused by policy", zap.String("verb", cmd.Verb), zap.String("rule", d.Rule),
+		zap.String("reason", d.Reason))
+	s.deny("policy", cmd.Verb, d.Rule, d.Reason, d.Code)
+	return s.ctl.replyf(d.Code, "%s", d.Text)
+}
+
+// loginFailed counts a refused login against the client's address.
+func (s *session) loginFailed() {
+	s.srv.adm.loginFailed(s.cfg.Limits, s.clientPeer.Addr(), time.Now())
+}
+
+// sharesTickets reports whether this session's client may resume a TLS
+// session that the control connection of session id issued: that session
+// is still running, has the same client address and, once this one is
+// logged in, the same user. It runs in a TLS handshake while the session's
+// loop waits for it.
+func (s *session) sharesTickets(id uint64) bool {
+	issuer := s.srv.live.get(id)
+	if issuer == nil || issuer.clientPeer.Addr() != s.clientPeer.Addr() {
+		return false
+	}
+	if !s.loggedIn {
+		return true
+	}
+	v := issuer.seen.view.Load()
+	return v != nil && v.user == s.user
 }

@@ -74,6 +74,12 @@ func (l *liveSessions) add(s *session) {
 	l.mu.Unlock()
 }
 
+func (l *liveSessions) get(id uint64) *session {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.m[id]
+}
+
 func (l *liveSessions) remove(s *session) {
 	l.mu.Lock()
 	delete(l.m, s.id)

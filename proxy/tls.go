@@ -1,9 +1,10 @@
 package proxy
 
 import (
-	"crypto/rand"
+	"bytes"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -199,28 +200,49 @@ const alpnFTP = "ftp"
 // client, naming the control session it belongs to.
 const controlMark = "ftpgate-control:"
 
+// ticketBinding ties the session tickets of one session's client leg to
+// control sessions. Tickets are encrypted with one key for the whole process
+// and carry the mark of the control session that issued them; a connection
+// may resume a ticket only if accept says yes for its issuer. That lets a
+// client that keeps one TLS session cache for all its connections (rclone,
+// many Go and Java clients) open data connections on any of its control
+// connections, while a ticket from another client or from a closed control
+// connection gets a full handshake, which data connections refuse (522).
+type ticketBinding struct {
+	key    [32]byte          // the process's ticket key
+	issuer uint64            // the session this configuration serves
+	accept func(uint64) bool // whether a ticket issued by that session may be resumed here
+}
+
+// markFor is the mark of session id's tickets.
+func markFor(id uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte(controlMark), id)
+}
+
+// issuerOf is the session a ticket's mark names.
+func issuerOf(extra [][]byte) (uint64, bool) {
+	for _, e := range extra {
+		if rest, ok := bytes.CutPrefix(e, []byte(controlMark)); ok && len(rest) == 8 {
+			return binary.BigEndian.Uint64(rest), true
+		}
+	}
+	return 0, false
+}
+
 // newClientTLSConfig is the TLS server configuration of one session's
 // client leg, control and data alike. It pins cert, so a certificate reload
-// leaves the session as it was, and it binds session tickets to the session:
-// they are encrypted with a key of the session's own and carry its mark, so
-// that a data connection resumes only this session's control TLS session.
-func newClientTLSConfig(cert *tls.Certificate, lo, hi uint16) (*tls.Config, error) {
-	var key [32]byte
-	var id [16]byte
-	if _, err := rand.Read(key[:]); err != nil {
-		return nil, fmt.Errorf("session ticket key: %w", err)
-	}
-	if _, err := rand.Read(id[:]); err != nil {
-		return nil, fmt.Errorf("session mark: %w", err)
-	}
-	mark := append([]byte(controlMark), id[:]...)
+// leaves the session as it was, and it binds session tickets to control
+// sessions as b says.
+func newClientTLSConfig(cert *tls.Certificate, lo, hi uint16, b ticketBinding) (*tls.Config, error) {
+	mark := markFor(b.issuer)
 	c := &tls.Config{
 		Certificates: []tls.Certificate{*cert},
 		MinVersion:   lo,
 		MaxVersion:   hi,
 	}
-	c.SetSessionTicketKeys([][32]byte{key}) // per session: no other session's tickets decrypt
+	c.SetSessionTicketKeys([][32]byte{b.key})
 	c.WrapSession = func(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
+		ss.Extra = slices.DeleteFunc(ss.Extra, func(e []byte) bool { return bytes.HasPrefix(e, []byte(controlMark)) })
 		ss.Extra = append(ss.Extra, mark)
 		return c.EncryptTicket(cs, ss)
 	}
@@ -229,8 +251,8 @@ func newClientTLSConfig(cert *tls.Certificate, lo, hi uint16) (*tls.Config, erro
 		if err != nil || ss == nil {
 			return nil, err
 		}
-		if !slices.ContainsFunc(ss.Extra, func(e []byte) bool { return string(e) == string(mark) }) {
-			return nil, nil // another session's ticket: a full handshake, which data connections refuse
+		if id, ok := issuerOf(ss.Extra); !ok || (id != b.issuer && (b.accept == nil || !b.accept(id))) {
+			return nil, nil // not resumable here: a full handshake, which data connections refuse
 		}
 		return ss, nil
 	}

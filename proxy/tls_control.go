@@ -19,6 +19,7 @@ import (
 // sessionTLS is a session's FTPS state. The loop goroutine owns it, except
 // the switch channels and the counters the reader goroutines set.
 type sessionTLS struct {
+	tickets  ticketBinding // which session tickets the client leg may resume
 	cfg      *TLSConfig
 	mode     ListenMode
 	upstream string           // reverse mode's server, for the name its certificate must bear
@@ -107,7 +108,7 @@ func (t *sessionTLS) clientAllowed(dst netip.Addr) bool {
 func (t *sessionTLS) clientConfig() (*tls.Config, error) {
 	if t.clientCfg == nil {
 		lo, hi := t.cfg.versions()
-		cfg, err := newClientTLSConfig(t.cert, lo, hi)
+		cfg, err := newClientTLSConfig(t.cert, lo, hi, t.tickets)
 		if err != nil {
 			return nil, err
 		}

@@ -126,9 +126,9 @@ func (s *session) handleTransfer(ctx context.Context, cmd rewrite.Command) error
 	defer s.seen.flight.Store(nil)
 	done := make(chan relayResult, 1)
 	if up {
-		go relay(srvData, cliData, true, done)
+		go relay(srvData, cliData, true, max(s.cfg.Limits.MaxUploadSize, 0), done)
 	} else {
-		go relay(cliData, srvData, false, done)
+		go relay(cliData, srvData, false, 0, done)
 	}
 	res, final, abort, err := s.awaitTransfer(ctx, done, early, srvConn, cliConn)
 	rec.bytes, rec.aborted = res.n, abort != nil
@@ -138,6 +138,15 @@ func (s *session) handleTransfer(ctx context.Context, cmd rewrite.Command) error
 	}
 	if res.err != nil {
 		rec.cause = res.err.Error()
+	}
+	if errors.Is(res.err, errOverLimit) && abort == nil {
+		// The server saw its data connection reset and answered for an
+		// incomplete upload; the client hears why.
+		d := s.cfg.Limits.UploadTooLarge()
+		s.log.Warn("upload cut at the size limit", zap.String("path", cmd.Arg), zap.Int64("bytes", res.n),
+			zap.Int64("limit", s.cfg.Limits.MaxUploadSize), zap.Int("server_code", final.Code))
+		s.deny("limit", cmd.Verb, d.Rule, d.Reason, d.Code)
+		final = rewrite.NewReply(d.Code, d.Text)
 	}
 	if up {
 		s.bytesUp += res.n
@@ -163,7 +172,7 @@ func (s *session) awaitTransfer(ctx context.Context, done <-chan relayResult, ea
 	relayed := false
 	cmds := s.ctl.cmds
 	var stall <-chan time.Time // after the relay ends, the server must answer in time
-	idle := newIdleWatch(s.cfg.DataIdleTimeout, conns)
+	idle := newIdleWatch(s.cfg.Limits.DataIdleTimeout, conns)
 	defer idle.stop()
 	stalled := false
 	for !relayed || final == nil {
@@ -175,7 +184,7 @@ func (s *session) awaitTransfer(ctx context.Context, done <-chan relayResult, ea
 			// No byte in either direction for the idle timeout: the legs
 			// go, the server's final reply is swallowed for our 426.
 			stalled = true
-			s.peerWarn("data connection stalled: transfer aborted", zap.Duration("idle", s.cfg.DataIdleTimeout))
+			s.peerWarn("data connection stalled: transfer aborted", zap.Duration("idle", s.cfg.Limits.DataIdleTimeout))
 			for _, c := range conns {
 				c.Close()
 			}
@@ -201,7 +210,7 @@ func (s *session) awaitTransfer(ctx context.Context, done <-chan relayResult, ea
 			}
 			final = ev.reply
 			if stalled {
-				final = rewrite.NewReply(426, fmt.Sprintf("Transfer aborted: no data moved for %s.", s.cfg.DataIdleTimeout))
+				final = rewrite.NewReply(426, fmt.Sprintf("Transfer aborted: no data moved for %s.", s.cfg.Limits.DataIdleTimeout))
 			}
 		case ev := <-cmds:
 			if ev.err == nil && ev.cmd.Verb == "ABOR" && abort == nil {
