@@ -47,6 +47,7 @@ type fileConfig struct {
 	Firewall               firewallConfig      `yaml:"firewall"`
 	Timeouts               timeoutConfig       `yaml:"timeouts"`
 	Policy                 policyConfig        `yaml:"policy"`
+	Limits                 policy.Limits       `yaml:"limits"` // limits.go
 	TLS                    tlsConfig           `yaml:"tls"`        // tls.go
 	ServerTLS              serverTLSConfig     `yaml:"server_tls"` // tls.go
 }
@@ -101,6 +102,10 @@ type policyConfig struct {
 	AllowDestinations   []string `yaml:"allow_destinations"`
 	DenyDestinations    []string `yaml:"deny_destinations"`
 	DestinationPorts    portList `yaml:"destination_ports"`
+	// The command policy (limits.go): policy's own types.
+	Clients          []policy.ClientRule `yaml:"clients"`
+	Commands         policy.Commands     `yaml:"commands"`
+	RequireClientTLS bool                `yaml:"require_client_tls"`
 }
 
 // portList is a list of ports, in YAML as a list or as "21,2121".
@@ -263,6 +268,7 @@ func newRunFlags() *runFlags {
 	fs.DurationVar(&fc.Timeouts.Data, "data-timeout", 0, "how long to wait for a data connection (default 30s)")
 	fs.DurationVar(&fc.Timeouts.Idle, "idle-timeout", 0, "idle control connection timeout (default 5m)")
 	addTLSFlags(fs, fc)
+	addLimitFlags(fs, fc)
 	return f
 }
 
@@ -325,6 +331,7 @@ func (f *runFlags) parse(args []string) (fileConfig, error) {
 	over("data-timeout", func() { base.Timeouts.Data = fc.Timeouts.Data })
 	over("idle-timeout", func() { base.Timeouts.Idle = fc.Timeouts.Idle })
 	tlsOverrides(over, fc, &base)
+	limitOverrides(over, fc, &base)
 	return base, nil
 }
 
@@ -380,6 +387,7 @@ func (fc fileConfig) settings() (proxy.Config, nat.Config, error) {
 		return pc, nc, err
 	}
 	pc.Policy.DestinationPorts = fc.Policy.DestinationPorts
+	fc.limitSettings(&pc)
 	if pc.ProxyProtocol.Trusted, err = parsePrefixes("PROXY protocol trusted network", fc.ProxyProtocol.Trusted); err != nil {
 		return pc, nc, err
 	}
