@@ -47,7 +47,7 @@ type fileConfig struct {
 	Firewall               firewallConfig      `yaml:"firewall"`
 	Timeouts               timeoutConfig       `yaml:"timeouts"`
 	Policy                 policyConfig        `yaml:"policy"`
-	Limits                 policy.Limits       `yaml:"limits"` // limits.go
+	Limits                 policy.Limits       `yaml:"limits"`     // limits.go
 	TLS                    tlsConfig           `yaml:"tls"`        // tls.go
 	ServerTLS              serverTLSConfig     `yaml:"server_tls"` // tls.go
 }
