@@ -33,6 +33,13 @@ type fakeFTP struct {
 	slow    string // RETR of this file trickles data until the data connection breaks (for ABOR)
 	muteAbo bool   // never answer ABOR (as pure-ftpd may not after a cut transfer)
 
+	// Hostile behaviour (hostile_test.go).
+	greet    string              // raw bytes instead of the 220 greeting; hangUp closes, hangOn sends nothing
+	replies  map[string][]string // raw bytes to answer a verb with, one entry used per command, before the usual answer
+	stall    string              // RETR of this file opens the data connection and sends nothing, until it breaks
+	badPass  string              // PASS with this password gets 530
+	accepted int                 // control connections accepted
+
 	// FTPS (RFC 4217), all off without tlsCfg.
 	tlsCfg       *tls.Config
 	implicitTLS  bool          // TLS from connect (implicit FTPS)
@@ -126,7 +133,19 @@ func (f *fakeFTP) session(c net.Conn) {
 	}
 	r := bufio.NewReader(c)
 	say := func(format string, args ...any) { fmt.Fprintf(c, format+"\r\n", args...) }
-	say("220 fake FTP ready")
+	f.mu.Lock()
+	f.accepted++
+	greet := f.greet
+	f.mu.Unlock()
+	switch greet {
+	case "":
+		say("220 fake FTP ready")
+	case hangUp:
+		return
+	case hangOn:
+	default:
+		io.WriteString(c, greet)
+	}
 	var pasv net.Listener
 	var active string
 	defer func() {
@@ -162,7 +181,22 @@ func (f *fakeFTP) session(c net.Conn) {
 		if secure {
 			f.secureCmds = append(f.secureCmds, verb)
 		}
+		var raw string
+		if q := f.replies[verb]; len(q) > 0 {
+			raw, f.replies[verb] = q[0], q[1:]
+		}
+		badPass := f.badPass
 		f.mu.Unlock()
+		switch raw {
+		case "":
+		case hangUp:
+			return
+		case hangOn:
+			continue
+		default:
+			io.WriteString(c, raw)
+			continue
+		}
 		switch verb {
 		case "PROXY": // a PROXY protocol v1 header: like servers that accept them, no reply
 		case "AUTH":
@@ -193,6 +227,10 @@ func (f *fakeFTP) session(c net.Conn) {
 			}
 			say("331 password please")
 		case "PASS":
+			if badPass != "" && arg == badPass {
+				say("530 Login incorrect.")
+				continue
+			}
 			say("230 logged in")
 		case "FEAT":
 			say("211-Features:\r\n EPSV\r\n AUTH TLS\r\n PBSZ\r\n PROT\r\n SIZE\r\n UTF8\r\n211 End")
@@ -264,6 +302,12 @@ func (f *fakeFTP) session(c net.Conn) {
 					continue
 				}
 			}
+			if f.stall != "" && arg == f.stall {
+				io.Copy(io.Discard, d) // nothing sent, until the peer goes
+				d.Close()
+				say("426 connection closed")
+				continue
+			}
 			if f.slow != "" && arg == f.slow {
 				deadline := time.Now().Add(5 * time.Second)
 				for time.Now().Before(deadline) {
@@ -328,4 +372,27 @@ func (f *fakeFTP) session(c net.Conn) {
 			say("502 %s not implemented", verb)
 		}
 	}
+}
+
+// Special values of fakeFTP.greet and fakeFTP.replies entries.
+const (
+	hangUp = "\x00hang up" // close the control connection
+	hangOn = "\x00hang on" // send nothing at all
+)
+
+// script sets hostile answers of the fake, each used once, in order.
+func (f *fakeFTP) script(verb string, raw ...string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.replies == nil {
+		f.replies = map[string][]string{}
+	}
+	f.replies[verb] = append(f.replies[verb], raw...)
+}
+
+// connections is how many control connections the fake accepted.
+func (f *fakeFTP) connections() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.accepted
 }
