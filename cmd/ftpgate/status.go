@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -269,73 +268,62 @@ func watchStatus(ctx context.Context, c *statusClient, f statusFlags, stdout, st
 // gives the rate of a transfer it also shows; without it the rate is the
 // average since the transfer began.
 func renderStatus(v statusView, prev *statusView, admin string) string {
-	var b bytes.Buffer
-	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
-	t := v.Totals
-	fmt.Fprintf(&b, "ftpgate at %s, %s\n\n", admin, v.Time.Format("2006-01-02 15:04:05 MST"))
+	var b strings.Builder
+	fmt.Fprintf(&b, "ftpgate at %s, %s\n", admin, v.Time.Format("2006-01-02 15:04:05 MST"))
 
-	if len(v.Sessions) == 0 {
-		fmt.Fprintln(&b, "Sessions: none")
-	} else {
-		fmt.Fprintf(&b, "Sessions: %d\n", len(v.Sessions))
-		fmt.Fprintln(tw, "ID\tCLIENT\tSERVER\tUSER\tMODE\tAGE\tIDLE")
-		for _, s := range v.Sessions {
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", s.ID, addrOrDash(s.Client.String(), s.Client.IsValid()),
-				addrOrDash(s.Server.String(), s.Server.IsValid()), userField(s), clean(string(s.Mode), maxField),
-				shortDuration(v.Time.Sub(s.Start)), shortDuration(s.Idle))
-		}
-		tw.Flush()
-	}
-
-	var inFlight []proxy.SessionInfo
+	var sessions, transfers, pinholes [][]string
 	var flightBytes int64
 	var flightRate float64
 	for _, s := range v.Sessions {
-		if s.Transfer != nil {
-			inFlight = append(inFlight, s)
+		sessions = append(sessions, []string{strconv.FormatUint(s.ID, 10), addrOrDash(s.Client.String(), s.Client.IsValid()),
+			addrOrDash(s.Server.String(), s.Server.IsValid()), userField(s), clean(string(s.Mode), maxField),
+			shortDuration(v.Time.Sub(s.Start)), shortDuration(s.Idle)})
+		tr := s.Transfer
+		if tr == nil {
+			continue
 		}
+		rate := transferRate(v, prev, s)
+		flightBytes += tr.Bytes
+		flightRate += rate
+		transfers = append(transfers, []string{strconv.FormatUint(s.ID, 10), clean(tr.Verb, 8), pathOrDash(tr.Path),
+			clean(tr.Direction, 10), humanBytes(tr.Bytes), sizeField(tr.Size), percentField(tr.Bytes, tr.Size),
+			humanBytes(int64(rate)) + "/s", shortDuration(tr.Elapsed)})
 	}
-	fmt.Fprintln(&b)
-	if len(inFlight) == 0 {
-		fmt.Fprintln(&b, "Transfers in flight: none")
-	} else {
-		fmt.Fprintf(&b, "Transfers in flight: %d\n", len(inFlight))
-		fmt.Fprintln(tw, "ID\tVERB\tFILE\tDIRECTION\tBYTES\tSIZE\tDONE\tRATE\tELAPSED")
-		for _, s := range inFlight {
-			tr := s.Transfer
-			rate := transferRate(v, prev, s)
-			flightBytes += tr.Bytes
-			flightRate += rate
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.ID, clean(tr.Verb, 8), pathOrDash(tr.Path),
-				clean(tr.Direction, 10), humanBytes(tr.Bytes), sizeField(tr.Size), percentField(tr.Bytes, tr.Size),
-				humanBytes(int64(rate))+"/s", shortDuration(tr.Elapsed))
-		}
-		tw.Flush()
+	for _, p := range v.Pinholes {
+		pinholes = append(pinholes, []string{addrOrDash(p.Peer.String(), p.Peer.IsValid()),
+			addrOrDash(p.Local.String(), p.Local.IsValid()), addrOrDash(p.Intercept.String(), p.Intercept.IsValid()),
+			ttlField(p.Remaining), strconv.Itoa(p.Refs)})
 	}
+	writeTable(&b, "Sessions", []string{"ID", "CLIENT", "SERVER", "USER", "MODE", "AGE", "IDLE"}, sessions)
+	writeTable(&b, "Transfers in flight", []string{"ID", "VERB", "FILE", "DIRECTION", "BYTES", "SIZE", "DONE", "RATE", "ELAPSED"}, transfers)
+	writeTable(&b, "Pinholes", []string{"PEER", "LOCAL", "INTERCEPT", "TTL", "REFS"}, pinholes)
 
-	fmt.Fprintln(&b)
-	if len(v.Pinholes) == 0 {
-		fmt.Fprintln(&b, "Pinholes: none")
-	} else {
-		fmt.Fprintf(&b, "Pinholes: %d\n", len(v.Pinholes))
-		fmt.Fprintln(tw, "PEER\tLOCAL\tINTERCEPT\tTTL\tREFS")
-		for _, p := range v.Pinholes {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\n", addrOrDash(p.Peer.String(), p.Peer.IsValid()),
-				addrOrDash(p.Local.String(), p.Local.IsValid()), addrOrDash(p.Intercept.String(), p.Intercept.IsValid()),
-				ttlField(p.Remaining), p.Refs)
-		}
-		tw.Flush()
-	}
-
-	fmt.Fprintln(&b)
+	t := v.Totals
 	ports := "kernel-chosen"
 	if t.DataPortsTotal > 0 {
 		ports = fmt.Sprintf("%d/%d in use", t.DataPortsInUse, t.DataPortsTotal)
 	}
-	fmt.Fprintf(&b, "Totals: sessions %d open, %d accepted; transfers %d completed, %d in flight (%s, %s/s); pinholes %d; listeners %d; data ports %s\n",
-		t.Sessions, t.Accepted, t.Transfers, len(inFlight), humanBytes(flightBytes), humanBytes(int64(flightRate)),
+	fmt.Fprintf(&b, "\nTotals: sessions %d open, %d accepted; transfers %d completed, %d in flight (%s, %s/s); pinholes %d; listeners %d; data ports %s\n",
+		t.Sessions, t.Accepted, t.Transfers, len(transfers), humanBytes(flightBytes), humanBytes(int64(flightRate)),
 		t.Pinholes, t.Listeners, ports)
 	return b.String()
+}
+
+// writeTable writes a blank line and a titled table: "Title: none", or the
+// number of rows, the header and the rows in aligned columns. Cells hold no
+// tab or newline (clean removes them from what peers sent).
+func writeTable(b *strings.Builder, title string, header []string, rows [][]string) {
+	if len(rows) == 0 {
+		fmt.Fprintf(b, "\n%s: none\n", title)
+		return
+	}
+	fmt.Fprintf(b, "\n%s: %d\n", title, len(rows))
+	tw := tabwriter.NewWriter(b, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, strings.Join(header, "\t"))
+	for _, r := range rows {
+		fmt.Fprintln(tw, strings.Join(r, "\t"))
+	}
+	tw.Flush()
 }
 
 // transferRate is s's transfer rate in bytes per second: from the sample
