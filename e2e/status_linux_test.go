@@ -119,17 +119,20 @@ func TestStatus(t *testing.T) {
 		}
 	}()
 
-	// A second session waits after EPSV: its pinhole is open until the peer comes.
-	ctl := mustLogin(ctx, t, tp.Client, hostPort(proxyClientV4, 21))
-	ctl.mustPassive(t, "EPSV")
-
-	st := statusWhen(ctx, t, tp, g, "a download in flight with bytes and a pinhole", func(st statusJSON) bool {
+	inFlight := func(st statusJSON) bool {
 		for _, s := range st.Sessions {
 			if s.Transfer != nil && s.Transfer.Bytes > 0 {
-				return len(st.Pinholes) > 0
+				return true
 			}
 		}
 		return false
+	}
+	statusWhen(ctx, t, tp, g, "a download in flight with bytes", inFlight)
+	// Meanwhile a second session waits after EPSV: its pinhole is open until the peer comes.
+	ctl := mustLogin(ctx, t, tp.Client, hostPort(proxyClientV4, 21))
+	ctl.mustPassive(t, "EPSV")
+	st := statusWhen(ctx, t, tp, g, "the download in flight and a pinhole", func(st statusJSON) bool {
+		return inFlight(st) && len(st.Pinholes) > 0
 	})
 	if len(st.Sessions) != 2 || st.Totals.Sessions != 2 {
 		t.Fatalf("want 2 sessions (the download, the one after EPSV): %+v", st)

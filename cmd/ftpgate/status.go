@@ -204,6 +204,9 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	if !f.watch {
 		body, v, err := c.fetch(ctx)
+		if ctx.Err() != nil {
+			return 130 // interrupted, as a shell reports SIGINT
+		}
 		if err != nil {
 			fmt.Fprintf(stderr, "ftpgate status: %v\n", err)
 			return 1
