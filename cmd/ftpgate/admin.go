@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ftpgate/ftpgate/nat"
+	"github.com/ftpgate/ftpgate/proxy"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 )
@@ -59,15 +60,21 @@ type adminConfig struct {
 	Ready *readiness
 	// Vars is the "ftpgate" object of /debug/vars.
 	Vars func() map[string]int64
+	// Snapshot is served on /status (as statusView) for `ftpgate status`;
+	// nil serves no /status.
+	Snapshot func() proxy.Snapshot
 }
 
-// newAdminHandler serves /metrics, /healthz, /readyz and /debug/vars. The
+// newAdminHandler serves /metrics, /healthz, /readyz, /status and /debug/vars. The
 // last one is ftpgate's own JSON (its counters and the Go memory
 // statistics), not expvar's, which would publish the command line.
 func newAdminHandler(c adminConfig) http.Handler {
 	mux := http.NewServeMux()
 	if c.Metrics != nil {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(c.Metrics.reg, promhttp.HandlerOpts{Registry: c.Metrics.reg}))
+	}
+	if c.Snapshot != nil {
+		mux.Handle("GET /status", serveStatus(c.Snapshot))
 	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		if c.Health != nil {

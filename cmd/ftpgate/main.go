@@ -30,6 +30,7 @@ const usage = `ftpgate — firewall-aware FTP proxy
 Usage:
   ftpgate run --listen ADDR --upstream HOST:PORT [flags]   relay FTP to a server
   ftpgate cleanup [--firewall MODE ...]                      remove kernel state ftpgate created
+  ftpgate status [--admin HOST:PORT] [--watch] [--json]      sessions, transfers and pinholes of a running ftpgate
   ftpgate demo [--mode redirect|reverse] [--keep] [--clean]  a throw-away lab that shows ftpgate at work (root)
   ftpgate version                                            print the version
 
@@ -50,6 +51,8 @@ func realMain(args []string) int {
 		return cmdRun(args[1:])
 	case "cleanup":
 		return cmdCleanup(args[1:])
+	case "status":
+		return cmdStatus(args[1:], os.Stdout, os.Stderr)
 	case "demo":
 		return demo.Main(args[1:])
 	case demo.ServerCommand: // hidden: the demo's re-execs
@@ -154,10 +157,11 @@ func cmdRun(args []string) int {
 	ready.setListening(true)
 	if fc.AdminListen != "" {
 		admin, err := startAdmin(fc.AdminListen, newAdminHandler(adminConfig{
-			Metrics: obs.metrics,
-			Health:  firewallHealth(fw),
-			Ready:   ready,
-			Vars:    func() map[string]int64 { return statsVars(srv) },
+			Metrics:  obs.metrics,
+			Health:   firewallHealth(fw),
+			Ready:    ready,
+			Vars:     func() map[string]int64 { return statsVars(srv) },
+			Snapshot: srv.Snapshot,
 		}), log)
 		if err != nil {
 			log.Error("admin endpoint", zap.Error(err))
