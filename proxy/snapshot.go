@@ -45,7 +45,7 @@ type TransferInfo struct {
 	Direction string        `json:"direction"`
 	Start     time.Time     `json:"start"`
 	Elapsed   time.Duration `json:"elapsed_ns"`
-	Bytes     int64         `json:"bytes"` // so far, as the kernel counted them on the source leg
+	Bytes     int64         `json:"bytes"` // so far: what the receiving peer has acknowledged (TLS legs: with record overhead); -1 unknown
 	Size      int64         `json:"size"`  // from the server's 150 reply; -1 when unknown
 }
 
@@ -100,8 +100,8 @@ type flight struct {
 	verb, path, direction string
 	start                 time.Time
 	size                  int64
-	src                   *net.TCPConn // the leg the bytes come from; nil for a TLS leg
-	srcBase               int64        // the source socket's received-bytes count when the relay began
+	dst                   *net.TCPConn // the socket the bytes leave on, TLS or not
+	dstBase               int64        // its acknowledged-bytes count when the relay began
 }
 
 // sessionSeen holds what snapshots read of a session.
@@ -135,10 +135,9 @@ func (s *Server) Snapshot() Snapshot {
 		if f := se.seen.flight.Load(); f != nil {
 			ti := &TransferInfo{Verb: f.verb, Path: f.path, Direction: f.direction, Start: f.start,
 				Elapsed: now.Sub(f.start), Size: f.size}
-			if f.src != nil {
-				if n, ok := bytesReceived(f.src); ok {
-					ti.Bytes = max(n-f.srcBase, 0)
-				}
+			ti.Bytes = -1
+			if n, ok := bytesAcked(f.dst); ok {
+				ti.Bytes = max(n-f.dstBase, 0)
 			}
 			info.Transfer = ti
 		}

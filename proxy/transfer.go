@@ -111,17 +111,11 @@ func (s *session) handleTransfer(ctx context.Context, cmd rewrite.Command) error
 	}
 	rec.tls = s.ftps.dataClient != nil
 	up := upload(cmd.Verb)
-	src, _ := srvData.(*net.TCPConn)
+	fl := &flight{verb: cmd.Verb, path: cmd.Arg, direction: "download", start: rec.start, size: size, dst: cliConn}
 	if up {
-		src, _ = cliData.(*net.TCPConn)
+		fl.direction, fl.dst = "upload", srvConn
 	}
-	fl := &flight{verb: cmd.Verb, path: cmd.Arg, direction: "download", start: rec.start, size: size, src: src}
-	if up {
-		fl.direction = "upload"
-	}
-	if src != nil {
-		fl.srcBase, _ = bytesReceived(src)
-	}
+	fl.dstBase, _ = bytesAcked(fl.dst)
 	s.seen.flight.Store(fl)
 	defer s.seen.flight.Store(nil)
 	done := make(chan relayResult, 1)

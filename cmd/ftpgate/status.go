@@ -286,11 +286,13 @@ func renderStatus(v statusView, prev *statusView, admin string) string {
 			continue
 		}
 		rate := transferRate(v, prev, s)
-		flightBytes += tr.Bytes
-		flightRate += rate
+		if tr.Bytes >= 0 {
+			flightBytes += tr.Bytes
+			flightRate += rate
+		}
 		transfers = append(transfers, []string{strconv.FormatUint(s.ID, 10), clean(tr.Verb, 8), pathOrDash(tr.Path),
-			clean(tr.Direction, 10), humanBytes(tr.Bytes), sizeField(tr.Size), percentField(tr.Bytes, tr.Size),
-			humanBytes(int64(rate)) + "/s", shortDuration(tr.Elapsed)})
+			clean(tr.Direction, 10), sizeField(tr.Bytes), sizeField(tr.Size), percentField(tr.Bytes, tr.Size),
+			rateField(tr.Bytes, rate), shortDuration(tr.Elapsed)})
 	}
 	for _, p := range v.Pinholes {
 		pinholes = append(pinholes, []string{addrOrDash(p.Peer.String(), p.Peer.IsValid()),
@@ -380,8 +382,16 @@ func sizeField(size int64) string {
 	return humanBytes(size)
 }
 
+// rateField is the rate, or "?" when the progress is unknown (n < 0).
+func rateField(n int64, rate float64) string {
+	if n < 0 {
+		return "?"
+	}
+	return humanBytes(int64(rate)) + "/s"
+}
+
 func percentField(n, size int64) string {
-	if size <= 0 {
+	if size <= 0 || n < 0 {
 		return "-"
 	}
 	return fmt.Sprintf("%.1f%%", min(100, float64(n)*100/float64(size)))
