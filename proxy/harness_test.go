@@ -82,6 +82,22 @@ type client struct {
 	tp *textproto.Conn
 }
 
+// dialOnly connects from the loopback source address src ("" for the
+// kernel's choice) without logging in; it checks nothing of the greeting.
+func (h *harness) dialOnly(src string) *client {
+	h.t.Helper()
+	d := net.Dialer{}
+	if src != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(src)}
+	}
+	c, err := d.Dial("tcp", h.addr)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(func() { c.Close() })
+	return &client{t: h.t, c: c, tp: newTextproto(c)}
+}
+
 func (h *harness) dial() *client {
 	h.t.Helper()
 	c, err := net.Dial("tcp", h.addr)

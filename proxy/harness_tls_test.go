@@ -145,16 +145,7 @@ func (h *harness) dialFTPS(cfg *tls.Config) *client { return h.dialFTPSAs("", "u
 // ("" for the kernel's choice).
 func (h *harness) dialFTPSAs(src, user string, cfg *tls.Config) *client {
 	h.t.Helper()
-	d := net.Dialer{}
-	if src != "" {
-		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(src)}
-	}
-	c, err := d.Dial("tcp", h.addr)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	h.t.Cleanup(func() { c.Close() })
-	cl := &client{t: h.t, c: c, tp: newTextproto(c)}
+	cl := h.dialOnly(src)
 	cl.expect(220)
 	cl.cmd(234, "AUTH TLS")
 	cl.startTLS(cfg)

@@ -3,9 +3,7 @@ package proxy
 import (
 	"bytes"
 	"io"
-	"net"
 	"net/netip"
-	"net/textproto"
 	"os"
 	"runtime"
 	"strings"
@@ -33,21 +31,6 @@ type hostileCase struct {
 func login(c *client) {
 	c.cmd(331, "USER u")
 	c.cmd(230, "PASS secret-password")
-}
-
-// dialOnly connects without logging in; it checks nothing of the greeting.
-func (h *harness) dialOnly(src string) *client {
-	h.t.Helper()
-	d := net.Dialer{}
-	if src != "" {
-		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(src)}
-	}
-	c, err := d.Dial("tcp", h.addr)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	h.t.Cleanup(func() { c.Close() })
-	return &client{t: h.t, c: c, tp: textproto.NewConn(c)}
 }
 
 // raw writes bytes as they are, for lines no well-behaved client sends.
