@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -37,6 +38,10 @@ type gateConfig struct {
 	Extra        []string // further flags, appended as given
 
 	Binary string // the ftpgate to run; default the one TestMain built
+	// Unprivileged runs ftpgate as nobody:nogroup with only the ambient
+	// capabilities CAP_NET_ADMIN and CAP_NET_BIND_SERVICE (setpriv), as the
+	// systemd unit does.
+	Unprivileged bool
 }
 
 func (c gateConfig) args() []string {
@@ -122,7 +127,15 @@ func startGate(t testing.TB, tp *topology, cfg gateConfig) *gate {
 	if bin == "" {
 		bin = suite.ftpgate
 	}
-	cmd := nsCommand(context.Background(), tp.Proxy, bin, args...)
+	var cmd *exec.Cmd
+	if cfg.Unprivileged {
+		bin = copyExecutable(t, bin)
+		caps := "+net_admin,+net_bind_service"
+		cmd = nsCommand(context.Background(), tp.Proxy, "setpriv", append([]string{"--reuid=nobody", "--regid=nogroup",
+			"--clear-groups", "--inh-caps=" + caps, "--ambient-caps=" + caps, "--", bin}, args...)...)
+	} else {
+		cmd = nsCommand(context.Background(), tp.Proxy, bin, args...)
+	}
 	cmd.Stdout = g.logs
 	cmd.Stderr = g.logs
 	g.proc = startProcess(t, "ftpgate", cmd)
@@ -554,4 +567,23 @@ func excerpt(recs []logRecord, n int) string {
 		b.WriteByte('\n')
 	}
 	return b.String()
+}
+
+// copyExecutable copies bin into a directory any user may read, for a run
+// as another user (the suite's build lives in root's private temp dir).
+func copyExecutable(t testing.TB, bin string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(dir, filepath.Base(bin))
+	if err := os.WriteFile(dst, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dst
 }
