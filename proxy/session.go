@@ -110,28 +110,20 @@ func (s *session) run(parent context.Context) {
 	if err := setOOBInline(s.ctl.client); err != nil {
 		s.log.Debug("SO_OOBINLINE", zap.Error(err))
 	}
-	if err := s.acceptImplicit(ctx); err != nil {
-		s.ctl.client.Close()
-		s.logEnd(err)
-		return
-	}
-	if err := s.connectServer(ctx); err != nil {
-		s.ctl.client.Close()
-		if s.ctl.server != nil { // connected, then failed (PROXY header, TLS)
-			s.ctl.server.Close()
-		}
-		s.logEnd(err)
-		return
-	}
-
+	// The start phase (connect.go): the server, its greeting and, when
+	// ftpgate greets the client itself (explicit mode, lazy connect), the
+	// login up to the server's choice. It starts the control readers on g.
 	g := new(errgroup.Group)
-	g.Go(func() error { s.ctl.readClient(ctx, s.ftps); return nil })
-	g.Go(func() error { s.ctl.readServer(ctx, s.ftps); return nil })
-	err := s.loop(ctx)
+	err := s.open(ctx, g)
+	if err == nil {
+		err = s.loop(ctx)
+	}
 	cancel()
 	s.closePlan()
 	s.ctl.client.Close()
-	s.ctl.server.Close()
+	if s.ctl.server != nil { // nil when no server was reached
+		s.ctl.server.Close()
+	}
 	g.Wait()
 	s.logEnd(err)
 }
@@ -231,25 +223,7 @@ func (s *session) nextCommand(ctx context.Context) (rewrite.Command, error) {
 
 // loop reads and handles client commands until the session ends.
 func (s *session) loop(ctx context.Context) error {
-	// The greeting (possibly 120 first, then 220).
-	for {
-		rep, err := s.ctl.serverReply(ctx, s.cfg.LoginTimeout)
-		if err != nil {
-			return err
-		}
-		if err := s.ctl.reply(rep); err != nil {
-			return err
-		}
-		if rep.Code >= 200 {
-			if rep.Code >= 400 {
-				return fmt.Errorf("server refused the session with %d: %w", rep.Code, errSessionEnd)
-			}
-			break
-		}
-	}
-	if err := s.afterGreeting(ctx); err != nil {
-		return err
-	}
+	// The greeting was handled by the start phase (session.open, connect.go).
 	for first := true; ; first = false {
 		cmd, err := s.nextCommand(ctx)
 		if first && s.untrustedProxyHeader(cmdEvent{cmd, err}) {
