@@ -49,6 +49,10 @@ type fileConfig struct {
 	Policy                 policyConfig        `yaml:"policy"`
 	TLS                    tlsConfig           `yaml:"tls"`        // tls.go
 	ServerTLS              serverTLSConfig     `yaml:"server_tls"` // tls.go
+	// Explicit mode and lazy connect (explicit.go). Limits is the limits:
+	// section; only upstream_connect is wired here.
+	Explicit explicitConfig `yaml:"explicit"`
+	Limits   policy.Limits  `yaml:"limits"`
 }
 
 type firewallConfig struct {
@@ -201,7 +205,7 @@ func newRunFlags() *runFlags {
 	f := &runFlags{fs: flag.NewFlagSet("run", flag.ContinueOnError)}
 	fs, fc := f.fs, &f.fc
 	fs.StringVar(&f.config, "config", "", "YAML config `file`; flags override it")
-	fs.StringVar(&fc.Mode, "mode", "", "how clients reach ftpgate: reverse (default with --upstream), redirect or tproxy")
+	fs.StringVar(&fc.Mode, "mode", "", "how clients reach ftpgate: reverse (default with --upstream), redirect, tproxy or explicit (clients name the server: USER user@host)")
 	fs.Func("intercept-ports", "transparent modes: destination `ports` caught, e.g. 21,2121 (default 21)", func(s string) error {
 		l, err := parsePorts(s)
 		fc.Intercept.Ports = append(fc.Intercept.Ports, l...)
@@ -263,6 +267,7 @@ func newRunFlags() *runFlags {
 	fs.DurationVar(&fc.Timeouts.Data, "data-timeout", 0, "how long to wait for a data connection (default 30s)")
 	fs.DurationVar(&fc.Timeouts.Idle, "idle-timeout", 0, "idle control connection timeout (default 5m)")
 	addTLSFlags(fs, fc)
+	addExplicitFlags(fs, fc) // explicit.go
 	return f
 }
 
@@ -325,6 +330,7 @@ func (f *runFlags) parse(args []string) (fileConfig, error) {
 	over("data-timeout", func() { base.Timeouts.Data = fc.Timeouts.Data })
 	over("idle-timeout", func() { base.Timeouts.Idle = fc.Timeouts.Idle })
 	tlsOverrides(over, fc, &base)
+	explicitOverrides(over, fc, &base) // explicit.go
 	return base, nil
 }
 
@@ -358,7 +364,7 @@ func (fc fileConfig) settings() (proxy.Config, nat.Config, error) {
 	if pc.Mode == "" {
 		pc.Mode = proxy.ModeReverse
 		if fc.Upstream == "" {
-			return pc, nc, errors.New("no upstream server: give --upstream HOST:PORT (reverse proxy) or --mode redirect|tproxy (transparent gateway)")
+			return pc, nc, errors.New("no upstream server: give --upstream HOST:PORT (reverse proxy), --mode redirect|tproxy (transparent gateway) or --mode explicit (forward proxy)")
 		}
 	}
 	if fc.PassivePorts != "" {
@@ -407,6 +413,9 @@ func (fc fileConfig) settings() (proxy.Config, nat.Config, error) {
 		}
 	}
 	if err := fc.tlsSettings(&pc); err != nil {
+		return pc, nc, err
+	}
+	if err := fc.explicitSettings(&pc); err != nil { // explicit.go
 		return pc, nc, err
 	}
 	if err := pc.Validate(); err != nil {
