@@ -65,7 +65,7 @@ func TestExplicitProxy(t *testing.T) {
 				defer cancel()
 				local := filepath.Join(t.TempDir(), bigFile)
 				remote := fmt.Sprintf("up-lftp-%v.bin", passive)
-				err := lftpViaProxy(ctx, tp.Client, proxyURL, directV4(), lftpRun{Passive: passive, Transfers: 2},
+				err := lftpViaProxy(ctx, tp.Client, proxyURL, "user", directV4(), lftpRun{Passive: passive, Transfers: 2},
 					"get "+bigFile+" -o "+local, "put "+filepath.Join(suite.fixtures, bigFile)+" -o "+remote)
 				if err != nil {
 					t.Fatal(tp.diagnose(err))
@@ -90,7 +90,7 @@ func TestExplicitProxy(t *testing.T) {
 				local := filepath.Join(t.TempDir(), bigFile)
 				remote := fmt.Sprintf("up-lftp-ftps-%v.bin", passive)
 				server := endpoint{"direct", serverV4, 2021, serverV4}
-				err := lftpViaProxy(ctx, tp.Client, proxyURL, server, lftpRun{Passive: passive, CA: pki.GateCA, Transfers: 2},
+				err := lftpViaProxy(ctx, tp.Client, proxyURL, "open", server, lftpRun{Passive: passive, CA: pki.GateCA, Transfers: 2},
 					"get "+bigFile+" -o "+local, "put "+filepath.Join(suite.fixtures, bigFile)+" -o "+remote)
 				if err != nil {
 					t.Fatal(tp.diagnose(err))
@@ -204,7 +204,7 @@ func TestExplicitProxy(t *testing.T) {
 		// USER user@host, PASS pass.
 		local := filepath.Join(t.TempDir(), bigFile)
 		authURL := fmt.Sprintf("ftp://%s:%s@%s", explicitProxyUser, explicitProxyPass, hostPort(proxyClientV4, explicitAuthPort))
-		if err := lftpViaProxy(ctx, tp.Client, authURL, directV4(), lftpRun{Passive: true}, "get "+bigFile+" -o "+local); err != nil {
+		if err := lftpViaProxy(ctx, tp.Client, authURL, "user", directV4(), lftpRun{Passive: true}, "get "+bigFile+" -o "+local); err != nil {
 			t.Fatal(tp.diagnose(err))
 		}
 		if err := sameFile(local, bigFile); err != nil {
@@ -270,21 +270,28 @@ func explicitGate(pki *ftpsPKI, users string, port int, passive, admin string, e
 	}
 }
 
-// lftpViaProxy runs lftp in ns with ftp:proxy set to proxyURL, logged in to server as the test
-// user, with r's settings. Like runLftp it checks r's data command and, for FTPS, AUTH TLS and
-// PROT P in the debug output, and also that lftp named the server in USER.
-func lftpViaProxy(ctx context.Context, ns, proxyURL string, server endpoint, r lftpRun, commands ...string) error {
+// lftpViaProxy runs lftp in ns with ftp:proxy set to proxyURL and ftp:proxy-auth-type to
+// authType, logged in to server as the test user, with r's settings. Like runLftp it checks
+// r's data command and, for FTPS, AUTH TLS and PROT P in the debug output, and also how lftp
+// named the server: USER user@host[:port], or OPEN host[:port] for the "open" type. Through an
+// FTP proxy lftp uses PASV, not EPSV, and sends AUTH TLS only with the "open" and
+// "proxy-user@host" types, once the server is named (lftp src/ftpclass.cc, CONNECTED_STATE).
+func lftpViaProxy(ctx context.Context, ns, proxyURL, authType string, server endpoint, r lftpRun, commands ...string) error {
 	open := "open -u " + e2eUser + "," + e2ePassword + " ftp://" + urlHost(server.Host, server.Port)
-	script := strings.Join(append(append(append([]string{"set ftp:proxy " + proxyURL}, r.settings()...), open), append(commands, "bye")...), "; ")
+	set := []string{"set ftp:proxy " + proxyURL, "set ftp:proxy-auth-type " + authType}
+	script := strings.Join(append(append(append(set, r.settings()...), open), append(commands, "bye")...), "; ")
 	out, debug, err := runIn(ctx, ns, "lftp", "-d", "-e", script)
 	if err != nil {
 		return fmt.Errorf("lftp via proxy %s %q: %w\n%s\n%s", proxyURL, commands, err, out, tail(debug, 40))
 	}
-	user := "---> USER " + e2eUser + "@" + server.Host
+	named := server.Host
 	if server.Port != 21 {
-		user += fmt.Sprintf(":%d", server.Port)
+		named += fmt.Sprintf(":%d", server.Port)
 	}
-	must := []string{user}
+	must := []string{"---> USER " + e2eUser + "@" + named}
+	if authType == "open" {
+		must = []string{"---> OPEN " + named, "---> USER " + e2eUser + "\n"}
+	}
 	if r.CA != "" {
 		must = append(must, "---> AUTH TLS", "---> PROT P")
 	}
@@ -293,7 +300,7 @@ func lftpViaProxy(ctx context.Context, ns, proxyURL string, server endpoint, r l
 			return fmt.Errorf("lftp via proxy %q: debug output has no %q\n%s", commands, m, tail(debug, 40))
 		}
 	}
-	data := "---> EPSV"
+	data := "---> PASV"
 	if !r.Passive {
 		data = "---> PORT"
 	}
