@@ -378,12 +378,17 @@ func startTrap(t *testing.T, ns, addr string) *trap {
 func netnsHosts(t *testing.T, ns, hosts string) {
 	t.Helper()
 	dir := filepath.Join("/etc/netns", ns)
+	_, err := os.Stat("/etc/netns")
+	created := os.IsNotExist(err)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		if err := os.RemoveAll(dir); err != nil {
 			t.Errorf("cleanup %s: %v", dir, err)
+		}
+		if created {
+			_ = os.Remove("/etc/netns") // only if empty: another test may be using it
 		}
 	})
 	if err := os.WriteFile(filepath.Join(dir, "hosts"), []byte("127.0.0.1 localhost\n"+hosts), 0o644); err != nil {
