@@ -2,11 +2,14 @@ package proxy
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/ftpgate/ftpgate/policy"
 	"golang.org/x/crypto/bcrypt"
@@ -357,5 +360,49 @@ func TestExplicitConfigValidate(t *testing.T) {
 	c = Config{Listen: []string{"127.0.0.1:0"}, Upstream: "198.18.0.2:21", Explicit: ExplicitConfig{Users: proxyUsers(t)}}
 	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "explicit.auth") {
 		t.Fatalf("proxy users in reverse mode: %v, want an error", err)
+	}
+}
+
+// TestExplicitResolvesOnce: a name is resolved once per session, and its
+// addresses are dialed in order until one answers.
+func TestExplicitResolvesOnce(t *testing.T) {
+	ls := newLineServer(t)
+	var lookups atomic.Int32
+	table := staticResolver(map[string][]string{"two.test": {"127.0.0.3", "127.0.0.1"}}) // nothing listens on 127.0.0.3
+	rec := &recorder{}
+	h := explicitHarness(t, rec, []uint16{ls.addr().Port()}, func(c *Config) {
+		c.Explicit.Resolve = func(ctx context.Context, host string) ([]netip.Addr, error) {
+			lookups.Add(1)
+			return table(ctx, host)
+		}
+	})
+	cl := h.dialGreeted()
+	cl.cmd(331, "USER u@two.test:%d", ls.addr().Port())
+	cl.cmd(230, "PASS pw")
+	cl.cmd(200, "NOOP")
+	cl.cmd(221, "QUIT")
+	if n := lookups.Load(); n != 1 {
+		t.Fatalf("%d lookups, want 1", n)
+	}
+	if conns, _ := ls.seen(); conns != 1 {
+		t.Fatalf("the server got %d connections, want 1", conns)
+	}
+	if n := rec.count()["upstream-connect"]; n != 2 {
+		t.Fatalf("%d dials, want 2: the refused first address, then the server", n)
+	}
+}
+
+// TestExplicitLoginTimeout: a client that never names a server is closed
+// at the login timeout, and no server hears of it.
+func TestExplicitLoginTimeout(t *testing.T) {
+	ls := newLineServer(t)
+	h := explicitHarness(t, &recorder{}, []uint16{ls.addr().Port()}, func(c *Config) { c.LoginTimeout = 200 * time.Millisecond })
+	cl := h.dialGreeted()
+	cl.cmd(211, "FEAT")
+	if text := cl.expect(421); !strings.Contains(text, "Login timeout") {
+		t.Fatalf("421 %q, want the login timeout", text)
+	}
+	if conns, _ := ls.seen(); conns != 0 {
+		t.Fatalf("the server got %d connections, want none", conns)
 	}
 }
