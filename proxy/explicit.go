@@ -16,6 +16,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"strings"
 	"syscall"
 	"time"
 
@@ -156,7 +157,10 @@ func (s *session) beforeServer(ctx context.Context, cmd rewrite.Command) (answer
 	case "SYST":
 		return true, s.ctl.replyf(215, "UNIX Type: L8")
 	case "OPTS":
-		return true, s.ctl.replyf(200, "OPTS ok; the server is told after login.")
+		if strings.EqualFold(strings.TrimSpace(cmd.Arg), "UTF8 ON") {
+			// The FEAT above lists UTF8: ftpgate passes path names as they come.
+			return true, s.ctl.replyf(200, "Always in UTF8 mode.")
+		}
 	case "QUIT":
 		s.ctl.replyf(221, "Goodbye.")
 		return true, fmt.Errorf("quit: %w", errSessionEnd)
@@ -227,8 +231,9 @@ func (s *session) loginFacts() policy.SessionFacts {
 
 // explicitDestination resolves the server the client named (once) and
 // decides whether it may be reached. It returns the addresses to dial in
-// order; ok is false when the destination was refused, answered (530) and
-// audited. No connection is attempted to a refused destination.
+// order (at most maxDialAddrs); ok is false when the destination was
+// refused, answered (530) and audited. No connection is attempted to a
+// refused destination.
 func (s *session) explicitDestination(ctx context.Context, verb string, step policy.LoginStep) (upstreams []string, ok bool) {
 	t := step.Target
 	s.user = step.User // for the audit record
@@ -256,7 +261,9 @@ func (s *session) explicitDestination(ctx context.Context, verb string, step pol
 			d = policy.Decision{Rule: "explicit.self", Code: 530, Text: "Unable to connect to " + t.Host + ": destination not allowed.",
 				Reason: fmt.Sprintf("destination %s is one of ftpgate's own listeners", dst)}
 		}
-		upstreams = append(upstreams, dst.String())
+		if len(upstreams) < maxDialAddrs {
+			upstreams = append(upstreams, dst.String())
+		}
 	}
 	if !d.Allow {
 		s.log.Warn("destination refused", zap.String("destination", t.HostPort(policy.FTPPort)),
@@ -272,6 +279,10 @@ func (s *session) explicitDestination(ctx context.Context, verb string, step pol
 	s.log.Info("destination chosen", zap.String("destination", t.HostPort(policy.FTPPort)), zap.Strings("addresses", upstreams))
 	return upstreams, true
 }
+
+// maxDialAddrs bounds the addresses of one name that are dialed in turn
+// (each within the connect timeout); all of them must pass the policy.
+const maxDialAddrs = 4
 
 // resolve looks host up with the configured resolver.
 func (s *session) resolve(ctx context.Context, host string) ([]netip.Addr, error) {
@@ -295,6 +306,9 @@ func (s *session) resolve(ctx context.Context, host string) ([]netip.Addr, error
 // joined forms), USER and PASS with the reply to PASS relayed.
 func (s *session) connectLogin(ctx context.Context, g *errgroup.Group, step policy.LoginStep, upstreams []string) error {
 	if err := s.connectUpstream(ctx, upstreams...); err != nil {
+		if s.ctl.server == nil {
+			s.serverPeer = netip.AddrPort{} // no upstream connection was made
+		}
 		return err
 	}
 	g.Go(func() error { s.ctl.readServer(ctx, s.ftps); return nil })

@@ -230,6 +230,8 @@ func TestExplicitBeforeServer(t *testing.T) {
 	}
 	cl.cmd(215, "SYST")
 	cl.cmd(200, "NOOP")
+	cl.cmd(200, "OPTS UTF8 ON")
+	cl.cmd(530, "OPTS MLST type;size;")
 	cl.cmd(530, "PWD")
 	cl.cmd(503, "PASS pw")
 	cl.cmd(501, "USER u@bad host name!")
