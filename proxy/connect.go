@@ -10,11 +10,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
+	"syscall"
 	"time"
 
+	"github.com/ftpgate/ftpgate/rewrite"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -136,6 +140,41 @@ func (s *session) serverGreeting(ctx context.Context, relay bool) error {
 			return nil
 		}
 	}
+}
+
+// errBadLine: the client sent a line that is not a command; it has been
+// answered (500) and the session goes on.
+var errBadLine = errors.New("bad command line")
+
+// checkCommand looks at what the session's loop (or, when ftpgate greets
+// itself, the start phase) read from the client, before it is handled: on
+// the first read a PROXY header from a source that is not a trusted
+// balancer ends the session (421); a bad line is answered with 500
+// (errBadLine: read on); the client leaving ends the session normally. A
+// good command is logged at debug level.
+func (s *session) checkCommand(cmd rewrite.Command, err error, first bool) error {
+	if first && s.untrustedProxyHeader(cmdEvent{cmd, err}) {
+		s.log.Warn("PROXY header from untrusted source refused", zap.Stringer("from", s.clientHop))
+		s.ctl.replyf(421, "PROXY protocol header not accepted from this address.")
+		return errors.New("PROXY header from an untrusted source")
+	}
+	switch {
+	case err == nil:
+		if ce := s.log.Check(zapcore.DebugLevel, "command"); ce != nil {
+			ce.Write(zap.Stringer("cmd", cmd), zap.Bool("logged_in", s.loggedIn))
+		}
+		return nil
+	case recoverable(err):
+		s.peerWarn("bad command line from client", zap.Error(err))
+		if err := s.ctl.replyf(500, "Command line not understood: %s.", lineError(err)); err != nil {
+			return err
+		}
+		return errBadLine
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) ||
+		errors.Is(err, syscall.ECONNRESET):
+		return fmt.Errorf("client left: %w", errSessionEnd)
+	}
+	return err
 }
 
 // connectServer finds the session's server, checks it against policy and

@@ -13,17 +13,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/ftpgate/ftpgate/policy"
 	"github.com/ftpgate/ftpgate/rewrite"
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -80,19 +77,11 @@ func (s *session) openLazy(ctx context.Context, g *errgroup.Group) error {
 	login := policy.ExplicitLogin{Users: s.cfg.Explicit.Users}
 	for first := true; ; first = false {
 		cmd, err := s.nextCommand(ctx)
-		if first && s.untrustedProxyHeader(cmdEvent{cmd, err}) {
-			s.log.Warn("PROXY header from untrusted source refused", zap.Stringer("from", s.clientHop))
-			s.ctl.replyf(421, "PROXY protocol header not accepted from this address.")
-			return errors.New("PROXY header from an untrusted source")
-		}
-		if err != nil {
-			if err := s.loginReadError(err); err != nil {
-				return err
+		if err := s.checkCommand(cmd, err, first); err != nil {
+			if errors.Is(err, errBadLine) {
+				continue
 			}
-			continue
-		}
-		if ce := s.log.Check(zapcore.DebugLevel, "command"); ce != nil {
-			ce.Write(zap.Stringer("cmd", cmd), zap.Bool("before_server", true))
+			return err
 		}
 		answered, err := s.beforeServer(ctx, cmd)
 		if err != nil || answered {
@@ -128,20 +117,6 @@ func (s *session) openLazy(ctx context.Context, g *errgroup.Group) error {
 		}
 		return s.connectLogin(ctx, g, step, upstreams)
 	}
-}
-
-// loginReadError answers a bad client line (nil: carry on) or turns a read
-// error into the session's end.
-func (s *session) loginReadError(err error) error {
-	if recoverable(err) {
-		s.peerWarn("bad command line from client", zap.Error(err))
-		return s.ctl.replyf(500, "Command line not understood: %s.", lineError(err))
-	}
-	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) ||
-		errors.Is(err, syscall.ECONNRESET) {
-		return fmt.Errorf("client left before naming a server: %w", errSessionEnd)
-	}
-	return err
 }
 
 // beforeServer answers the commands ftpgate handles itself while no server

@@ -4,15 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
-	"syscall"
 	"time"
 
 	"github.com/ftpgate/ftpgate/rewrite"
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/time/rate"
 )
@@ -226,27 +223,11 @@ func (s *session) loop(ctx context.Context) error {
 	// The greeting was handled by the start phase (session.open, connect.go).
 	for first := true; ; first = false {
 		cmd, err := s.nextCommand(ctx)
-		if first && s.untrustedProxyHeader(cmdEvent{cmd, err}) {
-			s.log.Warn("PROXY header from untrusted source refused", zap.Stringer("from", s.clientHop))
-			s.ctl.replyf(421, "PROXY protocol header not accepted from this address.")
-			return errors.New("PROXY header from an untrusted source")
-		}
-		if err != nil {
-			if recoverable(err) {
-				s.peerWarn("bad command line from client", zap.Error(err))
-				if err := s.ctl.replyf(500, "Command line not understood: %s.", lineError(err)); err != nil {
-					return err
-				}
+		if err := s.checkCommand(cmd, err, first && !s.greetsItself()); err != nil { // connect.go
+			if errors.Is(err, errBadLine) {
 				continue
 			}
-			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) ||
-				errors.Is(err, syscall.ECONNRESET) {
-				return fmt.Errorf("client left: %w", errSessionEnd)
-			}
 			return err
-		}
-		if ce := s.log.Check(zapcore.DebugLevel, "command"); ce != nil {
-			ce.Write(zap.Stringer("cmd", cmd))
 		}
 		if err := s.handle(ctx, cmd); err != nil {
 			return err
