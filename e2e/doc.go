@@ -50,6 +50,8 @@
 //	TLS 1.2 on both legs (--tls-max-version)                              TestFTPSTLS12                            ftps_tls12_linux_test.go
 //	FTPS interception on the edge gateway (--tls-intercept)               TestFTPSEdgeGateway                      ftps_edgegateway_linux_test.go
 //	ftpgate status: sessions, a transfer in flight, pinholes, --watch     TestStatus                               status_linux_test.go
+//	explicit proxy mode: lftp ftp:proxy, curl, ftplib USER user@host      TestExplicitProxy                        explicit_linux_test.go
+//	explicit mode: refused destinations (trap), names, proxy auth         TestExplicitProxy/denied                 explicit_linux_test.go
 //	this table names every test and the file that holds it                TestDocTable                             doc_test.go
 //
 // # Harness

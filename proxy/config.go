@@ -25,6 +25,10 @@ const (
 	// ModeTProxy: forwarded connections are caught by nftables tproxy on an
 	// IP_TRANSPARENT listener; the server is the connection's local address.
 	ModeTProxy ListenMode = "tproxy"
+	// ModeExplicit: clients configure ftpgate as their FTP proxy and name
+	// the server at login (USER user@host and the other forms of
+	// explicit.go); ftpgate greets them itself.
+	ModeExplicit ListenMode = "explicit"
 )
 
 // Transparent reports whether the mode intercepts connections addressed to
@@ -118,6 +122,10 @@ type Config struct {
 	// ProxyProtocol is the PROXY protocol of load balancers in front.
 	ProxyProtocol ProxyProtocol
 
+	// Explicit is the explicit mode's login: proxy users and the resolver
+	// of the server names clients give (explicit.go).
+	Explicit ExplicitConfig
+
 	Policy policy.Config
 	// Limits are the session limits (the limits: section): sessions in all
 	// and per client, failed logins, lazy upstream connect, the data idle
@@ -182,8 +190,15 @@ func (c Config) Validate() error {
 		if c.Upstream != "" {
 			return fmt.Errorf("mode %s takes each session's server from the intercepted connection; --upstream is for reverse mode", c.Mode)
 		}
+	case ModeExplicit:
+		if c.Upstream != "" {
+			return errors.New("mode explicit takes each session's server from the client's login; --upstream is for reverse mode")
+		}
 	default:
-		return fmt.Errorf("mode %q: want reverse, redirect or tproxy", c.Mode)
+		return fmt.Errorf("mode %q: want reverse, redirect, tproxy or explicit", c.Mode)
+	}
+	if c.Explicit.Users != nil && c.Mode != ModeExplicit {
+		return fmt.Errorf("proxy users (explicit.auth) are for explicit mode, not %s", c.Mode)
 	}
 	if c.PreserveClientAddress && c.Mode != ModeTProxy {
 		return errors.New("preserving the client address needs tproxy mode")

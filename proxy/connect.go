@@ -2,18 +2,24 @@ package proxy
 
 // Setting a session up: the PROXY header of a trusted balancer, the choice
 // of the server (reverse: the upstream; redirect and tproxy: the original
-// destination, checked against loops and the destination policy), and the
-// upstream control connection.
+// destination, checked against loops and the destination policy; explicit:
+// the one the client names at login, explicit.go), the upstream control
+// connection and the server's greeting.
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
+	"syscall"
 	"time"
 
+	"github.com/ftpgate/ftpgate/rewrite"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"golang.org/x/sync/errgroup"
 )
 
 // target decides which server a new session goes to.
@@ -88,9 +94,103 @@ func (s *session) proxyHeader() error {
 	return nil
 }
 
+// open is the session's start phase, up to the first client command the
+// command loop handles. Eagerly (the default in reverse and the transparent
+// modes) it connects to the server, relays the server's greeting and starts
+// TLS toward the server where required. In explicit mode and with
+// Config.Limits.UpstreamConnect lazy, ftpgate greets the client itself and connects only
+// after USER (explicit.go). The control readers are started on g; on
+// failure the client has heard why (421) and the reason is logged.
+func (s *session) open(ctx context.Context, g *errgroup.Group) error {
+	if err := s.acceptImplicit(ctx); err != nil {
+		return err
+	}
+	if s.greetsItself() {
+		return s.openLazy(ctx, g)
+	}
+	if err := s.connectServer(ctx); err != nil {
+		return err
+	}
+	g.Go(func() error { s.ctl.readClient(ctx, s.ftps); return nil })
+	g.Go(func() error { s.ctl.readServer(ctx, s.ftps); return nil })
+	if err := s.serverGreeting(ctx, true); err != nil {
+		return err
+	}
+	return s.afterGreeting(ctx)
+}
+
+// serverGreeting waits for the server's greeting (possibly 120 first, then
+// 220); relay passes it on to the client, otherwise only a refusal is
+// passed on (ftpgate has greeted the client itself).
+func (s *session) serverGreeting(ctx context.Context, relay bool) error {
+	for {
+		rep, err := s.ctl.serverReply(ctx, s.cfg.LoginTimeout)
+		if err != nil {
+			return err
+		}
+		if relay || rep.Code >= 400 {
+			if err := s.ctl.reply(rep); err != nil {
+				return err
+			}
+		}
+		if rep.Code >= 400 {
+			return fmt.Errorf("server refused the session with %d: %w", rep.Code, errSessionEnd)
+		}
+		if rep.Code >= 200 {
+			return nil
+		}
+	}
+}
+
+// errBadLine: the client sent a line that is not a command; it has been
+// answered (500) and the session goes on.
+var errBadLine = errors.New("bad command line")
+
+// checkCommand looks at what the session's loop (or, when ftpgate greets
+// itself, the start phase) read from the client, before it is handled: on
+// the first read a PROXY header from a source that is not a trusted
+// balancer ends the session (421); a bad line is answered with 500
+// (errBadLine: read on); the client leaving ends the session normally. A
+// good command is logged at debug level.
+func (s *session) checkCommand(cmd rewrite.Command, err error, first bool) error {
+	if first && s.untrustedProxyHeader(cmdEvent{cmd, err}) {
+		s.log.Warn("PROXY header from untrusted source refused", zap.Stringer("from", s.clientHop))
+		s.ctl.replyf(421, "PROXY protocol header not accepted from this address.")
+		return errors.New("PROXY header from an untrusted source")
+	}
+	switch {
+	case err == nil:
+		if ce := s.log.Check(zapcore.DebugLevel, "command"); ce != nil {
+			ce.Write(zap.Stringer("cmd", cmd), zap.Bool("logged_in", s.loggedIn))
+		}
+		return nil
+	case recoverable(err):
+		s.peerWarn("bad command line from client", zap.Error(err))
+		if err := s.ctl.replyf(500, "Command line not understood: %s.", lineError(err)); err != nil {
+			return err
+		}
+		return errBadLine
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) ||
+		errors.Is(err, syscall.ECONNRESET):
+		return fmt.Errorf("client left: %w", errSessionEnd)
+	}
+	return err
+}
+
 // connectServer finds the session's server, checks it against policy and
 // dials it. On failure the client has heard a 421 and the reason is logged.
 func (s *session) connectServer(ctx context.Context) error {
+	s.setClientSide()
+	upstream, err := s.target()
+	if err != nil {
+		s.refuseTarget(err)
+		return err
+	}
+	return s.connectUpstream(ctx, upstream)
+}
+
+// setClientSide sets our address toward the client for data connections.
+func (s *session) setClientSide() {
 	cfg := s.cfg
 	s.clientSide = s.clientLocal.Addr()
 	if cfg.Mode == ModeTProxy {
@@ -103,28 +203,44 @@ func (s *session) connectServer(ctx context.Context) error {
 			}
 		}
 	}
-	upstream, err := s.target()
-	if err != nil {
-		var de *destinationError
-		switch {
-		case errors.As(err, &de):
-			s.log.Warn("destination refused", zap.Stringer("destination", de.dst), zap.String("reason", de.reason))
-			s.result = "refused"
-			s.deny("policy", "", "destination", de.reason, 421)
-			s.ctl.replyf(421, "Service not available: %s.", de.reason)
-		case errors.Is(err, errLoop):
-			s.log.Warn("connection to ftpgate itself refused", zap.Stringer("local", s.clientLocal))
-			s.result = "refused"
-			s.deny("policy", "", "loop", "connection addressed to ftpgate itself", 421)
-			s.ctl.replyf(421, "This is a transparent FTP gateway; connect to the FTP server's own address.")
-		default:
-			s.log.Error("cannot tell the server of an intercepted connection", zap.Error(err))
-			s.ctl.replyf(421, "Service not available.")
-		}
-		return err
+}
+
+// refuseTarget tells the client why target found no server.
+func (s *session) refuseTarget(err error) {
+	var de *destinationError
+	switch {
+	case errors.As(err, &de):
+		s.log.Warn("destination refused", zap.Stringer("destination", de.dst), zap.String("reason", de.reason))
+		s.result = "refused"
+		s.deny("policy", "", "destination", de.reason, 421)
+		s.ctl.replyf(421, "Service not available: %s.", de.reason)
+	case errors.Is(err, errLoop):
+		s.log.Warn("connection to ftpgate itself refused", zap.Stringer("local", s.clientLocal))
+		s.result = "refused"
+		s.deny("policy", "", "loop", "connection addressed to ftpgate itself", 421)
+		s.ctl.replyf(421, "This is a transparent FTP gateway; connect to the FTP server's own address.")
+	default:
+		s.log.Error("cannot tell the server of an intercepted connection", zap.Error(err))
+		s.ctl.replyf(421, "Service not available.")
 	}
-	if err := s.dialServer(ctx, upstream); err != nil {
+}
+
+// connectUpstream dials the first of upstreams that answers (the addresses
+// of one server, in order) and sends it the PROXY header when configured.
+// On failure the client has heard a 421.
+func (s *session) connectUpstream(ctx context.Context, upstreams ...string) error {
+	cfg := s.cfg
+	err := errors.New("no address to dial")
+	for _, upstream := range upstreams {
+		if err = s.dialServer(ctx, upstream); err == nil {
+			break
+		}
 		s.log.Warn("upstream unreachable", zap.String("upstream", upstream), zap.Error(err))
+		if s.ctl.server != nil { // connected, then failed (TLS): the session is over
+			break
+		}
+	}
+	if err != nil {
 		s.ctl.replyf(421, "Service not available: cannot reach the FTP server.")
 		return err
 	}

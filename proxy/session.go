@@ -4,16 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
-	"syscall"
 	"time"
 
 	"github.com/ftpgate/ftpgate/policy"
 	"github.com/ftpgate/ftpgate/rewrite"
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/time/rate"
 )
@@ -118,28 +115,20 @@ func (s *session) run(parent context.Context) {
 	if err := setOOBInline(s.ctl.client); err != nil {
 		s.log.Debug("SO_OOBINLINE", zap.Error(err))
 	}
-	if err := s.acceptImplicit(ctx); err != nil {
-		s.ctl.client.Close()
-		s.logEnd(err)
-		return
-	}
-	if err := s.connectServer(ctx); err != nil {
-		s.ctl.client.Close()
-		if s.ctl.server != nil { // connected, then failed (PROXY header, TLS)
-			s.ctl.server.Close()
-		}
-		s.logEnd(err)
-		return
-	}
-
+	// The start phase (connect.go): the server, its greeting and, when
+	// ftpgate greets the client itself (explicit mode, lazy connect), the
+	// login up to the server's choice. It starts the control readers on g.
 	g := new(errgroup.Group)
-	g.Go(func() error { s.ctl.readClient(ctx, s.ftps); return nil })
-	g.Go(func() error { s.ctl.readServer(ctx, s.ftps); return nil })
-	err := s.loop(ctx)
+	err := s.open(ctx, g)
+	if err == nil {
+		err = s.loop(ctx)
+	}
 	cancel()
 	s.closePlan()
 	s.ctl.client.Close()
-	s.ctl.server.Close()
+	if s.ctl.server != nil { // nil when no server was reached
+		s.ctl.server.Close()
+	}
 	g.Wait()
 	s.logEnd(err)
 }
@@ -239,48 +228,14 @@ func (s *session) nextCommand(ctx context.Context) (rewrite.Command, error) {
 
 // loop reads and handles client commands until the session ends.
 func (s *session) loop(ctx context.Context) error {
-	// The greeting (possibly 120 first, then 220).
-	for {
-		rep, err := s.ctl.serverReply(ctx, s.cfg.LoginTimeout)
-		if err != nil {
-			return err
-		}
-		if err := s.ctl.reply(rep); err != nil {
-			return err
-		}
-		if rep.Code >= 200 {
-			if rep.Code >= 400 {
-				return fmt.Errorf("server refused the session with %d: %w", rep.Code, errSessionEnd)
-			}
-			break
-		}
-	}
-	if err := s.afterGreeting(ctx); err != nil {
-		return err
-	}
+	// The greeting was handled by the start phase (session.open, connect.go).
 	for first := true; ; first = false {
 		cmd, err := s.nextCommand(ctx)
-		if first && s.untrustedProxyHeader(cmdEvent{cmd, err}) {
-			s.log.Warn("PROXY header from untrusted source refused", zap.Stringer("from", s.clientHop))
-			s.ctl.replyf(421, "PROXY protocol header not accepted from this address.")
-			return errors.New("PROXY header from an untrusted source")
-		}
-		if err != nil {
-			if recoverable(err) {
-				s.peerWarn("bad command line from client", zap.Error(err))
-				if err := s.ctl.replyf(500, "Command line not understood: %s.", lineError(err)); err != nil {
-					return err
-				}
+		if err := s.checkCommand(cmd, err, first && !s.greetsItself()); err != nil { // connect.go
+			if errors.Is(err, errBadLine) {
 				continue
 			}
-			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) ||
-				errors.Is(err, syscall.ECONNRESET) {
-				return fmt.Errorf("client left: %w", errSessionEnd)
-			}
 			return err
-		}
-		if ce := s.log.Check(zapcore.DebugLevel, "command"); ce != nil {
-			ce.Write(zap.Stringer("cmd", cmd))
 		}
 		if err := s.handle(ctx, cmd); err != nil {
 			return err

@@ -298,7 +298,7 @@ func (s *session) handleAUTH(ctx context.Context, cmd rewrite.Command) error {
 		s.ctl.replyf(421, "Nothing may follow AUTH before the TLS handshake.")
 		return fmt.Errorf("client sent %d bytes after AUTH before the TLS handshake", pipelined)
 	}
-	if s.cfg.TLS.serverMode() == ServerTLSMirror && t.server == nil {
+	if s.cfg.TLS.serverMode() == ServerTLSMirror && t.server == nil && s.ctl.server != nil { // no server yet: mirrorClientTLS
 		rep, err := s.serverAUTH(ctx)
 		if err != nil {
 			return err

@@ -50,6 +50,7 @@ type fileConfig struct {
 	Limits                 policy.Limits       `yaml:"limits"`     // limits.go
 	TLS                    tlsConfig           `yaml:"tls"`        // tls.go
 	ServerTLS              serverTLSConfig     `yaml:"server_tls"` // tls.go
+	Explicit               explicitConfig      `yaml:"explicit"`   // explicit.go
 }
 
 type firewallConfig struct {
@@ -206,7 +207,7 @@ func newRunFlags() *runFlags {
 	f := &runFlags{fs: flag.NewFlagSet("run", flag.ContinueOnError)}
 	fs, fc := f.fs, &f.fc
 	fs.StringVar(&f.config, "config", "", "YAML config `file`; flags override it")
-	fs.StringVar(&fc.Mode, "mode", "", "how clients reach ftpgate: reverse (default with --upstream), redirect or tproxy")
+	fs.StringVar(&fc.Mode, "mode", "", "how clients reach ftpgate: reverse (default with --upstream), redirect, tproxy or explicit (clients name the server: USER user@host)")
 	fs.Func("intercept-ports", "transparent modes: destination `ports` caught, e.g. 21,2121 (default 21)", func(s string) error {
 		l, err := parsePorts(s)
 		fc.Intercept.Ports = append(fc.Intercept.Ports, l...)
@@ -269,6 +270,7 @@ func newRunFlags() *runFlags {
 	fs.DurationVar(&fc.Timeouts.Idle, "idle-timeout", 0, "idle control connection timeout (default 5m)")
 	addTLSFlags(fs, fc)
 	addLimitFlags(fs, fc)
+	addExplicitFlags(fs, fc) // explicit.go
 	return f
 }
 
@@ -332,6 +334,7 @@ func (f *runFlags) parse(args []string) (fileConfig, error) {
 	over("idle-timeout", func() { base.Timeouts.Idle = fc.Timeouts.Idle })
 	tlsOverrides(over, fc, &base)
 	limitOverrides(over, fc, &base)
+	explicitOverrides(over, fc, &base) // explicit.go
 	return base, nil
 }
 
@@ -365,7 +368,7 @@ func (fc fileConfig) settings() (proxy.Config, nat.Config, error) {
 	if pc.Mode == "" {
 		pc.Mode = proxy.ModeReverse
 		if fc.Upstream == "" {
-			return pc, nc, errors.New("no upstream server: give --upstream HOST:PORT (reverse proxy) or --mode redirect|tproxy (transparent gateway)")
+			return pc, nc, errors.New("no upstream server: give --upstream HOST:PORT (reverse proxy), --mode redirect|tproxy (transparent gateway) or --mode explicit (forward proxy)")
 		}
 	}
 	if fc.PassivePorts != "" {
@@ -415,6 +418,9 @@ func (fc fileConfig) settings() (proxy.Config, nat.Config, error) {
 		}
 	}
 	if err := fc.tlsSettings(&pc); err != nil {
+		return pc, nc, err
+	}
+	if err := fc.explicitSettings(&pc); err != nil { // explicit.go
 		return pc, nc, err
 	}
 	if err := pc.Validate(); err != nil {
