@@ -10,9 +10,11 @@
 // A passive download (EPSV, then RETR) reads top to bottom through these
 // files, in this order:
 //
-//	server.go      Server: listeners, the accept loop, shutdown, Stats
+//	server.go      Server: listeners, the accept loop, shutdown, Reload, Stats
 //	session.go     session: its state, the command loop, dispatch, forward
+//	limits.go      admission: session limits and client rules, failed-login buckets
 //	connect.go     the session's start: PROXY header, choice of server, upstream dial
+//	explicit.go    explicit mode and lazy connect: ftpgate greets, the login names the server
 //	control.go     control: both control connections, framing, the reply pipeline
 //	datasetup.go   the data plan: PASV/EPSV/LPSV/SPSV, PORT/EPRT/LPRT, the server leg
 //	advertise.go   what a passive reply advertises (split horizon), a pure function
@@ -26,11 +28,12 @@
 // and tls_conn.go (the record-aware connections CCC needs). proxyproto.go reads
 // and writes PROXY protocol headers; errors.go lists every error kind and what
 // the client hears for it; events.go defines the Observer and its events;
-// config.go the Config and the modes.
+// config.go the Config and the modes; snapshot.go the live view for the
+// admin endpoint (progress read from TCP_INFO, tcpinfo_*.go).
 //
 // # The modes
 //
-//	ListenMode       how control connections reach ftpgate: reverse, redirect, tproxy
+//	ListenMode       how control connections reach ftpgate: reverse, redirect, tproxy, explicit
 //	ServerDataMode   how data connections toward the server open: passive, active, client
 //	ServerTLSMode    whether the server legs use TLS: mirror, require, off
 //	nat.FirewallMode how pinholes are kept: own-table, external-set, none
@@ -48,4 +51,11 @@
 //	proxyproto_test.go          PROXY protocol headers
 //	ftps_test.go                FTPS on both legs, reuse, CCC, certificate reload
 //	events_test.go              what the Observer is told
+//	hostile_test.go             48 misbehaving clients and servers, with leak checks
+//	fuzz_test.go                FuzzSession: arbitrary client and server bytes through a session
+//	explicit_test.go            explicit mode: every USER form, proxy login, refused destinations
+//	lazy_test.go                lazy connect: nothing reaches the server before USER
+//	harness_lineserver_test.go  a line-scripted server for explicit and lazy tests
+//	reload_test.go              Reload: listeners, advertised address, refused reloads
+//	snapshot_test.go            Snapshot: sessions, a transfer in flight, pinholes
 package proxy
