@@ -33,6 +33,7 @@ const usage = `ftpgate — firewall-aware FTP proxy
 
 Usage:
   ftpgate run --listen ADDR --upstream HOST:PORT [flags]   relay FTP to a server
+  ftpgate check --config FILE [flags]                       validate a configuration and print it with defaults filled in
   ftpgate cleanup [--firewall MODE ...]                      remove kernel state ftpgate created
   ftpgate version                                            print the version
 
@@ -51,6 +52,8 @@ func realMain(args []string) int {
 	switch args[0] {
 	case "run":
 		return cmdRun(args[1:])
+	case "check":
+		return cmdCheck(args[1:], os.Stdout, os.Stderr)
 	case "cleanup":
 		return cmdCleanup(args[1:])
 	case "version", "--version", "-version":
@@ -93,6 +96,11 @@ func cmdRun(args []string) int {
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "ftpgate run: %v\n", err)
 		return 2
+	}
+	if err := checkCapabilities(capabilityNeeds(pcfg, nc, fc.AdminListen, unprivilegedPortStart()), effectiveCapabilities); err != nil {
+		log.Error("insufficient privileges", zap.Error(err))
+		fmt.Fprintf(os.Stderr, "ftpgate run: %v\n", err)
+		return 1
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
