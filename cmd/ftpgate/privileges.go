@@ -46,7 +46,7 @@ func capabilityNeeds(pc proxy.Config, nc nat.Config, adminListen string, portSta
 		if mode == "" {
 			mode = nat.ModeOwnTable
 		}
-		admin = append(admin, fmt.Sprintf("firewall mode %s changes nftables (use --firewall none to leave the firewall alone)", mode))
+		admin = append(admin, fmt.Sprintf("firewall mode %s writes nftables", mode))
 	}
 	switch pc.Mode {
 	case proxy.ModeTProxy:
