@@ -150,3 +150,104 @@ func writeFile(t *testing.T, path, text string) {
 		t.Fatal(err)
 	}
 }
+
+// TestSystemdSyscallFilterAllowsFtpgate runs ftpgate under strace (start,
+// one control connection, SIGTERM) in a throw-away network namespace, and
+// checks that every system call it made passes the unit's
+// SystemCallFilter=, as systemd-analyze expands its groups. Without a
+// running systemd this is how the filter is known not to break ftpgate.
+func TestSystemdSyscallFilterAllowsFtpgate(t *testing.T) {
+	requireRoot(t, "a network namespace")
+	analyze := lookPath(t, "systemd-analyze", "systemd")
+	strace := lookPath(t, "strace", "strace")
+	lookPath(t, "ip", "iproute2")
+	bash := lookPath(t, "bash", "bash")
+	bin := hostBinary(t)
+
+	allowed := map[string]bool{}
+	for i, f := range unitSettings(t, unitFile)["SystemCallFilter"] {
+		deny := strings.HasPrefix(f, "~")
+		for _, g := range strings.Fields(strings.TrimPrefix(f, "~")) {
+			for _, s := range expandSyscalls(t, analyze, g, map[string]bool{}) {
+				switch {
+				case deny:
+					delete(allowed, s)
+				case i == 0 || !deny:
+					allowed[s] = true
+				}
+			}
+		}
+	}
+	if !allowed["splice"] || !allowed["accept4"] || allowed["setrlimit"] {
+		t.Fatalf("the expanded filter looks wrong: splice %v, accept4 %v, setrlimit %v",
+			allowed["splice"], allowed["accept4"], allowed["setrlimit"])
+	}
+
+	ns := testNetns(t)
+	trace := filepath.Join(t.TempDir(), "trace")
+	cmd := exec.Command("ip", "netns", "exec", ns, strace, "-f", "-qq", "-o", trace,
+		bin, "run", "--log-format", "console", "--listen", "198.18.77.1:21", "--upstream", "198.18.77.2:21")
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	stop := startAndWait(t, cmd, &out, "ftpgate started", true)
+	// One control connection: ftpgate accepts it, fails to reach the
+	// unreachable upstream, answers and closes.
+	if b, err := exec.Command("ip", "netns", "exec", ns, bash, "-c",
+		`exec 3<>/dev/tcp/198.18.77.1/21 && read -t 10 line <&3; echo "$line"`).CombinedOutput(); err != nil || !strings.HasPrefix(string(b), "421") {
+		t.Errorf("control connection: %v, reply %q (want 421: no upstream)", err, b)
+	}
+	if err := stop(); err != nil {
+		t.Errorf("ftpgate after SIGTERM: %v\n%s", err, out.String())
+	}
+	b, err := os.ReadFile(trace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	used := map[string]bool{}
+	for _, m := range straceCall.FindAllStringSubmatch(string(b), -1) {
+		used[m[1]] = true
+	}
+	if !used["accept4"] || !used["capget"] {
+		t.Fatalf("the trace lacks accept4/capget; did ftpgate run?\n%s", out.String())
+	}
+	var denied []string
+	for s := range used {
+		if !allowed[s] {
+			denied = append(denied, s)
+		}
+	}
+	slices.Sort(denied)
+	if len(denied) > 0 {
+		t.Errorf("the unit's SystemCallFilter would refuse: %v", denied)
+	}
+	t.Logf("%d distinct system calls used, all allowed", len(used))
+}
+
+// straceCall matches the system call name of a strace -f line.
+var straceCall = regexp.MustCompile(`(?m)^\d+ +([a-z_0-9]+)\(`)
+
+// expandSyscalls lists the system calls of a systemd syscall group (or a
+// single name), following nested groups.
+func expandSyscalls(t *testing.T, analyze, group string, seen map[string]bool) []string {
+	t.Helper()
+	if !strings.HasPrefix(group, "@") {
+		return []string{group}
+	}
+	if seen[group] {
+		return nil
+	}
+	seen[group] = true
+	b, err := exec.Command(analyze, "syscall-filter", "--no-pager", group).Output()
+	if err != nil {
+		t.Fatalf("systemd-analyze syscall-filter %s: %v", group, err)
+	}
+	var out []string
+	for _, l := range strings.Split(string(b), "\n")[1:] {
+		l = strings.TrimSpace(l)
+		if l == "" || strings.HasPrefix(l, "#") {
+			continue
+		}
+		out = append(out, expandSyscalls(t, analyze, l, seen)...)
+	}
+	return out
+}
