@@ -2,7 +2,6 @@ package deploy
 
 import (
 	"archive/tar"
-	"debug/elf"
 	"errors"
 	"io"
 	"os"
@@ -75,17 +74,9 @@ func TestContainerImage(t *testing.T) {
 
 	root := filepath.Join(t.TempDir(), "rootfs")
 	unpack(t, mutate.Extract(img), root)
-	exe := filepath.Join(root, c.Entrypoint[0])
-	f, err := elf.Open(exe)
-	if err != nil {
-		t.Fatal(err)
+	if m := elfMachine(t, filepath.Join(root, c.Entrypoint[0])); m != "EM_X86_64" && runtime.GOARCH == "amd64" {
+		t.Errorf("the image's binary is for %s", m)
 	}
-	for _, p := range f.Progs {
-		if p.Type == elf.PT_INTERP {
-			t.Errorf("%s has an ELF interpreter: not a static binary", c.Entrypoint[0])
-		}
-	}
-	f.Close()
 
 	cmd := exec.Command(c.Entrypoint[0], "version")
 	cmd.Dir, cmd.Env = "/", c.Env
