@@ -2,8 +2,10 @@ package deploy
 
 import (
 	"archive/tar"
+	"bufio"
 	"errors"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +15,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
@@ -148,5 +151,127 @@ func unpack(t *testing.T, rc io.ReadCloser, root string) {
 		default:
 			t.Fatalf("layer entry %q of type %c: the image holds only directories and files", h.Name, h.Typeflag)
 		}
+	}
+}
+
+// TestContainerImageReverseProxy runs the image's ftpgate as the image's
+// user (chrooted into the unpacked layer, no capabilities, firewall none)
+// as a reverse proxy in a test network namespace, in front of a scripted
+// FTP server, and has a client log in through it.
+func TestContainerImageReverseProxy(t *testing.T) {
+	requireRoot(t, "chroot and a network namespace")
+	lookPath(t, "ip", "iproute2")
+	dir := filepath.Join(t.TempDir(), "oci")
+	build := exec.Command("go", "run", "./deploy/container/build", "-o", dir, "-binary", hostBinary(t), "-version", "smoke")
+	build.Dir = repoRoot
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("deploy/container/build: %v\n%s", err, out)
+	}
+	idx, err := layout.ImageIndexFromPath(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	im, err := idx.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := idx.Image(im.Manifests[0].Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := filepath.Join(t.TempDir(), "rootfs")
+	unpack(t, mutate.Extract(img), root)
+	uid, gid := imageUser(t, cf.Config.User)
+
+	ns := testNetns(t)
+	var upstream net.Listener
+	inNetns(t, ns, func() { upstream, err = net.Listen("tcp", "198.18.77.1:0") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer upstream.Close()
+	go scriptedFTPServer(upstream)
+
+	var log syncBuffer
+	cmd := exec.Command(cf.Config.Entrypoint[0], "run", "--log-format", "console", "--firewall", "none",
+		"--listen", "198.18.77.1:2121", "--upstream", upstream.Addr().String())
+	cmd.Dir, cmd.Env = "/", cf.Config.Env
+	cmd.Stdout, cmd.Stderr = &log, &log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Chroot: root, Credential: &syscall.Credential{Uid: uid, Gid: gid, Groups: []uint32{}}}
+	var stop func() error
+	inNetns(t, ns, func() { stop = startAndWait(t, cmd, &log, "ftpgate started", false) })
+
+	var c net.Conn
+	inNetns(t, ns, func() { c, err = net.DialTimeout("tcp", "198.18.77.1:2121", 10*time.Second) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	r := bufio.NewReader(c)
+	var transcript []string
+	say := func(line string) {
+		if line != "" {
+			transcript = append(transcript, "> "+line)
+			if _, err := io.WriteString(c, line+"\r\n"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		reply, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("after %q: %v\n%s", line, err, strings.Join(transcript, "\n"))
+		}
+		transcript = append(transcript, "< "+strings.TrimSpace(reply))
+	}
+	say("")
+	say("USER anonymous")
+	say("PASS guest@")
+	say("QUIT")
+	want := []string{"< 220 scripted server ready", "> USER anonymous", "< 331 password please",
+		"> PASS guest@", "< 230 logged in", "> QUIT", "< 221 bye"}
+	if !slices.Equal(transcript, want) {
+		t.Errorf("through the image's ftpgate:\n%s\nwant\n%s", strings.Join(transcript, "\n"), strings.Join(want, "\n"))
+	}
+	if err := stop(); err != nil {
+		t.Errorf("ftpgate after SIGTERM: %v\n%s", err, log.String())
+	}
+}
+
+// scriptedFTPServer answers one control connection at a time: a greeting,
+// USER, PASS and QUIT, 502 to anything else.
+func scriptedFTPServer(l net.Listener) {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(30 * time.Second))
+			io.WriteString(c, "220 scripted server ready\r\n")
+			r := bufio.NewReader(c)
+			for {
+				line, err := r.ReadString('\n')
+				if err != nil {
+					return
+				}
+				verb, _, _ := strings.Cut(strings.TrimSpace(line), " ")
+				switch strings.ToUpper(verb) {
+				case "USER":
+					io.WriteString(c, "331 password please\r\n")
+				case "PASS":
+					io.WriteString(c, "230 logged in\r\n")
+				case "QUIT":
+					io.WriteString(c, "221 bye\r\n")
+					return
+				default:
+					io.WriteString(c, "502 not scripted\r\n")
+				}
+			}
+		}()
 	}
 }
