@@ -1,8 +1,12 @@
 // Package deploy holds ftpgate's packaging: the systemd unit, the container
 // image build (container/build), the OpenWrt init script and fw4 include,
 // example configs and firewall snippets. It has no code of its own; its
-// tests prove that the packaging works on this machine:
+// tests run the static ftpgate binary as the packages ship it and prove that
+// the packaging works on this machine:
 //
+//	ftpgate check touches no kernel state       TestCheckTouchesNoKernel
+//	as nobody: missing capabilities named       TestRunAsNobodyWithoutCapabilities
+//	as nobody with the two ambient caps: runs   TestRunAsNobodyWithAmbientCapabilities
 //	systemd unit passes systemd-analyze verify  TestSystemdUnitVerifies
 //	systemd unit hardening rates OK or better   TestSystemdUnitSecurity
 //	unit grants exactly two capabilities        TestSystemdUnitPrivileges

@@ -2,8 +2,6 @@ package main
 
 import (
 	"bytes"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -111,36 +109,6 @@ func TestCheckFlagsOverrideAndCapabilities(t *testing.T) {
 	}
 	if strings.Contains(out, "CAP_NET_ADMIN") {
 		t.Errorf("firewall none on a high data port range should not need CAP_NET_ADMIN:\n%s", out)
-	}
-}
-
-// TestCheckTouchesNoKernel runs check on an own-table tproxy config (the
-// mode that touches the most kernel state when it runs) under strace and
-// proves that it opened no netlink socket and listened on nothing.
-func TestCheckTouchesNoKernel(t *testing.T) {
-	strace, err := exec.LookPath("strace")
-	if err != nil {
-		prereq(t, "strace (apt-get install -y strace): %v", err)
-	}
-	bin := buildFtpgate(t)
-	p := writeConfig(t, "mode: tproxy\nfirewall: {mode: own-table}\nadmin_listen: 127.0.0.1:9121\n")
-	trace := filepath.Join(t.TempDir(), "trace")
-	out, err := exec.Command(strace, "-f", "-qq", "-o", trace, "-e", "trace=socket,bind,listen",
-		bin, "check", "--config", p).CombinedOutput()
-	if err != nil {
-		t.Fatalf("ftpgate check: %v\n%s", err, out)
-	}
-	if !strings.Contains(string(out), "is valid") {
-		t.Fatalf("ftpgate check did not accept the config:\n%s", out)
-	}
-	b, err := os.ReadFile(trace)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if strings.Contains(l, "AF_NETLINK") || strings.Contains(l, "listen(") || strings.Contains(l, "bind(") {
-			t.Errorf("ftpgate check touched the kernel: %s", l)
-		}
 	}
 }
 

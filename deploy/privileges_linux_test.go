@@ -1,23 +1,19 @@
-package main
+package deploy
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"os"
 	"os/exec"
 	"os/user"
 	"slices"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
 
-// These tests run the real binary as the unprivileged user nobody (setpriv),
+// These tests run the static ftpgate as the unprivileged user nobody
+// (setpriv), as the systemd unit and the OpenWrt capabilities file do,
 // inside a throw-away network namespace of their own, so that nothing they
 // do reaches the root namespace's firewall.
 
@@ -38,32 +34,6 @@ func requireSetpriv(t *testing.T) {
 	if _, err := user.LookupGroup("nogroup"); err != nil {
 		prereq(t, "the group nogroup: %v", err)
 	}
-}
-
-// testNetns makes a namespace with 198.18.77.1 on its loopback, deleted
-// when the test ends.
-func testNetns(t *testing.T) string {
-	t.Helper()
-	b := make([]byte, 4)
-	rand.Read(b)
-	ns := "ftpgate-cmd-" + hex.EncodeToString(b)
-	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add %s: %v\n%s", ns, err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v\n%s", ns, err, out)
-		}
-	})
-	for _, args := range [][]string{
-		{"-n", ns, "link", "set", "lo", "up"},
-		{"-n", ns, "addr", "add", "198.18.77.1/32", "dev", "lo"},
-	} {
-		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %v: %v\n%s", args, err, out)
-		}
-	}
-	return ns
 }
 
 // asNobody returns the command that runs ftpgate with args in ns as
@@ -91,7 +61,7 @@ func nftTables(t *testing.T, ns string) string {
 
 func TestRunAsNobodyWithoutCapabilities(t *testing.T) {
 	requireSetpriv(t)
-	bin := buildFtpgate(t)
+	bin := hostBinary(t)
 	ns := testNetns(t)
 	tests := []struct {
 		name          string
@@ -125,31 +95,13 @@ func TestRunAsNobodyWithoutCapabilities(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer a child process writes while the test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestRunAsNobodyWithAmbientCapabilities starts ftpgate as nobody with
 // ambient CAP_NET_ADMIN and CAP_NET_BIND_SERVICE only, as the systemd unit
 // does: it listens on port 21, installs its owned table, and on SIGTERM
 // exits cleanly and the table is gone.
 func TestRunAsNobodyWithAmbientCapabilities(t *testing.T) {
 	requireSetpriv(t)
-	bin := buildFtpgate(t)
+	bin := hostBinary(t)
 	ns := testNetns(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -157,42 +109,16 @@ func TestRunAsNobodyWithAmbientCapabilities(t *testing.T) {
 		"run", "--log-format", "console", "--listen", "198.18.77.1:21", "--upstream", "198.18.77.2:21")
 	var out syncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	stopped := false
-	t.Cleanup(func() {
-		if !stopped {
-			cmd.Process.Kill() // only the process this test started
-			<-exited
-		}
-	})
-	for !strings.Contains(out.String(), "ftpgate started") {
-		select {
-		case err := <-exited:
-			stopped = true
-			t.Fatalf("ftpgate exited before it started: %v\n%s", err, out.String())
-		case <-ctx.Done():
-			t.Fatalf("ftpgate did not start in time:\n%s", out.String())
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+	stop := startAndWait(t, cmd, &out, "ftpgate started", false)
 	if !strings.Contains(out.String(), `"addr": "198.18.77.1:21"`) {
 		t.Errorf("no listener on port 21 in the log:\n%s", out.String())
 	}
 	if tables := nftTables(t, ns); !strings.Contains(tables, "table inet ftpgate") {
 		t.Errorf("the owned table is missing: %q", tables)
 	}
-	// ip netns exec runs setpriv, which execs ftpgate: cmd's pid is
+	// ip netns exec execs setpriv, which execs ftpgate: cmd's pid is
 	// ftpgate's own.
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	err := <-exited
-	stopped = true
-	if err != nil {
+	if err := stop(); err != nil {
 		t.Errorf("ftpgate exited with %v after SIGTERM:\n%s", err, out.String())
 	}
 	if tables := nftTables(t, ns); tables != "" {
