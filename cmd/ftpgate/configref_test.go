@@ -1,7 +1,9 @@
 package main
 
 import (
+	"encoding"
 	"flag"
+	"net/netip"
 	"os"
 	"reflect"
 	"regexp"
@@ -9,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"gopkg.in/yaml.v3"
 )
 
 // configRef is the reference of every config key; this test keeps it in
@@ -64,9 +68,9 @@ func configKeys(t *testing.T, typ reflect.Type, prefix string, out map[string]st
 		key := prefix + tag
 		ft := f.Type
 		switch {
-		case ft.Kind() == reflect.Struct:
+		case ft.Kind() == reflect.Struct && !isScalar(ft):
 			configKeys(t, ft, key+".", out)
-		case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct:
+		case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct && !isScalar(ft.Elem()):
 			configKeys(t, ft.Elem(), key+"[].", out)
 		default:
 			out[key] = refType(t, key, ft)
@@ -74,8 +78,19 @@ func configKeys(t *testing.T, typ reflect.Type, prefix string, out map[string]st
 	}
 }
 
+// isScalar reports whether a struct type is written as one YAML value
+// (netip.Prefix and other text-marshalled types).
+func isScalar(ft reflect.Type) bool {
+	return reflect.PointerTo(ft).Implements(reflect.TypeFor[encoding.TextUnmarshaler]()) ||
+		reflect.PointerTo(ft).Implements(reflect.TypeFor[yaml.Unmarshaler]())
+}
+
 func refType(t *testing.T, key string, ft reflect.Type) string {
 	switch {
+	case ft == reflect.TypeFor[netip.Prefix]():
+		return "network"
+	case ft == reflect.TypeFor[[]netip.Prefix]():
+		return "list of networks"
 	case ft == reflect.TypeFor[time.Duration]():
 		return "duration"
 	case ft == reflect.TypeFor[portList]():
