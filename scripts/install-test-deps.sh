@@ -178,4 +178,36 @@ fi
 # package is unpacked like the FTP servers above and nothing runs.
 unpack prometheus usr/bin/promtool prometheus
 
+# --- packaging tests (deploy/: systemd unit, container image, appliance builds) ---------------
+# systemd-analyze (verify, security --offline, syscall-filter) comes with Debian's systemd
+# package; qemu-user-static runs the arm64/arm/mipsle cross builds' `ftpgate version`;
+# util-linux has setpriv and unshare (cmd/ftpgate runs ftpgate as nobody with ambient
+# capabilities); strace proves `ftpgate check` opens no netlink socket and traces the syscalls
+# the unit's SystemCallFilter must allow. The policy-rc.d guard keeps package scripts from
+# starting anything.
+PACKAGING_PACKAGES=(systemd qemu-user-static util-linux strace)
+packaging_missing=()
+for p in "${PACKAGING_PACKAGES[@]}"; do
+	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+		packaging_missing+=("$p")
+	fi
+done
+if [[ "${#packaging_missing[@]}" -gt 0 ]]; then
+	if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+		printf '#!/bin/sh\n# temporary, written by ftpgate install-test-deps.sh\nexit 101\n' >/usr/sbin/policy-rc.d
+		chmod 0755 /usr/sbin/policy-rc.d
+		our_policy=1
+	fi
+	log "apt-get install (packaging tests): ${packaging_missing[*]}"
+	if ! apt-get install -y --no-install-recommends "${packaging_missing[@]}"; then
+		apt-get update
+		apt-get install -y --no-install-recommends "${packaging_missing[@]}"
+	fi
+	cleanup_policy
+	our_policy=0
+else
+	log "packaging test packages already installed"
+fi
+# --- end of packaging tests block -------------------------------------------------------------
+
 log "done"

@@ -188,11 +188,30 @@ func loadFile(path string) (fileConfig, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(&fc); err != nil && !errors.Is(err, io.EOF) { // io.EOF: an empty file
-		msg := strings.TrimPrefix(err.Error(), "yaml: ")
-		msg = unknownField.ReplaceAllString(msg, "unknown setting $1")
-		return fc, fmt.Errorf("config %s: %s", path, msg)
+		return fc, fileError(path, err)
 	}
 	return fc, nil
+}
+
+// yamlLine matches the "line N: " that yaml.v3 starts its messages with.
+var yamlLine = regexp.MustCompile(`^line (\d+): `)
+
+// fileError turns a decoder error into "config FILE:LINE: message", one
+// message per problem, as compilers name places.
+func fileError(path string, err error) error {
+	msgs := []string{strings.TrimPrefix(err.Error(), "yaml: ")}
+	if te, ok := errors.AsType[*yaml.TypeError](err); ok {
+		msgs = append([]string(nil), te.Errors...)
+	}
+	for i, m := range msgs {
+		m = unknownField.ReplaceAllString(strings.TrimSpace(m), "unknown setting $1")
+		if yamlLine.MatchString(m) {
+			msgs[i] = yamlLine.ReplaceAllString(m, path+":$1: ")
+		} else {
+			msgs[i] = path + ": " + m
+		}
+	}
+	return fmt.Errorf("config %s", strings.Join(msgs, "; "))
 }
 
 // runFlags are the flags of `ftpgate run`; they fill a fileConfig so that the
@@ -284,7 +303,7 @@ func (f *runFlags) parse(args []string) (fileConfig, error) {
 		return fileConfig{}, fmt.Errorf("unexpected argument %q", f.fs.Arg(0))
 	}
 	if f.config == "" {
-		return f.fc, nil
+		return f.fc.withCredentials()
 	}
 	base, err := loadFile(f.config)
 	if err != nil {
@@ -335,7 +354,7 @@ func (f *runFlags) parse(args []string) (fileConfig, error) {
 	tlsOverrides(over, fc, &base)
 	limitOverrides(over, fc, &base)
 	explicitOverrides(over, fc, &base) // explicit.go
-	return base, nil
+	return base.withCredentials()
 }
 
 // settings turns the file-and-flags configuration into the packages' own
@@ -450,14 +469,12 @@ func defaultTransparentListen() []string {
 	return l
 }
 
-// hasIPv6 reports whether this host can open IPv6 sockets.
+// hasIPv6 reports whether this host has IPv6: its loopback address ::1 is
+// configured. It reads /proc instead of opening a socket, so that `ftpgate
+// check` listens on nothing.
 func hasIPv6() bool {
-	l, err := net.Listen("tcp6", "[::1]:0")
-	if err != nil {
-		return false
-	}
-	l.Close()
-	return true
+	b, err := os.ReadFile("/proc/net/if_inet6")
+	return err == nil && bytes.Contains(b, []byte("00000000000000000000000000000001 "))
 }
 
 // interception fills the firewall's interception rules for a transparent

@@ -63,8 +63,8 @@ func TestConfigErrors(t *testing.T) {
 		args       []string
 		want       string
 	}{
-		{"unknown key names the line", "upstream: a:21\nlisen: [\":21\"]\n", nil, "line 2"},
-		{"wrong type", "upstream: a:21\nlisten: 5\n", nil, "line 2"},
+		{"unknown key names the line", "upstream: a:21\nlisen: [\":21\"]\n", nil, "ftpgate.yaml:2: unknown setting lisen"},
+		{"wrong type", "upstream: a:21\nlisten: 5\n", nil, "ftpgate.yaml:2: "},
 		{"no upstream", "listen: [\":21\"]\n", nil, "no upstream"},
 		{"transparent mode with upstream", "upstream: a:21\nmode: redirect\n", nil, "reverse mode"},
 		{"bad mode", "mode: sideways\n", nil, "mode"},

@@ -29,6 +29,7 @@ const usage = `ftpgate — firewall-aware FTP proxy
 
 Usage:
   ftpgate run --listen ADDR --upstream HOST:PORT [flags]   relay FTP to a server
+  ftpgate check --config FILE [flags]                       validate a configuration and print it with defaults filled in
   ftpgate cleanup [--firewall MODE ...]                      remove kernel state ftpgate created
   ftpgate status [--admin HOST:PORT] [--watch] [--json]      sessions, transfers and pinholes of a running ftpgate
   ftpgate demo [--mode redirect|reverse] [--keep] [--clean]  a throw-away lab that shows ftpgate at work (root)
@@ -49,6 +50,8 @@ func realMain(args []string) int {
 	switch args[0] {
 	case "run":
 		return cmdRun(args[1:])
+	case "check":
+		return cmdCheck(args[1:], os.Stdout, os.Stderr)
 	case "cleanup":
 		return cmdCleanup(args[1:])
 	case "status":
@@ -99,6 +102,11 @@ func cmdRun(args []string) int {
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "ftpgate run: %v\n", err)
 		return 2
+	}
+	if err := checkCapabilities(capabilityNeeds(pcfg, nc, fc.AdminListen, unprivilegedPortStart()), effectiveCapabilities); err != nil {
+		log.Error("insufficient privileges", zap.Error(err))
+		fmt.Fprintf(os.Stderr, "ftpgate run: %v\n", err)
+		return 1
 	}
 
 	// SIGTERM and SIGINT first make /readyz answer 503, then cancel ctx,

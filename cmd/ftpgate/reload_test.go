@@ -116,7 +116,7 @@ func TestReload(t *testing.T) {
 	write(base + "listen: [\"127.0.0.8:0\"]\npassive_portz: 43000-43009\n")
 	hup("SIGHUP: configuration reload failed; the running configuration stays", 1)
 	failed := logs.FilterMessage("SIGHUP: configuration reload failed; the running configuration stays").All()[0]
-	if msg := failed.ContextMap()["error"].(string); !strings.Contains(msg, conf) || !strings.Contains(msg, "line 8") {
+	if msg := failed.ContextMap()["error"].(string); !strings.Contains(msg, conf) || !strings.Contains(msg, conf+":8:") {
 		t.Errorf("reload error %q: want the file and line 8", msg)
 	}
 	if a := srv.Addrs(); len(a) != 1 || a[0].Addr().String() != "127.0.0.7" {
