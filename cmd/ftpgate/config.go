@@ -49,6 +49,7 @@ type fileConfig struct {
 	Policy                 policyConfig        `yaml:"policy"`
 	TLS                    tlsConfig           `yaml:"tls"`        // tls.go
 	ServerTLS              serverTLSConfig     `yaml:"server_tls"` // tls.go
+	replicaConfig          `yaml:",inline"`    // replicas.go: replicas, replica_index
 }
 
 type firewallConfig struct {
@@ -263,6 +264,7 @@ func newRunFlags() *runFlags {
 	fs.DurationVar(&fc.Timeouts.Data, "data-timeout", 0, "how long to wait for a data connection (default 30s)")
 	fs.DurationVar(&fc.Timeouts.Idle, "idle-timeout", 0, "idle control connection timeout (default 5m)")
 	addTLSFlags(fs, fc)
+	addReplicaFlags(fs, &fc.replicaConfig)
 	return f
 }
 
@@ -325,6 +327,7 @@ func (f *runFlags) parse(args []string) (fileConfig, error) {
 	over("data-timeout", func() { base.Timeouts.Data = fc.Timeouts.Data })
 	over("idle-timeout", func() { base.Timeouts.Idle = fc.Timeouts.Idle })
 	tlsOverrides(over, fc, &base)
+	replicaOverrides(over, fc, &base)
 	return base, nil
 }
 
@@ -417,6 +420,9 @@ func (fc fileConfig) settings() (proxy.Config, nat.Config, error) {
 		// it needs a range; this one is the documented default.
 		pc.PassivePorts = defaultPassivePorts
 		nc.DataPorts = []nat.PortRange{defaultPassivePorts}
+	}
+	if err := fc.replicaSettings(&pc, &nc); err != nil {
+		return pc, nc, err
 	}
 	if err := nc.Validate(); err != nil {
 		return pc, nc, fmt.Errorf("firewall: %w", err)
