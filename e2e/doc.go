@@ -48,6 +48,7 @@
 //	CCC: --tls-ccc allow and refuse                                       TestFTPSCCC                              ftps_ccc_linux_test.go
 //	TLS 1.2 on both legs (--tls-max-version)                              TestFTPSTLS12                            ftps_tls12_linux_test.go
 //	FTPS interception on the edge gateway (--tls-intercept)               TestFTPSEdgeGateway                      ftps_edgegateway_linux_test.go
+//	--replicas behind one address: 300 sessions, rolling restart          TestReplicas                             replicas_linux_test.go
 //	this table names every test and the file that holds it                TestDocTable                             doc_test.go
 //
 // # Harness
@@ -57,6 +58,7 @@
 //	harness_suite_linux_test.go    TestMain, fixtures and checksums, prerequisites (requirePrereqs)
 //	harness_netns_linux_test.go    topology (client, proxy, server, host), lab, processes in namespaces
 //	harness_cluster_linux_test.go  the simulated Kubernetes node, pods and kube-proxy rules
+//	testdata/ftpload.py            hundreds of concurrent ftplib sessions, fed and reported as JSON lines
 //	harness_gateway_linux_test.go  the operator's default-drop edge gateway
 //	harness_servers_linux_test.go  vsftpd (startVsftpd, vsftpdOptions), proftpd, pure-ftpd, FTPS config
 //	harness_pki_linux_test.go      a test's CAs and certificates
