@@ -2,11 +2,14 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/textproto"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,6 +21,7 @@ import (
 	"github.com/ftpgate/ftpgate/proxy"
 	"github.com/ftpgate/ftpgate/rewrite"
 	"go.uber.org/zap/zaptest"
+	"gopkg.in/yaml.v3"
 )
 
 func TestReplicaSlice(t *testing.T) {
@@ -390,6 +394,78 @@ func fakeFTPSession(c net.Conn) {
 		}
 		if !ok {
 			return
+		}
+	}
+}
+
+// TestReplicasManifestSlices: deploy/kubernetes/replicas.yaml (generated in
+// a module of its own) publishes for each replica exactly the slice this
+// ftpgate computes from the manifest's own configuration and command line.
+func TestReplicasManifestSlices(t *testing.T) {
+	b, err := os.ReadFile("../../deploy/kubernetes/replicas.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var config string
+	var args []string
+	servicePorts := map[string][]int{} // Service name -> ports
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	for {
+		var doc struct {
+			Kind     string
+			Metadata struct{ Name string }
+			Data     map[string]string
+			Spec     struct {
+				Ports []struct{ Port int }
+				// StatefulSet
+				Template struct {
+					Spec struct {
+						Containers []struct{ Args []string }
+					}
+				}
+			}
+		}
+		if err := dec.Decode(&doc); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		switch doc.Kind {
+		case "ConfigMap":
+			config = doc.Data["ftpgate.yaml"]
+		case "StatefulSet":
+			args = doc.Spec.Template.Spec.Containers[0].Args
+		case "Service":
+			for _, p := range doc.Spec.Ports {
+				servicePorts[doc.Metadata.Name] = append(servicePorts[doc.Metadata.Name], p.Port)
+			}
+		}
+	}
+	n := slices.Index(args, "--replicas")
+	if config == "" || n < 0 || n+1 >= len(args) {
+		t.Fatalf("no ftpgate configuration or no --replicas in the manifest (args %q)", args)
+	}
+	count, err := strconv.Atoi(args[n+1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := writeConfig(t, config)
+	for i := range count {
+		fc, err := newRunFlags().parse([]string{"--config", file, "--replicas", args[n+1], "--replica-index", strconv.Itoa(i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pc, _, err := fc.settings()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want []int
+		for p := int(pc.PassivePorts.Lo); p <= int(pc.PassivePorts.Hi); p++ {
+			want = append(want, p)
+		}
+		name := fmt.Sprintf("ftpgate-data-%d", i)
+		if got := servicePorts[name]; !slices.Equal(got, want) {
+			t.Errorf("Service %s publishes %v; replica %d of %d listens on %v", name, got, i, count, pc.PassivePorts)
 		}
 	}
 }
