@@ -389,6 +389,9 @@ func checkSession(res loadResult, job loadJob, file string, size int64) (int, er
 // Service, gets SIGTERM while a download runs on it, fails /readyz and refuses new control
 // connections while that download completes, exits, starts again and rejoins once /readyz says
 // 200. No transfer of either wave fails.
+//
+// Not parallel: it runs alone, before the parallel tests, so that 300 sessions at once on two
+// cores do not compete with the rest of the suite.
 func TestReplicas(t *testing.T) {
 	requirePrereqs(t, needVsftpd, needPython, needFtpgate)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
@@ -623,11 +626,11 @@ func testRollingRestart(ctx context.Context, t *testing.T, r *replicaLab, hub *l
 
 // rollReplica restarts replica i as a rolling update does, checking each step:
 //
-//  1. a client starts a slow download on the replica (control connection to the pod itself, data
-//     through the load balancer's address and the replica's slice);
-//  2. the pod is deleted: the endpoints controller drops it from the control Service, and the
-//     kubelet runs the preStop hook, here: until the replica holds no session but the slow
-//     one, at most 15 s;
+//  1. the pod is deleted: the endpoints controller drops it from the control Service, and the
+//     kubelet runs the preStop hook, here: until the sessions the control Service sent there
+//     are over (the manifest's fixed sleep stands for that), at most 15 s;
+//  2. a client that holds a control connection to the pod itself starts a slow download (its
+//     data connection through the load balancer's address and the replica's slice);
 //  3. SIGTERM: /readyz turns 503 and the control listener closes while the slow download goes
 //     on and completes with the right checksum; then ftpgate exits 0;
 //  4. the new pod starts, and rejoins the control Service once its /readyz says 200.
@@ -635,20 +638,6 @@ func rollReplica(ctx context.Context, t *testing.T, r *replicaLab, hub *loadHub,
 	var w restartWindow
 	g := r.gates[i]
 	client := i % replicaClients
-	slow := loadJob{ID: slowID, Host: replicaV4(i), Port: 21, Mode: "pasv", TrustPASVIP: true, File: bigFile, Rate: replicaSlowRate, Notify: true}
-	if err := hub.submit(client, slow); err != nil {
-		return w, err
-	}
-	wctx, wcancel := context.WithTimeout(ctx, 20*time.Second)
-	err := hub.wait(wctx, fmt.Sprintf("the slow download on replica %d", i), func(res map[int]loadResult, ev map[int]string) bool {
-		_, ended := res[slowID]
-		return ev[slowID] == "transferring" || ended
-	})
-	wcancel()
-	if err != nil {
-		return w, err
-	}
-
 	ready := []int{}
 	for k := range replicaCount {
 		if k != i {
@@ -663,7 +652,7 @@ func rollReplica(ctx context.Context, t *testing.T, r *replicaLab, hub *loadHub,
 	pctx, pcancel := context.WithTimeout(ctx, 15*time.Second)
 	for {
 		v, err := g.counters(pctx)
-		if err == nil && v.Sessions <= 1 {
+		if err == nil && v.Sessions == 0 {
 			break
 		}
 		if pctx.Err() != nil {
@@ -674,6 +663,19 @@ func rollReplica(ctx context.Context, t *testing.T, r *replicaLab, hub *loadHub,
 	}
 	pcancel()
 
+	slow := loadJob{ID: slowID, Host: replicaV4(i), Port: 21, Mode: "pasv", TrustPASVIP: true, File: bigFile, Rate: replicaSlowRate, Notify: true}
+	if err := hub.submit(client, slow); err != nil {
+		return w, err
+	}
+	wctx, wcancel := context.WithTimeout(ctx, 20*time.Second)
+	err := hub.wait(wctx, fmt.Sprintf("the slow download on replica %d", i), func(res map[int]loadResult, ev map[int]string) bool {
+		_, ended := res[slowID]
+		return ev[slowID] == "transferring" || ended
+	})
+	wcancel()
+	if err != nil {
+		return w, err
+	}
 	if err := g.proc.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		return w, fmt.Errorf("replica %d: SIGTERM: %w", i, err)
 	}
