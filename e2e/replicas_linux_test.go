@@ -459,16 +459,7 @@ func testReplicaWave(ctx context.Context, t *testing.T, r *replicaLab, hub *load
 	if err != nil {
 		t.Fatalf("%v: %d of %d sessions ended", err, len(results), len(ids))
 	}
-	served := make([]int, replicaCount)
-	var failed []error
-	for _, res := range results {
-		i, err := checkSession(res, jobs[res.ID], oneFile, oneSize)
-		if err != nil {
-			failed = append(failed, err)
-			continue
-		}
-		served[i]++
-	}
+	served, failed := checkWave(results, jobs)
 	t.Logf("%d sessions from %d client addresses, all open after %s, done after %s; by replica: %v; %s", len(results), replicaClients,
 		opened.Round(time.Millisecond), time.Since(start).Round(time.Millisecond), served, sessionTimes(results))
 	var starts, ends []logRecord
@@ -510,6 +501,21 @@ func sessionTimes(results []loadResult) string {
 		return time.Duration(d[min(len(d)-1, int(q*float64(len(d))))] * float64(time.Second)).Round(time.Millisecond)
 	}
 	return fmt.Sprintf("session time p50 %s, p90 %s, max %s", at(0.5), at(0.9), at(1))
+}
+
+// checkWave checks every session of a wave (checkSession) and counts the sessions each
+// replica served.
+func checkWave(results []loadResult, jobs map[int]loadJob) (served []int, failed []error) {
+	served = make([]int, replicaCount)
+	for _, res := range results {
+		i, err := checkSession(res, jobs[res.ID], oneFile, oneSize)
+		if err != nil {
+			failed = append(failed, err)
+			continue
+		}
+		served[i]++
+	}
+	return served, failed
 }
 
 func reportFailures(t *testing.T, failed []error, of int) {
@@ -595,16 +601,7 @@ func testRollingRestart(ctx context.Context, t *testing.T, r *replicaLab, hub *l
 	hub.mu.Lock()
 	jobs := maps.Clone(hub.jobs)
 	hub.mu.Unlock()
-	served := make([]int, replicaCount)
-	var failed []error
-	for _, res := range results {
-		i, err := checkSession(res, jobs[res.ID], oneFile, oneSize)
-		if err != nil {
-			failed = append(failed, err)
-			continue
-		}
-		served[i]++
-	}
+	served, failed := checkWave(results, jobs)
 	t.Logf("second wave: %d sessions; by replica: %v", len(results), served)
 	for i, w := range windows {
 		if w.out.IsZero() {
