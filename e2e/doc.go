@@ -38,6 +38,7 @@
 //	split horizon (advertise_rules): pod address or load balancer's       TestClusterInboundSidecar/split-horizon  splithorizon_linux_test.go
 //	Kubernetes inbound sidecar behind kube-proxy, 8 data ports, load      TestClusterInboundSidecar                sidecar_inbound_linux_test.go
 //	Kubernetes outbound sidecar (--intercept-output) behind SNAT          TestClusterOutboundSidecar               sidecar_outbound_linux_test.go
+//	--replicas behind one address: 300 sessions, rolling restart          TestReplicas                             replicas_linux_test.go
 //	PROXY protocol v1/v2 from haproxy: real client, trusted sources       TestHAProxyProxyProtocol                 proxyprotocol_linux_test.go
 //	FTPS with vsftpd and proftpd: TLS required, session reuse             TestFTPSInterop                          ftps_interop_linux_test.go
 //	FTPS implicit listener for clients (--implicit-listen)                TestFTPSImplicitClient                   ftps_implicit_linux_test.go
@@ -48,7 +49,6 @@
 //	CCC: --tls-ccc allow and refuse                                       TestFTPSCCC                              ftps_ccc_linux_test.go
 //	TLS 1.2 on both legs (--tls-max-version)                              TestFTPSTLS12                            ftps_tls12_linux_test.go
 //	FTPS interception on the edge gateway (--tls-intercept)               TestFTPSEdgeGateway                      ftps_edgegateway_linux_test.go
-//	--replicas behind one address: 300 sessions, rolling restart          TestReplicas                             replicas_linux_test.go
 //	this table names every test and the file that holds it                TestDocTable                             doc_test.go
 //
 // # Harness

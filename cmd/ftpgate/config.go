@@ -263,8 +263,8 @@ func newRunFlags() *runFlags {
 	fs.StringVar(&fc.Firewall.Set6, "firewall-set6", "", "external-set: IPv6 pinhole set name")
 	fs.DurationVar(&fc.Timeouts.Data, "data-timeout", 0, "how long to wait for a data connection (default 30s)")
 	fs.DurationVar(&fc.Timeouts.Idle, "idle-timeout", 0, "idle control connection timeout (default 5m)")
-	addTLSFlags(fs, fc)
 	addReplicaFlags(fs, &fc.replicaConfig)
+	addTLSFlags(fs, fc)
 	return f
 }
 
@@ -326,8 +326,8 @@ func (f *runFlags) parse(args []string) (fileConfig, error) {
 	over("firewall-set6", func() { base.Firewall.Set6 = fc.Firewall.Set6 })
 	over("data-timeout", func() { base.Timeouts.Data = fc.Timeouts.Data })
 	over("idle-timeout", func() { base.Timeouts.Idle = fc.Timeouts.Idle })
-	tlsOverrides(over, fc, &base)
 	replicaOverrides(over, fc, &base)
+	tlsOverrides(over, fc, &base)
 	return base, nil
 }
 
