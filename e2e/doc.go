@@ -39,6 +39,7 @@
 //	split horizon (advertise_rules): pod address or load balancer's       TestClusterInboundSidecar/split-horizon  splithorizon_linux_test.go
 //	Kubernetes inbound sidecar behind kube-proxy, 8 data ports, load      TestClusterInboundSidecar                sidecar_inbound_linux_test.go
 //	Kubernetes outbound sidecar (--intercept-output) behind SNAT          TestClusterOutboundSidecar               sidecar_outbound_linux_test.go
+//	--replicas behind one address: 300 sessions, rolling restart          TestReplicas                             replicas_linux_test.go
 //	PROXY protocol v1/v2 from haproxy: real client, trusted sources       TestHAProxyProxyProtocol                 proxyprotocol_linux_test.go
 //	FTPS with vsftpd and proftpd: TLS required, session reuse             TestFTPSInterop                          ftps_interop_linux_test.go
 //	FTPS implicit listener for clients (--implicit-listen)                TestFTPSImplicitClient                   ftps_implicit_linux_test.go
@@ -61,6 +62,7 @@
 //	harness_suite_linux_test.go    TestMain, fixtures and checksums, prerequisites (requirePrereqs)
 //	harness_netns_linux_test.go    topology (client, proxy, server, host), lab, processes in namespaces
 //	harness_cluster_linux_test.go  the simulated Kubernetes node, pods and kube-proxy rules
+//	testdata/ftpload.py            hundreds of concurrent ftplib sessions, fed and reported as JSON lines
 //	harness_gateway_linux_test.go  the operator's default-drop edge gateway
 //	harness_servers_linux_test.go  vsftpd (startVsftpd, vsftpdOptions), proftpd, pure-ftpd, FTPS config
 //	harness_pki_linux_test.go      a test's CAs and certificates

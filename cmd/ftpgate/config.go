@@ -51,6 +51,7 @@ type fileConfig struct {
 	TLS                    tlsConfig           `yaml:"tls"`        // tls.go
 	ServerTLS              serverTLSConfig     `yaml:"server_tls"` // tls.go
 	Explicit               explicitConfig      `yaml:"explicit"`   // explicit.go
+	replicaConfig          `yaml:",inline"`    // replicas.go: replicas, replica_index
 }
 
 type firewallConfig struct {
@@ -287,6 +288,7 @@ func newRunFlags() *runFlags {
 	fs.StringVar(&fc.Firewall.Set6, "firewall-set6", "", "external-set: IPv6 pinhole set name")
 	fs.DurationVar(&fc.Timeouts.Data, "data-timeout", 0, "how long to wait for a data connection (default 30s)")
 	fs.DurationVar(&fc.Timeouts.Idle, "idle-timeout", 0, "idle control connection timeout (default 5m)")
+	addReplicaFlags(fs, &fc.replicaConfig)
 	addTLSFlags(fs, fc)
 	addLimitFlags(fs, fc)
 	addExplicitFlags(fs, fc) // explicit.go
@@ -351,6 +353,7 @@ func (f *runFlags) parse(args []string) (fileConfig, error) {
 	over("firewall-set6", func() { base.Firewall.Set6 = fc.Firewall.Set6 })
 	over("data-timeout", func() { base.Timeouts.Data = fc.Timeouts.Data })
 	over("idle-timeout", func() { base.Timeouts.Idle = fc.Timeouts.Idle })
+	replicaOverrides(over, fc, &base)
 	tlsOverrides(over, fc, &base)
 	limitOverrides(over, fc, &base)
 	explicitOverrides(over, fc, &base) // explicit.go
@@ -450,6 +453,9 @@ func (fc fileConfig) settings() (proxy.Config, nat.Config, error) {
 		// it needs a range; this one is the documented default.
 		pc.PassivePorts = defaultPassivePorts
 		nc.DataPorts = []nat.PortRange{defaultPassivePorts}
+	}
+	if err := fc.replicaSettings(&pc, &nc); err != nil {
+		return pc, nc, err
 	}
 	if err := nc.Validate(); err != nil {
 		return pc, nc, fmt.Errorf("firewall: %w", err)

@@ -61,7 +61,11 @@ func readConfigRef(t *testing.T) []refRow {
 func configKeys(t *testing.T, typ reflect.Type, prefix string, out map[string]string) {
 	t.Helper()
 	for f := range typ.Fields() {
-		tag, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		tag, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if tag == "" && opts == "inline" && f.Type.Kind() == reflect.Struct {
+			configKeys(t, f.Type, prefix, out) // its keys belong to the parent
+			continue
+		}
 		if tag == "" || tag == "-" {
 			t.Fatalf("field %s.%s has no yaml key", typ, f.Name)
 		}

@@ -3,6 +3,7 @@ package kubernetes
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -10,9 +11,11 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/ftpgate/ftpgate/deploy/kubernetes/replicagen"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -39,14 +42,50 @@ type gateConfig struct {
 	Listen       []string `json:"listen"`
 	PassivePorts string   `json:"passive_ports"`
 	AdminListen  string   `json:"admin_listen"`
+	Timeouts     struct {
+		ShutdownGrace string `json:"shutdown_grace"`
+	} `json:"timeouts"`
 }
+
+// exitMargin is the time a pod's grace period must leave beyond the preStop
+// wait and ftpgate's shutdown_grace, for removing its table and exiting.
+const exitMargin = 5
 
 // objects are a manifest file's decoded objects by kind.
 type objects struct {
 	configMaps      []*corev1.ConfigMap
 	services        []*corev1.Service
 	deployments     []*appsv1.Deployment
+	statefulSets    []*appsv1.StatefulSet
+	pdbs            []*policyv1.PodDisruptionBudget
 	networkPolicies []*networkingv1.NetworkPolicy
+}
+
+// workload is a Deployment or a StatefulSet: what the checks need of either.
+type workload struct {
+	kind, name string
+	selector   *metav1.LabelSelector
+	template   *corev1.PodTemplateSpec
+	replicas   int32
+}
+
+func (w workload) String() string { return w.kind + " " + w.name }
+
+func (o objects) workloads() []workload {
+	var out []workload
+	count := func(r *int32) int32 {
+		if r == nil {
+			return 1
+		}
+		return *r
+	}
+	for _, d := range o.deployments {
+		out = append(out, workload{"Deployment", d.Name, d.Spec.Selector, &d.Spec.Template, count(d.Spec.Replicas)})
+	}
+	for _, s := range o.statefulSets {
+		out = append(out, workload{"StatefulSet", s.Name, s.Spec.Selector, &s.Spec.Template, count(s.Spec.Replicas)})
+	}
+	return out
 }
 
 func sortObjects(docs []document) (objects, error) {
@@ -59,6 +98,10 @@ func sortObjects(docs []document) (objects, error) {
 			o.services = append(o.services, x)
 		case *appsv1.Deployment:
 			o.deployments = append(o.deployments, x)
+		case *appsv1.StatefulSet:
+			o.statefulSets = append(o.statefulSets, x)
+		case *policyv1.PodDisruptionBudget:
+			o.pdbs = append(o.pdbs, x)
 		case *networkingv1.NetworkPolicy:
 			o.networkPolicies = append(o.networkPolicies, x)
 		default:
@@ -112,20 +155,37 @@ func checkAgreement(docs []document, configDir string) error {
 		configs[cm.Name] = gc
 	}
 
-	for _, dep := range o.deployments {
-		sel, err := metav1.LabelSelectorAsSelector(dep.Spec.Selector)
+	workloads := o.workloads()
+	for _, w := range workloads {
+		sel, err := metav1.LabelSelectorAsSelector(w.selector)
 		if err != nil {
-			fail("Deployment %s: selector: %w", dep.Name, err)
+			fail("%s: selector: %w", w, err)
 			continue
 		}
-		if sel.Empty() || !sel.Matches(labels.Set(dep.Spec.Template.Labels)) {
-			fail("Deployment %s: selector %s does not select its own pod template's labels %v", dep.Name, sel, dep.Spec.Template.Labels)
+		if sel.Empty() || !sel.Matches(labels.Set(w.template.Labels)) {
+			fail("%s: selector %s does not select its own pod template's labels %v", w, sel, w.template.Labels)
 		}
-		errs = append(errs, checkPod(dep.Name, &dep.Spec.Template.Spec, cms, configs)...)
+		errs = append(errs, checkPod(w, cms, configs)...)
 	}
 
+	dataServices := map[string][]int{} // replicas' workload -> the replica of each data Service
 	for _, svc := range o.services {
-		errs = append(errs, checkService(svc, o.deployments, configs)...)
+		replica, w, svcErrs := checkService(svc, workloads, configs)
+		errs = append(errs, svcErrs...)
+		if replica >= 0 {
+			dataServices[w.name] = append(dataServices[w.name], replica)
+		}
+	}
+	for _, w := range workloads {
+		if n := gateReplicas(w); n > 0 {
+			errs = append(errs, checkReplicaSet(w, n, dataServices[w.name], o.pdbs)...)
+		}
+	}
+	for _, pdb := range o.pdbs {
+		sel, err := metav1.LabelSelectorAsSelector(pdb.Spec.Selector)
+		if err != nil || sel.Empty() || !slices.ContainsFunc(workloads, func(w workload) bool { return sel.Matches(labels.Set(w.template.Labels)) }) {
+			fail("PodDisruptionBudget %s: selects no pod of this file (%v)", pdb.Name, err)
+		}
 	}
 	for _, np := range o.networkPolicies {
 		sel, err := metav1.LabelSelectorAsSelector(&np.Spec.PodSelector)
@@ -133,8 +193,8 @@ func checkAgreement(docs []document, configDir string) error {
 			fail("NetworkPolicy %s: %w", np.Name, err)
 			continue
 		}
-		if !slices.ContainsFunc(o.deployments, func(d *appsv1.Deployment) bool {
-			return sel.Matches(labels.Set(d.Spec.Template.Labels))
+		if !slices.ContainsFunc(workloads, func(w workload) bool {
+			return sel.Matches(labels.Set(w.template.Labels))
 		}) {
 			fail("NetworkPolicy %s: selects no pod of this file", np.Name)
 		}
@@ -146,10 +206,11 @@ func checkAgreement(docs []document, configDir string) error {
 // volumes that exist; ConfigMaps that exist; probes on declared ports; and
 // for ftpgate containers the image, the capabilities and the ports of its
 // configuration.
-func checkPod(owner string, spec *corev1.PodSpec, cms map[string]*corev1.ConfigMap, configs map[string]gateConfig) []error {
+func checkPod(w workload, cms map[string]*corev1.ConfigMap, configs map[string]gateConfig) []error {
 	var errs []error
+	spec := &w.template.Spec
 	fail := func(format string, args ...any) {
-		errs = append(errs, fmt.Errorf("Deployment %s: "+format, append([]any{owner}, args...)...))
+		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{w}, args...)...))
 	}
 	volumes := map[string]corev1.Volume{}
 	for _, v := range spec.Volumes {
@@ -187,7 +248,7 @@ func checkPod(owner string, spec *corev1.PodSpec, cms map[string]*corev1.ConfigM
 			}
 		}
 		if c.Image == ftpgateImage {
-			errs = append(errs, checkGate(owner, spec, c, volumes, configs)...)
+			errs = append(errs, checkGate(w, c, volumes, configs)...)
 		}
 	}
 	if !slices.ContainsFunc(all, func(c corev1.Container) bool { return c.Image == ftpgateImage }) {
@@ -201,10 +262,11 @@ func checkPod(owner string, spec *corev1.PodSpec, cms map[string]*corev1.ConfigM
 // NET_BIND_SERVICE only for a port below 1024, its configuration mounted
 // where its arguments say, and the container ports and probes of that
 // configuration.
-func checkGate(owner string, spec *corev1.PodSpec, c corev1.Container, volumes map[string]corev1.Volume, configs map[string]gateConfig) []error {
+func checkGate(w workload, c corev1.Container, volumes map[string]corev1.Volume, configs map[string]gateConfig) []error {
 	var errs []error
+	spec := &w.template.Spec
 	fail := func(format string, args ...any) {
-		errs = append(errs, fmt.Errorf("Deployment %s: container %s: "+format, append([]any{owner, c.Name}, args...)...))
+		errs = append(errs, fmt.Errorf("%s: container %s: "+format, append([]any{w, c.Name}, args...)...))
 	}
 	sc := c.SecurityContext
 	if sc == nil || sc.Capabilities == nil {
@@ -293,18 +355,113 @@ func checkGate(owner string, spec *corev1.PodSpec, c corev1.Container, volumes m
 		fail("admin_listen %q: %v", gc.AdminListen, err)
 	} else {
 		n, _ := strconv.Atoi(port)
-		for _, probe := range []*corev1.Probe{c.StartupProbe, c.ReadinessProbe, c.LivenessProbe} {
-			if probe == nil {
+		// Readiness is /readyz (503 from SIGTERM on, while the drain runs);
+		// liveness and startup are /healthz (the process and its firewall).
+		for _, probe := range []struct {
+			what, path string
+			p          *corev1.Probe
+		}{{"startup", "/healthz", c.StartupProbe}, {"readiness", "/readyz", c.ReadinessProbe}, {"liveness", "/healthz", c.LivenessProbe}} {
+			if probe.p == nil {
 				continue
 			}
-			if probe.HTTPGet == nil || probe.HTTPGet.Path != "/healthz" {
-				fail("probes must GET /healthz")
+			if probe.p.HTTPGet == nil || probe.p.HTTPGet.Path != probe.path {
+				fail("the %s probe must GET %s", probe.what, probe.path)
 				continue
 			}
-			if cp, _ := containerPort(c, probe.HTTPGet.Port); cp.ContainerPort != int32(n) {
+			if cp, _ := containerPort(c, probe.p.HTTPGet.Port); cp.ContainerPort != int32(n) {
 				fail("probe on port %d, but admin_listen is %s", cp.ContainerPort, gc.AdminListen)
 			}
 		}
+	}
+	errs = append(errs, checkDrain(w, c, gc)...)
+	return errs
+}
+
+// checkDrain checks that the pod's grace period covers the preStop wait,
+// ftpgate's drain (timeouts.shutdown_grace) and its exit, and for replicas
+// (--replicas N) what --replica-index auto and a rolling update need.
+func checkDrain(w workload, c corev1.Container, gc gateConfig) []error {
+	var errs []error
+	fail := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: container %s: "+format, append([]any{w, c.Name}, args...)...))
+	}
+	grace, err := replicagen.ShutdownGrace(gc.Timeouts.ShutdownGrace)
+	if err != nil {
+		fail("%v", err)
+		return errs
+	}
+	var preStop int64
+	if c.Lifecycle != nil && c.Lifecycle.PreStop != nil && c.Lifecycle.PreStop.Sleep != nil {
+		preStop = c.Lifecycle.PreStop.Sleep.Seconds
+	}
+	period := int64(corev1.DefaultTerminationGracePeriodSeconds)
+	if p := w.template.Spec.TerminationGracePeriodSeconds; p != nil {
+		period = *p
+	}
+	if need := preStop + int64(grace.Seconds()) + exitMargin; period < need {
+		fail("terminationGracePeriodSeconds %d: want at least %d (preStop %ds, shutdown_grace %s, %ds to exit)", period, need, preStop, grace, exitMargin)
+	}
+	n := gateReplicas(w)
+	if n == 0 {
+		return errs
+	}
+	if w.kind != "StatefulSet" {
+		fail("--replicas %d: want a StatefulSet, whose pods' ordinals are the replica indexes", n)
+	}
+	if int32(n) != w.replicas {
+		fail("--replicas %d, but %d replicas", n, w.replicas)
+	}
+	if preStop < 1 {
+		fail("--replicas: want a preStop sleep, so that the control Service drops the pod before SIGTERM")
+	}
+	if i := slices.Index(c.Args, "--replica-index"); i < 0 || i+1 >= len(c.Args) || c.Args[i+1] != "auto" {
+		fail("args %q: want --replica-index auto", c.Args)
+	} else if !slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool {
+		return e.Name == "POD_NAME" && e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.name"
+	}) {
+		fail("--replica-index auto: want env POD_NAME from the field metadata.name")
+	}
+	if lo, hi, err := replicagen.ParseRange(gc.PassivePorts); err != nil {
+		fail("%v", err)
+	} else if _, _, err := replicagen.Slice(lo, hi, n, 0); err != nil {
+		fail("%v", err)
+	}
+	return errs
+}
+
+// gateReplicas is N of the --replicas N of the workload's ftpgate, or 0.
+func gateReplicas(w workload) int {
+	for _, c := range append(slices.Clone(w.template.Spec.InitContainers), w.template.Spec.Containers...) {
+		if c.Image != ftpgateImage {
+			continue
+		}
+		if i := slices.Index(c.Args, "--replicas"); i >= 0 && i+1 < len(c.Args) {
+			n, _ := strconv.Atoi(c.Args[i+1])
+			return n
+		}
+	}
+	return 0
+}
+
+// checkReplicaSet checks that replicas have one data Service for each
+// replica and a PodDisruptionBudget that lets one go at a time.
+func checkReplicaSet(w workload, n int, data []int, pdbs []*policyv1.PodDisruptionBudget) []error {
+	var errs []error
+	slices.Sort(data)
+	want := make([]int, n)
+	for i := range want {
+		want[i] = i
+	}
+	if !slices.Equal(data, want) {
+		errs = append(errs, fmt.Errorf("%s: data Services for replicas %v; want one for each of %v", w, data, want))
+	}
+	ok := slices.ContainsFunc(pdbs, func(p *policyv1.PodDisruptionBudget) bool {
+		sel, err := metav1.LabelSelectorAsSelector(p.Spec.Selector)
+		return err == nil && sel.Matches(labels.Set(w.template.Labels)) &&
+			p.Spec.MaxUnavailable != nil && p.Spec.MaxUnavailable.IntValue() == 1 && p.Spec.MinAvailable == nil
+	})
+	if !ok {
+		errs = append(errs, fmt.Errorf("%s: want a PodDisruptionBudget with maxUnavailable 1 for its pods", w))
 	}
 	return errs
 }
@@ -312,21 +469,36 @@ func checkGate(owner string, spec *corev1.PodSpec, c corev1.Container, volumes m
 // checkService checks that a Service selects a pod of the file, that every
 // target port exists there, and, in front of ftpgate, that it publishes
 // ftpgate's control port and exactly its data ports with client addresses
-// kept and client affinity.
-func checkService(svc *corev1.Service, deps []*appsv1.Deployment, configs map[string]gateConfig) []error {
-	var errs []error
+// kept and client affinity. In front of replicas (--replicas N) a Service
+// selecting one pod by its name is that replica's data Service and
+// publishes exactly its slice (it returns the replica); any other publishes
+// the control port only and spreads it, without affinity.
+func checkService(svc *corev1.Service, workloads []workload, configs map[string]gateConfig) (replica int, owner workload, errs []error) {
+	replica = -1
 	fail := func(format string, args ...any) {
 		errs = append(errs, fmt.Errorf("Service %s: "+format, append([]any{svc.Name}, args...)...))
 	}
+	sel := maps.Clone(svc.Spec.Selector)
+	podName, onePod := sel[replicagen.PodNameLabel]
+	delete(sel, replicagen.PodNameLabel)
 	var pod *corev1.PodSpec
-	for _, d := range deps {
-		if len(svc.Spec.Selector) > 0 && labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(d.Spec.Template.Labels)) {
-			pod = &d.Spec.Template.Spec
+	for _, w := range workloads {
+		if len(sel) > 0 && labels.SelectorFromSet(sel).Matches(labels.Set(w.template.Labels)) {
+			pod, owner = &w.template.Spec, w
 		}
 	}
 	if pod == nil {
 		fail("selector %v selects no pod of this file", svc.Spec.Selector)
-		return errs
+		return replica, owner, errs
+	}
+	n := gateReplicas(owner)
+	if onePod {
+		ord, err := strconv.Atoi(strings.TrimPrefix(podName, owner.name+"-"))
+		if owner.kind != "StatefulSet" || !strings.HasPrefix(podName, owner.name+"-") || err != nil || ord < 0 || ord >= int(owner.replicas) {
+			fail("selects pod %s, which %s does not have", podName, owner)
+			return replica, owner, errs
+		}
+		replica = ord
 	}
 	names := map[string]bool{}
 	var gate *corev1.Container
@@ -364,12 +536,17 @@ func checkService(svc *corev1.Service, deps []*appsv1.Deployment, configs map[st
 		}
 	}
 	if gate == nil {
-		return errs
+		return replica, owner, errs
 	}
-	if svc.Spec.ExternalTrafficPolicy != corev1.ServiceExternalTrafficPolicyLocal {
+	external := svc.Spec.Type == corev1.ServiceTypeLoadBalancer || svc.Spec.Type == corev1.ServiceTypeNodePort
+	if external && svc.Spec.ExternalTrafficPolicy != corev1.ServiceExternalTrafficPolicyLocal {
 		fail("externalTrafficPolicy %q: want Local, so that ftpgate sees the clients' addresses", svc.Spec.ExternalTrafficPolicy)
 	}
-	if svc.Spec.SessionAffinity != corev1.ServiceAffinityClientIP {
+	switch {
+	case !external:
+	case n > 0 && svc.Spec.SessionAffinity == corev1.ServiceAffinityClientIP:
+		fail("sessionAffinity ClientIP in front of replicas: want None, the data ports find their replica by slice")
+	case n == 0 && svc.Spec.SessionAffinity != corev1.ServiceAffinityClientIP:
 		fail("sessionAffinity %q: want ClientIP", svc.Spec.SessionAffinity)
 	}
 	var gc gateConfig
@@ -380,21 +557,38 @@ func checkService(svc *corev1.Service, deps []*appsv1.Deployment, configs map[st
 			}
 		}
 	}
-	want := listenPorts(gc)
 	lo, hi, err := portRange(gc.PassivePorts)
 	if err != nil {
 		fail("passive_ports of the ftpgate it selects: %v", err)
-		return errs
+		return replica, owner, errs
 	}
-	for p := lo; p <= hi; p++ {
-		want = append(want, p)
+	var want []int32
+	what := "its control and data ports"
+	switch {
+	case n > 0 && replica >= 0:
+		a, b, err := replicagen.Slice(int(lo), int(hi), n, replica)
+		if err != nil {
+			fail("%v", err)
+			return replica, owner, errs
+		}
+		for p := a; p <= b; p++ {
+			want = append(want, int32(p))
+		}
+		what = fmt.Sprintf("replica %d's slice of the data ports", replica)
+	case n > 0:
+		want, what = listenPorts(gc), "its control port only"
+	default:
+		want = listenPorts(gc)
+		for p := lo; p <= hi; p++ {
+			want = append(want, p)
+		}
 	}
 	slices.Sort(want)
 	slices.Sort(servicePorts)
 	if !slices.Equal(servicePorts, want) {
-		fail("publishes ftpgate's ports %v; want its control and data ports %v", servicePorts, want)
+		fail("publishes ftpgate's ports %v; want %s %v", servicePorts, what, want)
 	}
-	return errs
+	return replica, owner, errs
 }
 
 // containerPort finds a declared port of c by name or number.

@@ -8,3 +8,8 @@
 // Kubernetes libraries. It holds no code that runs in a cluster and nothing
 // imports it.
 package kubernetes
+
+// replicas.yaml is generated: N replicas need N data Services, each listing
+// its slice of the passive ports one by one.
+//
+//go:generate go run ./cmd/replicagen -replicas 3 -config ftpgate-config/replicas.yaml -o replicas.yaml

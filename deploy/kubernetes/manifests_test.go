@@ -166,6 +166,18 @@ func TestTypoFailsDecode(t *testing.T) {
 		{"Service misses a data port", "inbound-sidecar.yaml", "    - name: data-40007\n      port: 40007\n      targetPort: data-40007\n      protocol: TCP\n", "", "want its control and data ports", true},
 		{"target port nobody declares", "dmz-relay.yaml", "targetPort: data-40003", "targetPort: data-4003", "targets data-4003", true},
 		{"selector misses the pod", "outbound-sidecar.yaml", "    matchLabels:\n      app.kubernetes.io/name: ftp-client-app\n", "    matchLabels:\n      app.kubernetes.io/name: ftp-client\n", "does not select its own pod", true},
+		{"readiness on /healthz", "dmz-relay.yaml", "path: /readyz", "path: /healthz", "the readiness probe must GET /readyz", true},
+		{"data Service of a pod that does not exist", "replicas.yaml", "pod-name: ftpgate-2\n", "pod-name: ftpgate-3\n", "selects pod ftpgate-3, which StatefulSet ftpgate does not have", true},
+		{"replica count differs from the StatefulSet", "replicas.yaml", `"--replicas", "3"`, `"--replicas", "4"`, "--replicas 4, but 3 replicas", true},
+		{"grace period shorter than the drain", "replicas.yaml", "terminationGracePeriodSeconds: 45\n", "terminationGracePeriodSeconds: 30\n", "terminationGracePeriodSeconds 30: want at least 40", true},
+		{"no preStop wait", "replicas.yaml", "              sleep:\n                seconds: 5\n", "              sleep:\n                seconds: 0\n", "want a preStop sleep", true},
+		{"PDB lets two go", "replicas.yaml", "maxUnavailable: 1\n", "maxUnavailable: 2\n", "want a PodDisruptionBudget with maxUnavailable 1", true},
+		{"control Service with client affinity", "replicas.yaml", "  sessionAffinity: None\n  selector:\n    app.kubernetes.io/name: ftpgate-replicas\n  ports:\n    - name: ftp\n",
+			"  sessionAffinity: ClientIP\n  selector:\n    app.kubernetes.io/name: ftpgate-replicas\n  ports:\n    - name: ftp\n", "sessionAffinity ClientIP in front of replicas", true},
+		{"data Service with another replica's port", "replicas.yaml", "    - name: data-40016\n      port: 40016\n      targetPort: data-40016\n",
+			"    - name: data-40015\n      port: 40015\n      targetPort: data-40015\n", "want replica 1's slice of the data ports", true},
+		{"replica index without the pod name", "replicas.yaml", "fieldPath: metadata.name\n", "fieldPath: metadata.namespace\n", "want env POD_NAME from the field metadata.name", true},
+		{"unknown preStop field", "replicas.yaml", "                seconds: 5\n", "                secs: 5\n", `unknown field "spec.template.spec.containers[0].lifecycle.preStop.sleep.secs"`, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
