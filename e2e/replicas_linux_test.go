@@ -45,11 +45,16 @@ const (
 	// replicaWave is how many sessions each of the two waves runs.
 	replicaWave = 300
 	// replicaSlowRate is the bytes per second of the download that is running on a replica
-	// when it gets SIGTERM: 10 MiB take a few seconds.
-	replicaSlowRate = 4 << 20
+	// when it gets SIGTERM: 10 MiB take about 7 s, longer than the shutdown delay.
+	replicaSlowRate = 3 << 19
 	// replicaRamp is the pause between the first wave's session starts.
 	replicaRamp = 10 * time.Millisecond
 )
+
+// replicaShutdownDelay is how long a SIGTERM'd replica keeps accepting after its /readyz
+// turned 503: time for the endpoints controller to take it out, and for the sessions on their
+// way to finish.
+const replicaShutdownDelay = 3 * time.Second
 
 func replicaV4(i int) string       { return fmt.Sprintf("198.18.%d.2", 160+i) }
 func replicaClientV4(j int) string { return fmt.Sprintf("198.18.%d.2", 150+j) }
@@ -148,7 +153,8 @@ func replicaGate(i int) gateConfig {
 		Upstream:     hostPort(replicaServerV4, 21),
 		PassivePorts: fmt.Sprintf("%d-%d", replicaDataLo, replicaDataLo+replicaCount*replicaSliceSize-1),
 		Advertise:    replicaVIP,
-		Extra:        []string{"--replicas", strconv.Itoa(replicaCount), "--replica-index", strconv.Itoa(i)},
+		Extra: []string{"--replicas", strconv.Itoa(replicaCount), "--replica-index", strconv.Itoa(i),
+			"--shutdown-delay", replicaShutdownDelay.String()},
 	}
 }
 
@@ -385,8 +391,9 @@ func checkSession(res loadResult, job loadJob, file string, size int64) (int, er
 // vsftpd behind them. A wave of 300 concurrent sessions from four client addresses, passive
 // (EPSV, PASV) and active (EPRT, PORT), downloads with the right checksum: every data
 // connection reaches the replica that holds its control session by its slice alone. Then a
-// rolling restart during a second wave of 300: each replica in turn leaves the control
-// Service, gets SIGTERM while a download runs on it, fails /readyz and refuses new control
+// rolling restart during a second wave of 300: each replica in turn gets SIGTERM while a
+// download runs on it, fails /readyz and so leaves the control Service (the test does what the
+// endpoints controller does), keeps accepting for its --shutdown-delay, then refuses new control
 // connections while that download completes, exits, starts again and rejoins once /readyz says
 // 200. No transfer of either wave fails.
 //
@@ -623,13 +630,14 @@ func testRollingRestart(ctx context.Context, t *testing.T, r *replicaLab, hub *l
 
 // rollReplica restarts replica i as a rolling update does, checking each step:
 //
-//  1. the pod is deleted: the endpoints controller drops it from the control Service, and the
-//     kubelet runs the preStop hook, here: until the sessions the control Service sent there
-//     are over (the manifest's fixed sleep stands for that), at most 15 s;
-//  2. a client that holds a control connection to the pod itself starts a slow download (its
+//  1. a client that holds a control connection to the pod itself starts a slow download (its
 //     data connection through the load balancer's address and the replica's slice);
-//  3. SIGTERM: /readyz turns 503 and the control listener closes while the slow download goes
-//     on and completes with the right checksum; then ftpgate exits 0;
+//  2. SIGTERM: /readyz turns 503 at once, and the endpoints controller, which follows
+//     readiness, drops the replica from the control Service; during --shutdown-delay the
+//     replica still accepts, so the connections the load balancer sent before it noticed are
+//     served, not refused;
+//  3. after the delay the control listener closes (a new connection is refused) while the slow
+//     download goes on and completes with the right checksum; then ftpgate exits 0;
 //  4. the new pod starts, and rejoins the control Service once its /readyz says 200.
 func rollReplica(ctx context.Context, t *testing.T, r *replicaLab, hub *loadHub, i, slowID int) (restartWindow, error) {
 	var w restartWindow
@@ -641,25 +649,6 @@ func rollReplica(ctx context.Context, t *testing.T, r *replicaLab, hub *loadHub,
 			ready = append(ready, k)
 		}
 	}
-	if err := r.setControl(ctx, ready); err != nil {
-		return w, err
-	}
-	w.out = time.Now()
-	// preStop: the sessions that were on their way finish.
-	pctx, pcancel := context.WithTimeout(ctx, 15*time.Second)
-	for {
-		v, err := g.counters(pctx)
-		if err == nil && v.Sessions == 0 {
-			break
-		}
-		if pctx.Err() != nil {
-			t.Logf("replica %d: still %d sessions after the preStop time; SIGTERM anyway", i, v.Sessions)
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	pcancel()
-
 	slow := loadJob{ID: slowID, Host: replicaV4(i), Port: 21, Mode: "pasv", TrustPASVIP: true, File: bigFile, Rate: replicaSlowRate, Notify: true}
 	if err := hub.submit(client, slow); err != nil {
 		return w, err
@@ -676,21 +665,33 @@ func rollReplica(ctx context.Context, t *testing.T, r *replicaLab, hub *loadHub,
 	if err := g.proc.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		return w, fmt.Errorf("replica %d: SIGTERM: %w", i, err)
 	}
-	// Not ready, and no new control connection, while the slow download runs on.
-	var notReady, refused bool
-	dctx, dcancel := context.WithTimeout(ctx, 10*time.Second)
-	for !(notReady && refused) && dctx.Err() == nil {
+	// The endpoints controller: out of the control Service once /readyz fails.
+	var notReady bool
+	rctx, rcancel := context.WithTimeout(ctx, 10*time.Second)
+	for !notReady && rctx.Err() == nil {
+		body, code, err := g.get(rctx, "/readyz")
+		notReady = err == nil && code == http.StatusServiceUnavailable && strings.Contains(body, "draining")
 		if !notReady {
-			body, code, err := g.get(dctx, "/readyz")
-			notReady = err == nil && code == http.StatusServiceUnavailable && strings.Contains(body, "draining")
+			time.Sleep(10 * time.Millisecond)
 		}
-		if notReady && !refused {
-			c, err := dialIn(dctx, r.Clients[client], "tcp", hostPort(replicaV4(i), 21))
-			if err != nil {
-				refused = errors.Is(err, syscall.ECONNREFUSED)
-			} else {
-				c.Close()
-			}
+	}
+	rcancel()
+	if !notReady {
+		return w, fmt.Errorf("replica %d: /readyz did not turn 503 after SIGTERM", i)
+	}
+	if err := r.setControl(ctx, ready); err != nil {
+		return w, err
+	}
+	w.out = time.Now()
+	// After the shutdown delay, no new control connection while the slow download runs on.
+	var refused bool
+	dctx, dcancel := context.WithTimeout(ctx, 10*time.Second+replicaShutdownDelay)
+	for !refused && dctx.Err() == nil {
+		c, err := dialIn(dctx, r.Clients[client], "tcp", hostPort(replicaV4(i), 21))
+		if err != nil {
+			refused = errors.Is(err, syscall.ECONNREFUSED)
+		} else {
+			c.Close()
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -698,8 +699,8 @@ func rollReplica(ctx context.Context, t *testing.T, r *replicaLab, hub *loadHub,
 	hub.mu.Lock()
 	_, slowEnded := hub.results[slowID]
 	hub.mu.Unlock()
-	if !notReady || !refused {
-		return w, fmt.Errorf("replica %d after SIGTERM: /readyz 503 %v, control connections refused %v (slow download already over: %v)", i, notReady, refused, slowEnded)
+	if !refused {
+		return w, fmt.Errorf("replica %d after SIGTERM and the shutdown delay: control connections not refused (slow download already over: %v)", i, slowEnded)
 	}
 	if slowEnded {
 		return w, fmt.Errorf("replica %d: the slow download ended before /readyz said 503; make it slower", i)

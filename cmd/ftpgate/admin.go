@@ -143,10 +143,15 @@ func firewallHealth(fw nat.Firewall) func(context.Context) error {
 
 // shutdownOnSignal flips readiness to draining and then calls cancel (which
 // starts the proxy's drain) when SIGTERM or SIGINT arrives, so that /readyz
-// says 503 before the first listener closes. Later signals are swallowed
-// until stop is called, as with signal.NotifyContext.
-func shutdownOnSignal(cancel context.CancelFunc, ready *readiness, log *zap.Logger) (stop func()) {
-	ch := make(chan os.Signal, 1)
+// says 503 before the first listener closes. With a delay, ftpgate keeps
+// accepting for that long after /readyz turned 503 (as kube-apiserver's
+// --shutdown-delay-duration): a load balancer that follows readiness takes
+// the instance out before its listeners close, and no connection it still
+// sends there is refused. A second signal during the delay cuts it short.
+// Later signals are swallowed until stop is called, as with
+// signal.NotifyContext.
+func shutdownOnSignal(cancel context.CancelFunc, ready *readiness, delay time.Duration, log *zap.Logger) (stop func()) {
+	ch := make(chan os.Signal, 2)
 	signal.Notify(ch, syscall.SIGTERM, syscall.SIGINT)
 	quit := make(chan struct{})
 	done := make(chan struct{})
@@ -155,7 +160,21 @@ func shutdownOnSignal(cancel context.CancelFunc, ready *readiness, log *zap.Logg
 		select {
 		case sig := <-ch:
 			ready.drain()
-			log.Info("signal: not ready, draining", zap.Stringer("signal", sig))
+			if delay > 0 {
+				log.Info("signal: not ready; still accepting for the shutdown delay", zap.Stringer("signal", sig),
+					zap.Duration("delay", delay))
+				t := time.NewTimer(delay)
+				select {
+				case <-t.C:
+				case sig = <-ch:
+					t.Stop()
+					log.Info("second signal: shutdown delay cut short", zap.Stringer("signal", sig))
+				case <-quit:
+					t.Stop()
+					return
+				}
+			}
+			log.Info("draining: no new sessions", zap.Stringer("signal", sig))
 			cancel()
 		case <-quit:
 		}

@@ -143,7 +143,7 @@ func TestSIGTERMFlipsReadinessBeforeDrain(t *testing.T) {
 	ready.setListening(true)
 	readyAtCancel := make(chan error, 1)
 	ctx, cancel := context.WithCancel(t.Context())
-	stop := shutdownOnSignal(func() { readyAtCancel <- ready.check(); cancel() }, ready, zap.NewNop())
+	stop := shutdownOnSignal(func() { readyAtCancel <- ready.check(); cancel() }, ready, 0, zap.NewNop())
 	defer stop()
 	if err := ready.check(); err != nil {
 		t.Fatalf("not ready before the signal: %v", err)
@@ -158,6 +158,38 @@ func TestSIGTERMFlipsReadinessBeforeDrain(t *testing.T) {
 	}
 	if err := <-readyAtCancel; err == nil || !strings.Contains(err.Error(), "draining") {
 		t.Fatalf("readiness when the drain started: %v, want draining", err)
+	}
+}
+
+// TestShutdownDelay: with a shutdown delay, SIGTERM makes readiness fail at
+// once while the drain waits; a second SIGTERM starts it without waiting for
+// the delay.
+func TestShutdownDelay(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	ready := &readiness{}
+	ready.setFirewallInstalled(true)
+	ready.setListening(true)
+	ctx, cancel := context.WithCancel(t.Context())
+	stop := shutdownOnSignal(cancel, ready, time.Hour, zap.NewNop())
+	defer stop()
+	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ready.check() == nil; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("readiness did not fail after SIGTERM")
+		}
+	}
+	if ctx.Err() != nil {
+		t.Fatal("the drain started at once despite the shutdown delay")
+	}
+	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ctx.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("a second SIGTERM did not cut the delay short")
 	}
 }
 

@@ -95,6 +95,7 @@ type timeoutConfig struct {
 	Idle          time.Duration `yaml:"idle"`
 	Data          time.Duration `yaml:"data"`
 	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
+	ShutdownDelay time.Duration `yaml:"shutdown_delay"` // admin.go: accepting on after /readyz turned 503
 	KeepAlive     time.Duration `yaml:"keepalive"`
 }
 
@@ -288,6 +289,7 @@ func newRunFlags() *runFlags {
 	fs.StringVar(&fc.Firewall.Set6, "firewall-set6", "", "external-set: IPv6 pinhole set name")
 	fs.DurationVar(&fc.Timeouts.Data, "data-timeout", 0, "how long to wait for a data connection (default 30s)")
 	fs.DurationVar(&fc.Timeouts.Idle, "idle-timeout", 0, "idle control connection timeout (default 5m)")
+	fs.DurationVar(&fc.Timeouts.ShutdownDelay, "shutdown-delay", 0, "on SIGTERM, keep accepting for this `duration` after /readyz turned 503, so a load balancer can take ftpgate out first (default 0)")
 	addReplicaFlags(fs, &fc.replicaConfig)
 	addTLSFlags(fs, fc)
 	addLimitFlags(fs, fc)
@@ -353,6 +355,7 @@ func (f *runFlags) parse(args []string) (fileConfig, error) {
 	over("firewall-set6", func() { base.Firewall.Set6 = fc.Firewall.Set6 })
 	over("data-timeout", func() { base.Timeouts.Data = fc.Timeouts.Data })
 	over("idle-timeout", func() { base.Timeouts.Idle = fc.Timeouts.Idle })
+	over("shutdown-delay", func() { base.Timeouts.ShutdownDelay = fc.Timeouts.ShutdownDelay })
 	replicaOverrides(over, fc, &base)
 	tlsOverrides(over, fc, &base)
 	limitOverrides(over, fc, &base)

@@ -114,7 +114,7 @@ func cmdRun(args []string) int {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ready := &readiness{}
-	defer shutdownOnSignal(cancel, ready, log)()
+	defer shutdownOnSignal(cancel, ready, fc.Timeouts.ShutdownDelay, log)()
 
 	fw, err := nat.New(ctx, nc, log.Named("nat"))
 	if err != nil {
