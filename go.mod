@@ -4,6 +4,7 @@ go 1.26.0
 
 require (
 	github.com/google/nftables v0.3.1-0.20251119083706-1db35da82052
+	github.com/jlaffaye/ftp v0.2.4
 	github.com/mdlayher/netlink v1.8.1-0.20251028132421-dcc6cab9a6eb
 	github.com/pires/go-proxyproto v0.15.0
 	github.com/vishvananda/netlink v1.3.1

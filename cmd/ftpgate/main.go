@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -74,6 +75,7 @@ func versionString() string {
 
 func cmdRun(args []string) int {
 	rf := newRunFlags()
+	withPprof := rf.fs.Bool("admin-pprof", false, "also serve net/http/pprof under /debug/pprof/ on --admin-listen, with block and mutex profiling on")
 	fc, err := rf.parse(args)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
@@ -130,7 +132,7 @@ func cmdRun(args []string) int {
 		return 1
 	}
 	if fc.AdminListen != "" {
-		admin, err := startAdmin(fc.AdminListen, srv, log)
+		admin, err := startAdmin(fc.AdminListen, srv, *withPprof, log)
 		if err != nil {
 			log.Error("admin endpoint", zap.Error(err))
 			fmt.Fprintf(os.Stderr, "ftpgate run: %v\n", err)
@@ -192,8 +194,8 @@ func newLogger(level, format string) (*zap.Logger, error) {
 }
 
 // startAdmin serves /healthz and /debug/vars (expvar, with an "ftpgate"
-// object of live counters) on addr.
-func startAdmin(addr string, srv *proxy.Server, log *zap.Logger) (*http.Server, error) {
+// object of live counters) on addr, and /debug/pprof/ if withPprof is set.
+func startAdmin(addr string, srv *proxy.Server, withPprof bool, log *zap.Logger) (*http.Server, error) {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("admin listen %s: %w", addr, err)
@@ -215,6 +217,13 @@ func startAdmin(addr string, srv *proxy.Server, log *zap.Logger) (*http.Server, 
 		fmt.Fprintln(w, "ok")
 	})
 	mux.Handle("/debug/vars", expvar.Handler())
+	if withPprof {
+		runtime.SetBlockProfileRate(int(10 * time.Microsecond))
+		runtime.SetMutexProfileFraction(10)
+		mux.HandleFunc("/debug/pprof/", pprof.Index) // serves the named profiles too
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := hs.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -1,0 +1,226 @@
+//go:build linux
+
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jlaffaye/ftp"
+)
+
+// The benchmark runs its Go clients and the minimal idle upstream as subcommands of its own
+// binary inside a namespace (ip netns exec ... bench loadgen|idle-server), so every socket they
+// open belongs to that namespace.
+
+// loadResult is what "loadgen" prints as one JSON line.
+type loadResult struct {
+	Seconds float64  `json:"seconds"`
+	OK      int      `json:"ok"`
+	Failed  int      `json:"failed"`
+	Errors  []string `json:"errors,omitempty"` // the first few
+}
+
+// loadgenMain runs N sessions at once, each: connect, log in, LIST, RETR one file (size
+// checked), QUIT. With --idle it logs N sessions in, prints "ready OK FAILED", holds them
+// until stdin closes, and quits them.
+func loadgenMain(args []string) int {
+	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
+	addr := fs.String("addr", "", "FTP server host:port")
+	sessions := fs.Int("sessions", 100, "concurrent sessions")
+	retr := fs.String("retr", oneName, "file each session downloads")
+	size := fs.Int64("size", oneSize, "its size")
+	idle := fs.Bool("idle", false, "log in and hold the sessions until stdin closes")
+	timeout := fs.Duration("timeout", 2*time.Minute, "bound of the whole run")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *addr == "" || *sessions < 1 || *sessions > 20000 {
+		fmt.Fprintln(os.Stderr, "loadgen: --addr and 1 <= --sessions <= 20000 required")
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	if *idle {
+		return idleSessions(ctx, *addr, *sessions)
+	}
+	var res loadResult
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range *sessions {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := oneSession(ctx, *addr, *retr, *size)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				res.Failed++
+				if len(res.Errors) < 5 {
+					res.Errors = append(res.Errors, err.Error())
+				}
+				return
+			}
+			res.OK++
+		}()
+	}
+	wg.Wait()
+	res.Seconds = time.Since(start).Seconds()
+	_ = json.NewEncoder(os.Stdout).Encode(res)
+	return 0
+}
+
+func dialFTP(ctx context.Context, addr string) (*ftp.ServerConn, error) {
+	c, err := ftp.Dial(addr, ftp.DialWithContext(ctx), ftp.DialWithTimeout(60*time.Second),
+		ftp.DialWithDisabledUTF8(true))
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", addr, err)
+	}
+	if err := c.Login(e2eUser, e2ePassword); err != nil {
+		_ = c.Quit()
+		return nil, fmt.Errorf("login: %w", err)
+	}
+	return c, nil
+}
+
+func oneSession(ctx context.Context, addr, file string, size int64) error {
+	c, err := dialFTP(ctx, addr)
+	if err != nil {
+		return err
+	}
+	defer c.Quit()
+	if _, err := c.List("/"); err != nil {
+		return fmt.Errorf("LIST: %w", err)
+	}
+	r, err := c.Retr(file)
+	if err != nil {
+		return fmt.Errorf("RETR %s: %w", file, err)
+	}
+	n, err := io.Copy(io.Discard, r)
+	if cerr := r.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("RETR %s: %w", file, err)
+	}
+	if n != size {
+		return fmt.Errorf("RETR %s: %d bytes, want %d", file, n, size)
+	}
+	return nil
+}
+
+// idleSessions logs n sessions in, at most 200 handshakes at a time.
+func idleSessions(ctx context.Context, addr string, n int) int {
+	conns := make([]*ftp.ServerConn, n)
+	var failed atomic.Int64
+	var firstErr atomic.Value
+	sem := make(chan struct{}, 200)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			c, err := dialFTP(ctx, addr)
+			if err != nil {
+				failed.Add(1)
+				firstErr.CompareAndSwap(nil, err.Error())
+				return
+			}
+			conns[i] = c
+		}()
+	}
+	wg.Wait()
+	f := failed.Load()
+	fmt.Printf("ready %d %d\n", int64(n)-f, f)
+	if e, ok := firstErr.Load().(string); ok {
+		fmt.Fprintln(os.Stderr, "loadgen: first failure:", e)
+	}
+	done := make(chan struct{})
+	go func() { _, _ = io.Copy(io.Discard, os.Stdin); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+	for _, c := range conns {
+		if c != nil {
+			_ = c.Quit()
+		}
+	}
+	return 0
+}
+
+// idleServerMain is a minimal FTP upstream for the idle-sessions test: it accepts any login
+// and answers every other command with 502, holding thousands of sessions at a goroutine each
+// (vsftpd would fork two processes per session).
+func idleServerMain(args []string) int {
+	fs := flag.NewFlagSet("idle-server", flag.ContinueOnError)
+	addr := fs.String("addr", "", "listen host:port")
+	life := fs.Duration("timeout", 10*time.Minute, "how long it serves")
+	if err := fs.Parse(args); err != nil || *addr == "" {
+		fmt.Fprintln(os.Stderr, "idle-server: --addr required")
+		return 2
+	}
+	l, err := net.Listen("tcp", *addr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "idle-server:", err)
+		return 1
+	}
+	time.AfterFunc(*life, func() { l.Close() })
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return 0
+		}
+		go serveIdle(c)
+	}
+}
+
+func serveIdle(c net.Conn) {
+	defer c.Close()
+	w := bufio.NewWriter(c)
+	reply := func(s string) bool {
+		_, _ = w.WriteString(s + "\r\n")
+		return w.Flush() == nil
+	}
+	if !reply("220 bench idle upstream") {
+		return
+	}
+	r := bufio.NewReaderSize(io.LimitReader(c, 1<<20), 512)
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return
+		}
+		verb, _, _ := strings.Cut(strings.ToUpper(strings.TrimSpace(line)), " ")
+		var ok bool
+		switch verb {
+		case "USER":
+			ok = reply("331 password please")
+		case "PASS":
+			ok = reply("230 logged in")
+		case "TYPE", "NOOP":
+			ok = reply("200 ok")
+		case "QUIT":
+			reply("221 bye")
+			return
+		default:
+			ok = reply("502 not implemented")
+		}
+		if !ok {
+			return
+		}
+	}
+}
