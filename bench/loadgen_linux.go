@@ -10,7 +10,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/textproto"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -223,4 +225,108 @@ func serveIdle(c net.Conn) {
 			return
 		}
 	}
+}
+
+// stepNames are the steps of one passive download that "steps" times.
+var stepNames = []string{"EPSV→229", "data connect", "RETR→150", "150→data end", "data end→226", "transfer total"}
+
+// stepStats maps a step to its median, 90th percentile and maximum in microseconds.
+type stepStats map[string][3]int64
+
+// stepsMain times the protocol steps of n small downloads in one session (no strace, no
+// profiler attached) and prints the median, 90th percentile and maximum of each step in microseconds:
+// EPSV→229, the data connect, RETR→150, 150→end of data, end of data→226, and the whole, as
+// one JSON stepStats line.
+func stepsMain(args []string) int {
+	fs := flag.NewFlagSet("steps", flag.ContinueOnError)
+	addr := fs.String("addr", "", "FTP server host:port")
+	file := fs.String("file", smallDir+"/f0001.dat", "file to download")
+	n := fs.Int("n", 200, "transfers")
+	if err := fs.Parse(args); err != nil || *addr == "" || *n < 1 || *n > 100000 {
+		fmt.Fprintln(os.Stderr, "steps: --addr and 1 <= --n <= 100000 required")
+		return 2
+	}
+	if err := steps(*addr, *file, *n); err != nil {
+		fmt.Fprintln(os.Stderr, "steps:", err)
+		return 1
+	}
+	return 0
+}
+
+func steps(addr, file string, n int) error {
+	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Minute))
+	tp := textproto.NewConn(c)
+	expect := func(code int, format string, args ...any) (string, error) {
+		if format != "" {
+			if err := tp.PrintfLine(format, args...); err != nil {
+				return "", err
+			}
+		}
+		_, msg, err := tp.ReadResponse(code)
+		return msg, err
+	}
+	if _, err := expect(220, ""); err != nil {
+		return err
+	}
+	if _, err := expect(331, "USER %s", e2eUser); err != nil {
+		return err
+	}
+	if _, err := expect(230, "PASS %s", e2ePassword); err != nil {
+		return err
+	}
+	if _, err := expect(200, "TYPE I"); err != nil {
+		return err
+	}
+	host, _, _ := net.SplitHostPort(addr)
+	names := stepNames
+	samples := make([][]time.Duration, len(names))
+	for range n {
+		t0 := time.Now()
+		msg, err := expect(229, "EPSV")
+		if err != nil {
+			return err
+		}
+		t1 := time.Now()
+		_, portStr, ok := strings.Cut(msg, "|||")
+		port, _, _ := strings.Cut(portStr, "|")
+		if !ok {
+			return fmt.Errorf("EPSV reply %q", msg)
+		}
+		d, err := net.DialTimeout("tcp", net.JoinHostPort(host, port), 10*time.Second)
+		if err != nil {
+			return err
+		}
+		t2 := time.Now()
+		if _, err := expect(150, "RETR %s", file); err != nil {
+			d.Close()
+			return err
+		}
+		t3 := time.Now()
+		_, err = io.Copy(io.Discard, d)
+		d.Close()
+		if err != nil {
+			return err
+		}
+		t4 := time.Now()
+		if _, err := expect(226, ""); err != nil {
+			return err
+		}
+		t5 := time.Now()
+		for i, s := range []time.Duration{t1.Sub(t0), t2.Sub(t1), t3.Sub(t2), t4.Sub(t3), t5.Sub(t4), t5.Sub(t0)} {
+			samples[i] = append(samples[i], s)
+		}
+	}
+	_, _ = expect(221, "QUIT")
+	out := stepStats{}
+	for i, name := range names {
+		s := samples[i]
+		slices.Sort(s)
+		out[name] = [3]int64{s[len(s)/2].Microseconds(), s[len(s)*9/10].Microseconds(), s[len(s)-1].Microseconds()}
+	}
+	return json.NewEncoder(os.Stdout).Encode(out)
 }

@@ -38,6 +38,8 @@ func main() {
 			os.Exit(loadgenMain(os.Args[2:]))
 		case "idle-server":
 			os.Exit(idleServerMain(os.Args[2:]))
+		case "steps":
+			os.Exit(stepsMain(os.Args[2:]))
 		}
 	}
 	os.Exit(benchMain(os.Args[1:]))
