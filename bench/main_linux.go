@@ -26,6 +26,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -47,16 +48,21 @@ func main() {
 
 // options is the command line.
 type options struct {
-	quick   bool
-	scale   bool
-	rounds  int
-	out     string
-	jsonOut string
-	ftpgate string
-	profile string
-	timeout time.Duration
-	args    []string // as given, for the report
+	quick    bool
+	scale    bool
+	rounds   int
+	out      string
+	jsonOut  string
+	ftpgate  string
+	profile  string
+	sessions int
+	timeout  time.Duration
+	tests    map[string]bool // the groups to run: download, upload, mirror, sessions, splice
+	args     []string        // as given, for the report
 }
+
+// testGroups are the per-round test groups --tests can select.
+var testGroups = []string{"download", "upload", "mirror", "sessions", "splice"}
 
 // sizes of one run.
 type sizes struct {
@@ -69,10 +75,14 @@ type sizes struct {
 }
 
 func (o options) sizes() sizes {
+	sz := sizes{big: 1 << 30, upload: 256 << 20, smallFiles: 500, sessions: 100, scaleSessions: 1000, idleSessions: 8000, profileTransfers: 500}
 	if o.quick {
-		return sizes{big: 32 << 20, upload: 8 << 20, smallFiles: 40, sessions: 10, scaleSessions: 50, idleSessions: 200, profileTransfers: 40}
+		sz = sizes{big: 32 << 20, upload: 8 << 20, smallFiles: 40, sessions: 10, scaleSessions: 50, idleSessions: 200, profileTransfers: 40}
 	}
-	return sizes{big: 1 << 30, upload: 256 << 20, smallFiles: 500, sessions: 100, scaleSessions: 1000, idleSessions: 8000, profileTransfers: 500}
+	if o.sessions > 0 {
+		sz.sessions = o.sessions
+	}
+	return sz
 }
 
 func benchMain(args []string) int {
@@ -86,9 +96,24 @@ func benchMain(args []string) int {
 	fs.StringVar(&o.ftpgate, "ftpgate", "", "ftpgate binary to measure (default: go build ./cmd/ftpgate into a temp dir)")
 	fs.StringVar(&o.profile, "profile", "", "instead of the rounds: profile ftpgate during small-file transfers, write pprof and strace files to this dir")
 	fs.DurationVar(&o.timeout, "timeout", 14*time.Minute, "bound of the whole run")
+	tests := fs.String("tests", strings.Join(testGroups, ","), "test groups to run, comma-separated")
+	sessions := fs.Int("sessions", 0, "concurrent sessions of the sessions test (default 100; --quick 10)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
+	o.tests = map[string]bool{}
+	for _, t := range strings.Split(*tests, ",") {
+		if !slices.Contains(testGroups, t) {
+			fmt.Fprintf(os.Stderr, "bench: unknown test group %q (want some of %s)\n", t, strings.Join(testGroups, ","))
+			return 2
+		}
+		o.tests[t] = true
+	}
+	if *sessions < 0 || *sessions > 5000 {
+		fmt.Fprintln(os.Stderr, "bench: --sessions must be 1..5000")
+		return 2
+	}
+	o.sessions = *sessions
 	if o.quick {
 		o.rounds = 1
 	}

@@ -111,8 +111,18 @@ func (r *results) failures() int {
 func (e *env) measure(ctx context.Context) (*results, error) {
 	start := time.Now()
 	cols := e.columns()
-	res := &results{NA: map[string]string{}, Cells: map[string]map[string]*cell{}, Rounds: e.o.rounds,
-		Tests: []string{tDownload, tDownCPU, tUpload, tUpCPU, tMirror1, tMirror8, tSessions, tSplice}}
+	res := &results{NA: map[string]string{}, Cells: map[string]map[string]*cell{}, Rounds: e.o.rounds}
+	for _, g := range []struct {
+		group string
+		tests []string
+	}{
+		{"download", []string{tDownload, tDownCPU}}, {"upload", []string{tUpload, tUpCPU}},
+		{"mirror", []string{tMirror1, tMirror8}}, {"sessions", []string{tSessions}}, {"splice", []string{tSplice}},
+	} {
+		if e.o.tests[g.group] {
+			res.Tests = append(res.Tests, g.tests...)
+		}
+	}
 	if e.o.scale {
 		res.Tests = append(res.Tests, tScale, tIdle)
 	}
@@ -135,7 +145,7 @@ func (e *env) measure(ctx context.Context) (*results, error) {
 		}
 	}
 	for _, c := range live {
-		if c.args == nil {
+		if c.args == nil || !e.o.tests["splice"] {
 			continue
 		}
 		fmt.Fprintf(os.Stderr, "bench: splice check: %s\n", c.Name)
@@ -204,33 +214,43 @@ func (e *env) roundFor(ctx context.Context, res *results, c column, round int) e
 			v, _ := g.cpu()
 			return v
 		}
-		c0 := cpu()
-		if mbps, err := e.download(ctx, c.target); err != nil {
-			res.fail(tDownload, c.Name, err)
-		} else {
-			res.at(tDownload, c.Name).Values = append(res.at(tDownload, c.Name).Values, mbps)
-			if g != nil {
-				res.at(tDownCPU, c.Name).Values = append(res.at(tDownCPU, c.Name).Values, (cpu()-c0)/(float64(e.sz.big)/(1<<30)))
+		for _, x := range []struct {
+			group, test, cpuTest string
+			size                 int64
+			run                  func() (float64, error)
+		}{
+			{"download", tDownload, tDownCPU, e.sz.big, func() (float64, error) { return e.download(ctx, c.target) }},
+			{"upload", tUpload, tUpCPU, e.sz.upload, func() (float64, error) { return e.uploadOnce(ctx, c.target, round) }},
+		} {
+			if !e.o.tests[x.group] {
+				continue
 			}
-		}
-		c0 = cpu()
-		if mbps, err := e.uploadOnce(ctx, c.target, round); err != nil {
-			res.fail(tUpload, c.Name, err)
-		} else {
-			res.at(tUpload, c.Name).Values = append(res.at(tUpload, c.Name).Values, mbps)
+			c0 := cpu()
+			mbps, err := x.run()
+			if err != nil {
+				res.fail(x.test, c.Name, err)
+				continue
+			}
+			res.at(x.test, c.Name).Values = append(res.at(x.test, c.Name).Values, mbps)
 			if g != nil {
-				res.at(tUpCPU, c.Name).Values = append(res.at(tUpCPU, c.Name).Values, (cpu()-c0)/(float64(e.sz.upload)/(1<<30)))
+				res.at(x.cpuTest, c.Name).Values = append(res.at(x.cpuTest, c.Name).Values, (cpu()-c0)/(float64(x.size)/(1<<30)))
 			}
 		}
 		for _, m := range []struct {
 			test     string
 			parallel int
 		}{{tMirror1, 1}, {tMirror8, 8}} {
+			if !e.o.tests["mirror"] {
+				break
+			}
 			if secs, err := e.mirror(ctx, c.target, m.parallel); err != nil {
 				res.fail(m.test, c.Name, err)
 			} else {
 				res.at(m.test, c.Name).Values = append(res.at(m.test, c.Name).Values, secs)
 			}
+		}
+		if !e.o.tests["sessions"] {
+			return nil
 		}
 		return e.sessions(ctx, res, tSessions, c, e.sz.sessions, 2*time.Minute)
 	})
