@@ -62,7 +62,7 @@ type options struct {
 }
 
 // testGroups are the per-round test groups --tests can select.
-var testGroups = []string{"download", "upload", "mirror", "sessions", "splice"}
+var testGroups = []string{"download", "upload", "mirror", "transfer", "sessions", "splice"}
 
 // sizes of one run.
 type sizes struct {

@@ -33,6 +33,7 @@ const (
 	tMirror1  = "mirror1"
 	tMirror8  = "mirror8"
 	tSessions = "sessions"
+	tTransfer = "transfer"
 	tSplice   = "splice"
 	tScale    = "scale-sessions"
 	tIdle     = "idle-sessions"
@@ -117,7 +118,7 @@ func (e *env) measure(ctx context.Context) (*results, error) {
 		tests []string
 	}{
 		{"download", []string{tDownload, tDownCPU}}, {"upload", []string{tUpload, tUpCPU}},
-		{"mirror", []string{tMirror1, tMirror8}}, {"sessions", []string{tSessions}}, {"splice", []string{tSplice}},
+		{"mirror", []string{tMirror1, tMirror8}}, {"transfer", []string{tTransfer}}, {"sessions", []string{tSessions}}, {"splice", []string{tSplice}},
 	} {
 		if e.o.tests[g.group] {
 			res.Tests = append(res.Tests, g.tests...)
@@ -247,6 +248,13 @@ func (e *env) roundFor(ctx context.Context, res *results, c column, round int) e
 				res.fail(m.test, c.Name, err)
 			} else {
 				res.at(m.test, c.Name).Values = append(res.at(m.test, c.Name).Values, secs)
+			}
+		}
+		if e.o.tests["transfer"] {
+			if st, err := e.steps(ctx, c.target); err != nil {
+				res.fail(tTransfer, c.Name, err)
+			} else {
+				res.at(tTransfer, c.Name).Values = append(res.at(tTransfer, c.Name).Values, float64(st["transfer total"][0])/1000)
 			}
 		}
 		if !e.o.tests["sessions"] {

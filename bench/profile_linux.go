@@ -198,6 +198,11 @@ func (e *env) stepTimes(ctx context.Context, args []string, target string, ct bo
 		}
 		defer g.stop()
 	}
+	return e.steps(ctx, target)
+}
+
+// steps runs the steps subcommand in the client namespace against target.
+func (e *env) steps(ctx context.Context, target string) (stepStats, error) {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
 	out, err := runIn(ctx, e.tp.Client, e.self, "steps", "--addr", target+":21", "--n", strconv.Itoa(e.sz.profileTransfers))

@@ -33,6 +33,7 @@ func (e *env) rows() map[string]row {
 		tUpCPU:    {"ftpgate CPU per GiB, upload", kindCPU, "s"},
 		tMirror1:  {fmt.Sprintf("%d × 4 KiB files, lftp mirror, 1 at a time", e.sz.smallFiles), kindTime, "s"},
 		tMirror8:  {"same, 8 in parallel", kindTime, "s"},
+		tTransfer: {fmt.Sprintf("one 4 KiB transfer, EPSV to 226 (Go client, median of %d in one session)", e.sz.profileTransfers), kindTime, "ms"},
 		tSessions: {fmt.Sprintf("%d concurrent sessions (LIST + 1 MiB RETR)", e.sz.sessions), kindTime, "s"},
 		tSplice:   {"splice check: ftpgate syscalls during one download (strace -f -c)", "", ""},
 		tScale:    {fmt.Sprintf("%d concurrent sessions (LIST + 1 MiB RETR)", e.sz.scaleSessions), kindTime, "s"},
@@ -166,8 +167,21 @@ better). CPU is ftpgate's utime+stime from /proc during the transfer, per GiB mo
 
 %s`, cmdline, time.Now().UTC().Format(time.RFC3339), strings.TrimSpace(string(kernel)), runtime.NumCPU(),
 		runtime.Version(), commit, r.Rounds, time.Duration(r.Seconds*float64(time.Second)).Round(time.Second), table)
+	fmt.Fprintf(&md, `
+Notes:
+- download and upload: curl, passive (EPSV), a sparse file on tmpfs to /dev/null and from tmpfs.
+- mirror: lftp `+"`mirror --parallel=N`"+`, wall-clock time of the whole lftp run, every file checked to arrive.
+- one transfer: the benchmark's own client times EPSV→229, the data connect, RETR→150, the data and the 226
+  of %[1]d downloads of a 4 KiB file in one session; `+"`go run ./bench --profile DIR`"+` shows each step, for
+  variants that isolate the firewall, conntrack and logging, with pprof and strace of ftpgate.
+- sessions: each connects, logs in, LISTs /, RETRs 1 MiB (size checked) and QUITs, all at once; at most %[2]d
+  connection handshakes are in flight (vsftpd listens with a backlog of 32); failed sessions are counted.
+- splice check: `+"`strace -f -c`"+` attached to ftpgate during one download; read/write are the control path's.
+- idle sessions: through ftpgate reverse to a minimal Go upstream in the server namespace; RSS from /proc.
+- the kernel column is measured once `+"`ftpgate run -h`"+` lists --data-path (with `+"`--data-path kernel`"+`, reverse).
+`, e.sz.profileTransfers, maxHandshakes)
 	if !e.o.scale {
-		md.WriteString("\nThe scale tests (concurrent and idle sessions at scale) run with `--scale`.\n")
+		md.WriteString("- the scale tests (1,000 concurrent and 8,000 idle sessions) run with `--scale`.\n")
 	}
 	return report{text: table, markdown: md.String()}
 }
