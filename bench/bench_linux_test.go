@@ -91,3 +91,54 @@ func TestQuickRun(t *testing.T) {
 	}
 	t.Logf("bench --quick:\n%s", out)
 }
+
+// TestStraceCounts parses strace -c's summary as strace 6 prints it, with and without the
+// errors column.
+func TestStraceCounts(t *testing.T) {
+	text := `% time     seconds  usecs/call     calls    errors syscall
+------ ----------- ----------- --------- --------- ----------------
+ 91.23    0.412345         187      2202           splice
+  5.10    0.023051         348        66        12 read
+  3.67    0.016600         415        40           write
+------ ----------- ----------- --------- --------- ----------------
+100.00    0.451996         195      2308        12 total
+`
+	got := straceCounts(text)
+	want := map[string]int64{"splice": 2202, "read": 66, "write": 40}
+	if len(got) != len(want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s: got %d, want %d", k, got[k], v)
+		}
+	}
+}
+
+// TestCellsAgainstRouting: ratios compare figures of the same round only, and a column whose
+// routing figure is missing shows its absolute figure instead of a ratio.
+func TestCellsAgainstRouting(t *testing.T) {
+	r := &results{Columns: []string{"routing", "ftpgate reverse"}, NA: map[string]string{},
+		Cells: map[string]map[string]*cell{}, Tests: []string{tDownload, tMirror1}}
+	r.add(tDownload, "routing", 1, 1000)
+	r.add(tDownload, "routing", 2, 2000)
+	r.add(tDownload, "ftpgate reverse", 0, 900) // routing failed in round 0
+	r.add(tDownload, "ftpgate reverse", 2, 1000)
+	r.add(tMirror1, "ftpgate reverse", 0, 0.8)
+	r.fail(tMirror1, "routing", os.ErrDeadlineExceeded)
+	r.compare()
+	e := &env{sz: options{}.sizes()}
+	if got := r.Cells[tDownload]["ftpgate reverse"].Ratios; len(got) != 1 || got[0] != 0.5 {
+		t.Errorf("download ratios %v, want [0.5] (round 2 only)", got)
+	}
+	rows := e.rows()
+	if got := r.show(tMirror1, "ftpgate reverse", rows[tMirror1]); got != "0.80 s" {
+		t.Errorf("mirror cell without a routing figure: %q, want the absolute figure", got)
+	}
+	if got := r.show(tMirror1, "routing", rows[tMirror1]); !strings.HasPrefix(got, "FAILED: ") {
+		t.Errorf("failed routing cell: %q", got)
+	}
+	if n := r.failures(); n != 1 {
+		t.Errorf("failures %d, want 1", n)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -42,6 +43,7 @@ const (
 // cell is one test through one column: a value per round.
 type cell struct {
 	Values []float64 `json:"values"`
+	Rounds []int     `json:"rounds"`           // the round of each value
 	Ratios []float64 `json:"ratios,omitempty"` // to routing's value of the same round
 	Failed int       `json:"failed,omitempty"` // sessions that failed (load tests)
 	Err    string    `json:"error,omitempty"`
@@ -70,6 +72,13 @@ func (r *results) at(test, col string) *cell {
 		m[col] = c
 	}
 	return c
+}
+
+// add records v as test's figure through col in round.
+func (r *results) add(test, col string, round int, v float64) {
+	c := r.at(test, col)
+	c.Values = append(c.Values, v)
+	c.Rounds = append(c.Rounds, round)
 }
 
 func (r *results) fail(test, col string, err error) {
@@ -158,7 +167,7 @@ func (e *env) measure(ctx context.Context) (*results, error) {
 		for _, c := range live {
 			fmt.Fprintf(os.Stderr, "bench: %d concurrent sessions: %s\n", e.sz.scaleSessions, c.Name)
 			e.withGate(ctx, res, tScale, c, func(*gate) error {
-				return e.sessions(ctx, res, tScale, c, e.sz.scaleSessions, 5*time.Minute)
+				return e.sessions(ctx, res, tScale, 0, c, e.sz.scaleSessions, 5*time.Minute)
 			})
 		}
 		fmt.Fprintf(os.Stderr, "bench: %d idle sessions\n", e.sz.idleSessions)
@@ -166,25 +175,30 @@ func (e *env) measure(ctx context.Context) (*results, error) {
 			res.fail(tIdle, cols[1].Name, err)
 		}
 	}
-	// Ratios to routing, round by round.
-	for _, t := range res.Tests {
-		base := res.Cells[t]["routing"]
+	res.compare()
+	res.Seconds = time.Since(start).Seconds()
+	return res, ctx.Err()
+}
+
+// compare sets every cell's ratios to routing's figure of the same round.
+func (r *results) compare() {
+	for _, t := range r.Tests {
+		base := r.Cells[t]["routing"]
 		if base == nil {
 			continue
 		}
-		for col, c := range res.Cells[t] {
+		for col, c := range r.Cells[t] {
 			if col == "routing" {
 				continue
 			}
+			c.Ratios = nil
 			for i, v := range c.Values {
-				if i < len(base.Values) && base.Values[i] > 0 {
-					c.Ratios = append(c.Ratios, v/base.Values[i])
+				if j := slices.Index(base.Rounds, c.Rounds[i]); j >= 0 && base.Values[j] > 0 {
+					c.Ratios = append(c.Ratios, v/base.Values[j])
 				}
 			}
 		}
 	}
-	res.Seconds = time.Since(start).Seconds()
-	return res, ctx.Err()
 }
 
 // withGate runs fn with c's ftpgate running (none for routing) and records a start failure
@@ -232,9 +246,9 @@ func (e *env) roundFor(ctx context.Context, res *results, c column, round int) e
 				res.fail(x.test, c.Name, err)
 				continue
 			}
-			res.at(x.test, c.Name).Values = append(res.at(x.test, c.Name).Values, mbps)
+			res.add(x.test, c.Name, round, mbps)
 			if g != nil {
-				res.at(x.cpuTest, c.Name).Values = append(res.at(x.cpuTest, c.Name).Values, (cpu()-c0)/(float64(x.size)/(1<<30)))
+				res.add(x.cpuTest, c.Name, round, (cpu()-c0)/(float64(x.size)/(1<<30)))
 			}
 		}
 		for _, m := range []struct {
@@ -247,20 +261,20 @@ func (e *env) roundFor(ctx context.Context, res *results, c column, round int) e
 			if secs, err := e.mirror(ctx, c.target, m.parallel); err != nil {
 				res.fail(m.test, c.Name, err)
 			} else {
-				res.at(m.test, c.Name).Values = append(res.at(m.test, c.Name).Values, secs)
+				res.add(m.test, c.Name, round, secs)
 			}
 		}
 		if e.o.tests["transfer"] {
 			if st, err := e.steps(ctx, c.target); err != nil {
 				res.fail(tTransfer, c.Name, err)
 			} else {
-				res.at(tTransfer, c.Name).Values = append(res.at(tTransfer, c.Name).Values, float64(st["transfer total"][0])/1000)
+				res.add(tTransfer, c.Name, round, float64(st["transfer total"][0])/1000)
 			}
 		}
 		if !e.o.tests["sessions"] {
 			return nil
 		}
-		return e.sessions(ctx, res, tSessions, c, e.sz.sessions, 2*time.Minute)
+		return e.sessions(ctx, res, tSessions, round, c, e.sz.sessions, 2*time.Minute)
 	})
 	return ctx.Err()
 }
@@ -331,7 +345,7 @@ func (e *env) mirror(ctx context.Context, host string, parallel int) (float64, e
 }
 
 // sessions runs the Go load generator with n concurrent sessions in the client namespace.
-func (e *env) sessions(ctx context.Context, res *results, test string, c column, n int, bound time.Duration) error {
+func (e *env) sessions(ctx context.Context, res *results, test string, round int, c column, n int, bound time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, bound+30*time.Second)
 	defer cancel()
 	out, err := runIn(ctx, e.tp.Client, e.self, "loadgen", "--addr", c.target+":21",
@@ -343,8 +357,8 @@ func (e *env) sessions(ctx context.Context, res *results, test string, c column,
 	if err := json.Unmarshal(out, &lr); err != nil {
 		return fmt.Errorf("loadgen output %q: %w", out, err)
 	}
+	res.add(test, c.Name, round, lr.Seconds)
 	cl := res.at(test, c.Name)
-	cl.Values = append(cl.Values, lr.Seconds)
 	cl.Failed += lr.Failed
 	if lr.Failed > 0 {
 		fmt.Fprintf(os.Stderr, "bench: %s via %s: %d of %d sessions failed, e.g. %s\n", test, c.Name, lr.Failed, n, strings.Join(lr.Errors, "; "))
@@ -516,7 +530,7 @@ func (e *env) idle(ctx context.Context, res *results, c column) error {
 	cl.Failed = failed
 	if ok > 0 {
 		perSession := float64(rss-rss0) / float64(ok)
-		cl.Values = append(cl.Values, perSession)
+		res.add(tIdle, c.Name, 0, perSession)
 		cl.Note = fmt.Sprintf("%d logged in, %d failed: RSS %d → %d MiB, %.1f KiB per session, %d fds, %d threads",
 			ok, failed, rss0>>10, rss>>10, perSession, len(fds), threads)
 	}

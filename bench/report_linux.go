@@ -96,7 +96,7 @@ func (r *results) show(test, col string, rw row) string {
 		s = fmt.Sprintf("%s %s%s", format(median(c.Values)), rw.unit, spread(c.Values))
 	case col == "routing" && rw.kind == kindRate:
 		s = fmt.Sprintf("1.00 (%s %s%s)", format(median(c.Values)), rw.unit, spread(c.Values))
-	case col == "routing":
+	case col == "routing" || len(c.Ratios) == 0: // no routing figure of the same round to compare with
 		s = fmt.Sprintf("%s %s%s", format(median(c.Values)), rw.unit, spread(c.Values))
 	case rw.kind == kindRate:
 		s = fmt.Sprintf("%.2f%s (%s %s)", median(c.Ratios), spread(c.Ratios), format(median(c.Values)), rw.unit)
