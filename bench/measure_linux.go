@@ -166,8 +166,12 @@ func (e *env) measure(ctx context.Context) (*results, error) {
 	if e.o.scale {
 		for _, c := range live {
 			fmt.Fprintf(os.Stderr, "bench: %d concurrent sessions: %s\n", e.sz.scaleSessions, c.Name)
-			e.withGate(ctx, res, tScale, c, func(*gate) error {
-				return e.sessions(ctx, res, tScale, 0, c, e.sz.scaleSessions, 5*time.Minute)
+			e.withGate(ctx, res, tScale, c, func(g *gate) error {
+				err := e.sessions(ctx, res, tScale, 0, c, e.sz.scaleSessions, 5*time.Minute)
+				if g != nil && res.at(tScale, c.Name).Failed > 0 {
+					res.at(tScale, c.Name).Note = e.dataPortDrops(ctx)
+				}
+				return err
 			})
 		}
 		fmt.Fprintf(os.Stderr, "bench: %d idle sessions\n", e.sz.idleSessions)
@@ -364,6 +368,24 @@ func (e *env) sessions(ctx context.Context, res *results, test string, round int
 		fmt.Fprintf(os.Stderr, "bench: %s via %s: %d of %d sessions failed, e.g. %s\n", test, c.Name, lr.Failed, n, strings.Join(lr.Errors, "; "))
 	}
 	return nil
+}
+
+// dataPortDrops reports the counter of the own table's rule that drops data-port packets
+// without a pinhole: a failed data connection that shows there met no pinhole.
+func (e *env) dataPortDrops(ctx context.Context) string {
+	out, err := runIn(ctx, e.tp.Gateway, "nft", "list", "chain", "inet", "ftpgate", "input")
+	if err != nil {
+		return "no drop counter: " + firstLine(err.Error())
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.Contains(line, "drop") && strings.Contains(line, "counter packets") {
+			f := strings.Fields(line[strings.Index(line, "counter packets"):])
+			if len(f) >= 3 {
+				return "data-port packets dropped without a pinhole: " + f[2]
+			}
+		}
+	}
+	return "no drop counter in table inet ftpgate"
 }
 
 // spliceCheck attaches strace -f -c to c's ftpgate during one download and records the

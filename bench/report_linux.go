@@ -85,7 +85,7 @@ func (r *results) show(test, col string, rw row) string {
 		return "not measured"
 	case c.Err != "":
 		return "FAILED: " + firstLine(c.Err)
-	case c.Note != "" && test != tIdle:
+	case c.Note != "" && test == tSplice:
 		return c.Note
 	case len(c.Values) == 0:
 		return "not measured"
@@ -105,6 +105,9 @@ func (r *results) show(test, col string, rw row) string {
 	}
 	if test == tSessions || test == tScale {
 		s += fmt.Sprintf(", %d failed", c.Failed)
+		if c.Note != "" {
+			s += " (" + c.Note + ")"
+		}
 	}
 	if test == tIdle {
 		s += " (" + c.Note + ")"
