@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -20,9 +21,10 @@ import (
 
 // Kinds of figure.
 const (
-	kindRate = "rate" // MB/s, higher is better; shown as a fraction of routing
-	kindTime = "time" // seconds, lower is better; shown as a multiple of routing
-	kindCPU  = "cpu"  // ftpgate CPU seconds per GiB; routing has none
+	kindRate  = "rate"  // MB/s, higher is better; shown as a fraction of routing
+	kindTime  = "time"  // seconds, lower is better; shown as a multiple of routing
+	kindCPU   = "cpu"   // ftpgate CPU seconds per GiB; routing has none
+	kindCount = "count" // a plain count; routing has none
 )
 
 // Test IDs, in table order.
@@ -35,6 +37,7 @@ const (
 	tMirror8  = "mirror8"
 	tSessions = "sessions"
 	tTransfer = "transfer"
+	tDrops    = "drops"
 	tSplice   = "splice"
 	tScale    = "scale-sessions"
 	tIdle     = "idle-sessions"
@@ -93,7 +96,7 @@ func (r *results) expected(test, col string) bool {
 	switch {
 	case r.NA[col] != "":
 		return false
-	case test == tDownCPU || test == tUpCPU || test == tSplice:
+	case test == tDownCPU || test == tUpCPU || test == tSplice || test == tDrops:
 		return col != "routing"
 	case test == tIdle:
 		return col == "ftpgate reverse"
@@ -133,6 +136,7 @@ func (e *env) measure(ctx context.Context) (*results, error) {
 			res.Tests = append(res.Tests, g.tests...)
 		}
 	}
+	res.Tests = append(res.Tests, tDrops)
 	if e.o.scale {
 		res.Tests = append(res.Tests, tScale, tIdle)
 	}
@@ -225,7 +229,7 @@ func (e *env) withGate(ctx context.Context, res *results, test string, c column,
 
 // roundFor runs every per-round test through column c with one ftpgate process.
 func (e *env) roundFor(ctx context.Context, res *results, c column, round int) error {
-	e.withGate(ctx, res, tDownload, c, func(g *gate) error {
+	e.withGate(ctx, res, tDrops, c, func(g *gate) error {
 		cpu := func() float64 {
 			if g == nil {
 				return 0
@@ -275,10 +279,19 @@ func (e *env) roundFor(ctx context.Context, res *results, c column, round int) e
 				res.add(tTransfer, c.Name, round, float64(st["transfer total"][0])/1000)
 			}
 		}
-		if !e.o.tests["sessions"] {
-			return nil
+		if e.o.tests["sessions"] {
+			if err := e.sessions(ctx, res, tSessions, round, c, e.sz.sessions, 2*time.Minute); err != nil {
+				res.fail(tSessions, c.Name, err)
+			}
 		}
-		return e.sessions(ctx, res, tSessions, round, c, e.sz.sessions, 2*time.Minute)
+		if g != nil {
+			n, err := e.dropCounter(ctx)
+			if err != nil {
+				return err
+			}
+			res.add(tDrops, c.Name, round, float64(n))
+		}
+		return nil
 	})
 	return ctx.Err()
 }
@@ -373,19 +386,27 @@ func (e *env) sessions(ctx context.Context, res *results, test string, round int
 // dataPortDrops reports the counter of the own table's rule that drops data-port packets
 // without a pinhole: a failed data connection that shows there met no pinhole.
 func (e *env) dataPortDrops(ctx context.Context) string {
+	n, err := e.dropCounter(ctx)
+	if err != nil {
+		return err.Error()
+	}
+	return fmt.Sprintf("data-port packets dropped without a pinhole: %d", n)
+}
+
+// dropCounter reads the packets counter of the own table's data-port drop rule.
+func (e *env) dropCounter(ctx context.Context) (int64, error) {
 	out, err := runIn(ctx, e.tp.Gateway, "nft", "list", "chain", "inet", "ftpgate", "input")
 	if err != nil {
-		return "no drop counter: " + firstLine(err.Error())
+		return 0, fmt.Errorf("no drop counter: %s", firstLine(err.Error()))
 	}
 	for _, line := range strings.Split(string(out), "\n") {
-		if strings.Contains(line, "drop") && strings.Contains(line, "counter packets") {
-			f := strings.Fields(line[strings.Index(line, "counter packets"):])
-			if len(f) >= 3 {
-				return "data-port packets dropped without a pinhole: " + f[2]
+		if i := strings.Index(line, "counter packets"); i >= 0 && strings.Contains(line, "drop") {
+			if f := strings.Fields(line[i:]); len(f) >= 3 {
+				return strconv.ParseInt(f[2], 10, 64)
 			}
 		}
 	}
-	return "no drop counter in table inet ftpgate"
+	return 0, errors.New("no drop counter in table inet ftpgate")
 }
 
 // spliceCheck attaches strace -f -c to c's ftpgate during one download and records the

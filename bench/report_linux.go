@@ -35,6 +35,7 @@ func (e *env) rows() map[string]row {
 		tMirror8:  {"same, 8 in parallel", kindTime, "s"},
 		tTransfer: {fmt.Sprintf("one 4 KiB transfer, EPSV to 226 (Go client, median of %d in one session)", e.sz.profileTransfers), kindTime, "ms"},
 		tSessions: {fmt.Sprintf("%d concurrent sessions (LIST + 1 MiB RETR)", e.sz.sessions), kindTime, "s"},
+		tDrops:    {"data-port packets the own table dropped without a pinhole, per round (should be 0)", kindCount, ""},
 		tSplice:   {"splice check: ftpgate syscalls during one download (strace -f -c)", "", ""},
 		tScale:    {fmt.Sprintf("%d concurrent sessions (LIST + 1 MiB RETR)", e.sz.scaleSessions), kindTime, "s"},
 		tIdle:     {fmt.Sprintf("%d idle logged-in sessions: ftpgate RSS per session", e.sz.idleSessions), "", "KiB"},
@@ -92,6 +93,8 @@ func (r *results) show(test, col string, rw row) string {
 	}
 	var s string
 	switch {
+	case rw.kind == kindCount:
+		s = fmt.Sprintf("%.0f%s", median(c.Values), spread(c.Values))
 	case rw.kind == kindCPU || test == tIdle:
 		s = fmt.Sprintf("%s %s%s", format(median(c.Values)), rw.unit, spread(c.Values))
 	case col == "routing" && rw.kind == kindRate:
