@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -135,7 +136,7 @@ func runIn(ctx context.Context, ns, name string, args ...string) ([]byte, error)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		return stdout.Bytes(), fmt.Errorf("%s in %s: %w: %s", name, ns, err, tailString(stderr.String(), 5))
+		return stdout.Bytes(), fmt.Errorf("%s in %s: %w: %s", filepath.Base(name), ns, err, tailString(stderr.String(), 5))
 	}
 	return stdout.Bytes(), nil
 }
