@@ -56,6 +56,7 @@ type options struct {
 	ftpgate  string
 	profile  string
 	sessions int
+	logLevel string // ftpgate's --log-level
 	timeout  time.Duration
 	tests    map[string]bool // the groups to run: download, upload, mirror, sessions, splice
 	args     []string        // as given, for the report
@@ -97,6 +98,7 @@ func benchMain(args []string) int {
 	fs.StringVar(&o.profile, "profile", "", "instead of the rounds: profile ftpgate during small-file transfers, write pprof and strace files to this dir")
 	fs.DurationVar(&o.timeout, "timeout", 14*time.Minute, "bound of the whole run")
 	tests := fs.String("tests", strings.Join(testGroups, ","), "test groups to run, comma-separated")
+	fs.StringVar(&o.logLevel, "ftpgate-log-level", "info", "ftpgate's --log-level (logs of rounds with dropped data-port packets are kept)")
 	sessions := fs.Int("sessions", 0, "concurrent sessions of the sessions test (default 100; --quick 10)")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -256,7 +258,7 @@ type column struct {
 }
 
 func (e *env) columns() []column {
-	base := []string{"run", "--admin-listen", adminAddr, "--log-format", "json", "--log-level", "info",
+	base := []string{"run", "--admin-listen", adminAddr, "--log-format", "json", "--log-level", e.o.logLevel,
 		"--passive-ports", "40000-40999", "--idle-timeout", "10m"}
 	reverse := append(append([]string{}, base...), "--listen", gwLANV4+":21", "--upstream", serverV4+":21")
 	cols := []column{

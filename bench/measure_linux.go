@@ -290,6 +290,9 @@ func (e *env) roundFor(ctx context.Context, res *results, c column, round int) e
 				return err
 			}
 			res.add(tDrops, c.Name, round, float64(n))
+			if n > 0 {
+				e.keepLog(c, round)
+			}
 		}
 		return nil
 	})
@@ -391,6 +394,21 @@ func (e *env) dataPortDrops(ctx context.Context) string {
 		return err.Error()
 	}
 	return fmt.Sprintf("data-port packets dropped without a pinhole: %d", n)
+}
+
+// keepLog copies ftpgate's log of a round with dropped data-port packets out of the work
+// directory (which is removed) and says where.
+func (e *env) keepLog(c column, round int) {
+	dst := filepath.Join(os.TempDir(), fmt.Sprintf("%s-%s-round%d.log", e.tp.Prefix, strings.ReplaceAll(c.Name, " ", "-"), round+1))
+	b, err := os.ReadFile(filepath.Join(e.work, "ftpgate.log"))
+	if err == nil {
+		err = os.WriteFile(dst, b, 0o644)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bench: keep ftpgate log: %v\n", err)
+		return
+	}
+	fmt.Fprintf(os.Stderr, "bench: %s dropped data-port packets in round %d; its log: %s\n", c.Name, round+1, dst)
 }
 
 // dropCounter reads the packets counter of the own table's data-port drop rule.
