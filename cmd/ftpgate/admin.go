@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"runtime"
@@ -63,6 +64,9 @@ type adminConfig struct {
 	// Snapshot is served on /status (as statusView) for `ftpgate status`;
 	// nil serves no /status.
 	Snapshot func() proxy.Snapshot
+	// Pprof also serves net/http/pprof under /debug/pprof/, with block and
+	// mutex profiling on: for profiling, not for production.
+	Pprof bool
 }
 
 // newAdminHandler serves /metrics, /healthz, /readyz, /status and /debug/vars. The
@@ -75,6 +79,13 @@ func newAdminHandler(c adminConfig) http.Handler {
 	}
 	if c.Snapshot != nil {
 		mux.Handle("GET /status", serveStatus(c.Snapshot))
+	}
+	if c.Pprof {
+		runtime.SetBlockProfileRate(int(10 * time.Microsecond))
+		runtime.SetMutexProfileFraction(10)
+		mux.HandleFunc("/debug/pprof/", pprof.Index) // serves the named profiles too
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		if c.Health != nil {

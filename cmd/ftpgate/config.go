@@ -37,8 +37,9 @@ type fileConfig struct {
 	LogLevel               string              `yaml:"log_level"`
 	LogFormat              string              `yaml:"log_format"`
 	AdminListen            string              `yaml:"admin_listen"`
-	AuditLog               string              `yaml:"audit_log"` // audit.go
-	Xferlog                string              `yaml:"xferlog"`   // xferlog.go
+	AdminPprof             bool                `yaml:"admin_pprof"` // admin.go
+	AuditLog               string              `yaml:"audit_log"`   // audit.go
+	Xferlog                string              `yaml:"xferlog"`     // xferlog.go
 	UpstreamSource         string              `yaml:"upstream_source"`
 	PreserveClientAddress  bool                `yaml:"preserve_client_address"`
 	Intercept              interceptConfig     `yaml:"intercept"`
@@ -280,6 +281,7 @@ func newRunFlags() *runFlags {
 	fs.StringVar(&fc.LogLevel, "log-level", "", "debug, info, warn or error (default info)")
 	fs.StringVar(&fc.LogFormat, "log-format", "", "json or console (default json)")
 	fs.StringVar(&fc.AdminListen, "admin-listen", "", "`address` for /metrics, /healthz, /readyz and /debug/vars (default off)")
+	fs.BoolVar(&fc.AdminPprof, "admin-pprof", false, "also serve net/http/pprof under /debug/pprof/ on --admin-listen, with block and mutex profiling on (profiling only)")
 	fs.StringVar(&fc.AuditLog, "audit-log", "", "append a JSON line per transfer, file command and denial to `file`; reopened on SIGUSR1")
 	fs.StringVar(&fc.Xferlog, "xferlog", "", "append an xferlog(5) line per file transfer to `file`; reopened on SIGUSR1")
 	fs.StringVar(&fc.Firewall.Mode, "firewall", "", "pinholes: own-table, external-set or none (default own-table)")
@@ -346,6 +348,7 @@ func (f *runFlags) parse(args []string) (fileConfig, error) {
 	over("log-level", func() { base.LogLevel = fc.LogLevel })
 	over("log-format", func() { base.LogFormat = fc.LogFormat })
 	over("admin-listen", func() { base.AdminListen = fc.AdminListen })
+	over("admin-pprof", func() { base.AdminPprof = fc.AdminPprof })
 	over("audit-log", func() { base.AuditLog = fc.AuditLog })
 	over("xferlog", func() { base.Xferlog = fc.Xferlog })
 	over("firewall", func() { base.Firewall.Mode = fc.Firewall.Mode })

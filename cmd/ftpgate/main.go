@@ -170,6 +170,7 @@ func cmdRun(args []string) int {
 			Ready:    ready,
 			Vars:     func() map[string]int64 { return statsVars(srv) },
 			Snapshot: srv.Snapshot,
+			Pprof:    fc.AdminPprof,
 		}), log)
 		if err != nil {
 			log.Error("admin endpoint", zap.Error(err))

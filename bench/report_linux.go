@@ -1,0 +1,193 @@
+//go:build linux
+
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+)
+
+// row describes how a test is shown.
+type row struct {
+	label string
+	kind  string
+	unit  string
+}
+
+func (e *env) rows() map[string]row {
+	mib := func(n int64) string {
+		if n >= 1<<30 {
+			return fmt.Sprintf("%d GiB", n>>30)
+		}
+		return fmt.Sprintf("%d MiB", n>>20)
+	}
+	return map[string]row{
+		tDownload: {mib(e.sz.big) + " passive download (curl)", kindRate, "MB/s"},
+		tDownCPU:  {"ftpgate CPU per GiB, download", kindCPU, "s"},
+		tUpload:   {mib(e.sz.upload) + " upload (curl -T)", kindRate, "MB/s"},
+		tUpCPU:    {"ftpgate CPU per GiB, upload", kindCPU, "s"},
+		tMirror1:  {fmt.Sprintf("%d × 4 KiB files, lftp mirror, 1 at a time", e.sz.smallFiles), kindTime, "s"},
+		tMirror8:  {"same, 8 in parallel", kindTime, "s"},
+		tTransfer: {fmt.Sprintf("one 4 KiB transfer, EPSV to 226 (Go client, median of %d in one session)", e.sz.profileTransfers), kindTime, "ms"},
+		tSessions: {fmt.Sprintf("%d concurrent sessions (LIST + 1 MiB RETR)", e.sz.sessions), kindTime, "s"},
+		tDrops:    {"data-port packets the own table dropped without a pinhole, per round (should be 0)", kindCount, ""},
+		tSplice:   {"splice check: ftpgate syscalls during one download (strace -f -c)", "", ""},
+		tScale:    {fmt.Sprintf("%d concurrent sessions (LIST + 1 MiB RETR)", e.sz.scaleSessions), kindTime, "s"},
+		tIdle:     {fmt.Sprintf("%d idle logged-in sessions: ftpgate RSS per session", e.sz.idleSessions), "", "KiB"},
+	}
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// format shows one figure with the precision its size deserves.
+func format(v float64) string {
+	switch {
+	case v >= 100:
+		return fmt.Sprintf("%.0f", v)
+	case v >= 10:
+		return fmt.Sprintf("%.1f", v)
+	}
+	return fmt.Sprintf("%.2f", v)
+}
+
+func spread(v []float64) string {
+	if len(v) < 2 {
+		return ""
+	}
+	return fmt.Sprintf(" [%s..%s]", format(slices.Min(v)), format(slices.Max(v)))
+}
+
+// show renders one cell.
+func (r *results) show(test, col string, rw row) string {
+	if na := r.NA[col]; na != "" {
+		return na
+	}
+	if !r.expected(test, col) {
+		if rw.kind == kindCPU {
+			return "kernel"
+		}
+		return "—"
+	}
+	c := r.Cells[test][col]
+	switch {
+	case c == nil:
+		return "not measured"
+	case c.Err != "":
+		return "FAILED: " + firstLine(c.Err)
+	case c.Note != "" && test == tSplice:
+		return c.Note
+	case len(c.Values) == 0:
+		return "not measured"
+	}
+	var s string
+	switch {
+	case rw.kind == kindCount:
+		s = fmt.Sprintf("%.0f%s", median(c.Values), spread(c.Values))
+	case rw.kind == kindCPU || test == tIdle:
+		s = fmt.Sprintf("%s %s%s", format(median(c.Values)), rw.unit, spread(c.Values))
+	case col == "routing" && rw.kind == kindRate:
+		s = fmt.Sprintf("1.00 (%s %s%s)", format(median(c.Values)), rw.unit, spread(c.Values))
+	case col == "routing" || len(c.Ratios) == 0: // no routing figure of the same round to compare with
+		s = fmt.Sprintf("%s %s%s", format(median(c.Values)), rw.unit, spread(c.Values))
+	case rw.kind == kindRate:
+		s = fmt.Sprintf("%.2f%s (%s %s)", median(c.Ratios), spread(c.Ratios), format(median(c.Values)), rw.unit)
+	default:
+		s = fmt.Sprintf("%s %s (%.2f×%s)", format(median(c.Values)), rw.unit, median(c.Ratios), spread(c.Ratios))
+	}
+	if test == tSessions || test == tScale {
+		s += fmt.Sprintf(", %d failed", c.Failed)
+		if c.Note != "" {
+			s += " (" + c.Note + ")"
+		}
+	}
+	if test == tIdle {
+		s += " (" + c.Note + ")"
+	}
+	return s
+}
+
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(s, "\n")
+	if len(s) > 120 {
+		s = s[:120] + "…"
+	}
+	return s
+}
+
+type report struct{ text, markdown string }
+
+func (e *env) report(r *results) report {
+	rows := e.rows()
+	var tb strings.Builder
+	fmt.Fprintf(&tb, "| test | %s |\n|---|%s\n", strings.Join(r.Columns, " | "), strings.Repeat("---|", len(r.Columns)))
+	for _, t := range r.Tests {
+		cells := make([]string, len(r.Columns))
+		for i, col := range r.Columns {
+			cells[i] = strings.ReplaceAll(r.show(t, col, rows[t]), "|", "/")
+		}
+		fmt.Fprintf(&tb, "| %s | %s |\n", rows[t].label, strings.Join(cells, " | "))
+	}
+	table := tb.String()
+
+	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
+	commit := "unknown"
+	if b, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output(); err == nil {
+		commit = strings.TrimSpace(string(b))
+		if st, err := exec.Command("git", "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(st) > 0 {
+			commit += " (with uncommitted changes)"
+		}
+	}
+	cmdline := "go run ./bench"
+	if len(e.o.args) > 0 {
+		cmdline += " " + strings.Join(e.o.args, " ")
+	}
+	var md strings.Builder
+	fmt.Fprintf(&md, `# ftpgate benchmarks
+
+Written by `+"`%s`"+` (scripts/bench.sh); do not edit by hand.
+
+- date: %s
+- kernel: Linux %s, %d CPUs, %s
+- commit: %s
+- rounds: %d, interleaved, the order of the columns rotated each round; run time %s
+
+Topology: three network namespaces on this host, client ── gateway ── server (vsftpd), 198.18.0.0/15.
+"routing" is the gateway forwarding with no middlebox, the physical limit of the topology. ftpgate runs
+in the gateway namespace with its own nftables table (pinholes on): "reverse" listens on the gateway's
+address; "redirect" intercepts the client's connections to the server's address (transparent).
+Each figure is the median of the rounds with [min..max]; ratios are to routing in the same round:
+for throughput a fraction of routing (higher is better), for times a multiple of routing (lower is
+better). CPU is ftpgate's utime+stime from /proc during the transfer, per GiB moved.
+
+%s`, cmdline, time.Now().UTC().Format(time.RFC3339), strings.TrimSpace(string(kernel)), runtime.NumCPU(),
+		runtime.Version(), commit, r.Rounds, time.Duration(r.Seconds*float64(time.Second)).Round(time.Second), table)
+	fmt.Fprintf(&md, `
+Notes:
+- download and upload: curl, passive (EPSV), a sparse file on tmpfs to /dev/null and from tmpfs.
+- mirror: lftp `+"`mirror --parallel=N`"+`, wall-clock time of the whole lftp run, every file checked to arrive.
+- one transfer: the benchmark's own client times EPSV→229, the data connect, RETR→150, the data and the 226
+  of %[1]d downloads of a 4 KiB file in one session; `+"`go run ./bench --profile DIR`"+` shows each step, for
+  variants that isolate the firewall, conntrack and logging, with pprof and strace of ftpgate.
+- sessions: each connects, logs in, LISTs /, RETRs 1 MiB (size checked) and QUITs, all at once; at most %[2]d
+  connection handshakes are in flight (vsftpd listens with a backlog of 32); failed sessions are counted.
+- splice check: `+"`strace -f -c`"+` attached to ftpgate during one download; read/write are the control path's.
+- idle sessions: through ftpgate reverse to a minimal Go upstream in the server namespace; RSS from /proc.
+- the kernel column is measured once `+"`ftpgate run -h`"+` lists --data-path (with `+"`--data-path kernel`"+`, reverse).
+`, e.sz.profileTransfers, maxHandshakes)
+	if !e.o.scale {
+		md.WriteString("- the scale tests (1,000 concurrent and 8,000 idle sessions) run with `--scale`.\n")
+	}
+	return report{text: table, markdown: md.String()}
+}
