@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"container/list"
 	"context"
 	"errors"
 	"fmt"
@@ -39,9 +40,9 @@ type dataPorts struct {
 
 	mu        sync.Mutex
 	listeners map[netip.AddrPort]*sharedListener
-	released  map[uint16]time.Time // when a port's listener last closed
-	busy      map[uint16]int       // transfers running on connections accepted on a port
-	freed     chan struct{}        // closed and replaced whenever an expectation ends
+	order     *portOrder     // the range's ports, least recently used first; nil without a range
+	busy      map[uint16]int // transfers running on connections accepted on a port
+	freed     chan struct{}  // closed and replaced whenever an expectation ends
 
 	// Sessions behind one balancer that sends PROXY headers can wait on the
 	// same data port with the same pinhole (balancer, us, port): the kernel
@@ -76,7 +77,6 @@ func newDataPorts(cfg dataPortsConfig, fw nat.Firewall) *dataPorts {
 	h := &dataPorts{
 		fw:        fw,
 		listeners: map[netip.AddrPort]*sharedListener{},
-		released:  map[uint16]time.Time{},
 		busy:      map[uint16]int{},
 		freed:     make(chan struct{}),
 		pinRefs:   map[nat.Pinhole]*pinState{},
@@ -101,15 +101,38 @@ func (h *dataPorts) reconfigure(cfg dataPortsConfig) {
 
 func (h *dataPorts) conf() *dataPortsConfig { return h.cfg.Load() }
 
-// portCooldown is how long a port that just closed is avoided if others are
-// free: a peer that dials from a fixed port (servers in active mode use port
-// 20) could otherwise meet its own previous connection, still in TIME_WAIT,
-// on the same four-tuple.
-const portCooldown = 60 * time.Second
+// portOrder keeps the ports of the range least recently used first. A port
+// goes to the back when it is reserved, when its listener closes and when a
+// transfer on it ends, so the front is the port that has rested longest: a
+// peer that dials from a fixed port (servers in active mode use port 20)
+// would otherwise meet its own previous connection, still in TIME_WAIT, on
+// the same four-tuple. reserve takes the front port unless that peer already
+// waits there: O(1) in the usual case, where a scan for the oldest port was
+// once the biggest cost of a small transfer.
+type portOrder struct {
+	r  nat.PortRange
+	l  list.List
+	at map[uint16]*list.Element
+}
 
-// randomProbes is how many random ports expect tries before it scans the
-// whole range for the least recently used one.
-const randomProbes = 32
+// newPortOrder returns r's ports in a random first order, so that
+// processes started together do not all begin at the bottom of the range.
+func newPortOrder(r nat.PortRange) *portOrder {
+	o := &portOrder{r: r, at: map[uint16]*list.Element{}}
+	n := int(r.Hi) - int(r.Lo) + 1
+	for _, i := range rand.Perm(n) {
+		p := uint16(int(r.Lo) + i)
+		o.at[p] = o.l.PushBack(p)
+	}
+	return o
+}
+
+// used moves port to the back.
+func (o *portOrder) used(port uint16) {
+	if e := o.at[port]; e != nil {
+		o.l.MoveToBack(e)
+	}
+}
 
 // expectWait bounds the wait for a port when all are taken for one peer.
 const expectWait = 5 * time.Second
@@ -179,48 +202,32 @@ func (h *dataPorts) reserve(ip, peer netip.Addr) (*dataPort, error) {
 	if r.Lo == 0 { // no range: a fresh kernel-chosen port each time
 		return h.attach(ip, 0, peer)
 	}
-	n := int(r.Hi) - int(r.Lo) + 1
-	now := time.Now()
-	usable := func(port uint16) bool {
-		sl := h.listeners[netip.AddrPortFrom(ip, port)]
-		return sl == nil || sl.waiters[peer] == nil
+	if h.order == nil || h.order.r != r { // first use, or a reload changed the range
+		h.order = newPortOrder(r)
 	}
-	cooling := func(port uint16) bool { return now.Sub(h.released[port]) < portCooldown }
-	for range min(randomProbes, n) {
-		port := uint16(int(r.Lo) + rand.IntN(n))
-		if !usable(port) || cooling(port) {
-			continue
+	e := h.order.l.Front()
+	for range h.order.l.Len() { // each port once: one that moves to the back is not met again
+		next := e.Next()
+		port := e.Value.(uint16)
+		if sl := h.listeners[netip.AddrPortFrom(ip, port)]; sl == nil || sl.waiters[peer] == nil {
+			dl, err := h.attach(ip, port, peer)
+			if err == nil || !errors.Is(err, syscall.EADDRINUSE) {
+				if err == nil {
+					h.order.used(port)
+				}
+				return dl, err
+			}
+			h.order.used(port) // another socket holds it: last in line
 		}
-		dl, err := h.attach(ip, port, peer)
-		if err == nil || !errors.Is(err, syscall.EADDRINUSE) {
-			return dl, err
-		}
+		e = next
 	}
-	// Scan: least recently released first, a random starting point among
-	// equals.
-	start := rand.IntN(n)
-	tried := map[uint16]bool{}
-	for {
-		var best uint16
-		var bestAt time.Time
-		found := false
-		for i := range n {
-			port := uint16(int(r.Lo) + (start+i)%n)
-			if tried[port] || !usable(port) {
-				continue
-			}
-			if at := h.released[port]; !found || at.Before(bestAt) {
-				best, bestAt, found = port, at, true
-			}
-		}
-		if !found {
-			return nil, errNoPort
-		}
-		tried[best] = true
-		dl, err := h.attach(ip, best, peer)
-		if err == nil || !errors.Is(err, syscall.EADDRINUSE) {
-			return dl, err
-		}
+	return nil, errNoPort
+}
+
+// rested marks port as just used (see portOrder). h.mu is held.
+func (h *dataPorts) rested(port uint16) {
+	if h.order != nil {
+		h.order.used(port)
 	}
 }
 
@@ -387,7 +394,7 @@ func (dl *dataPort) release() {
 	}
 	h.mu.Lock()
 	if closing != nil {
-		h.released[dl.addr.Port()] = time.Now()
+		h.rested(dl.addr.Port())
 	}
 	close(h.freed)
 	h.freed = make(chan struct{})
@@ -412,7 +419,7 @@ func (h *dataPorts) hold(port uint16) (release func()) {
 		if h.busy[port]--; h.busy[port] <= 0 {
 			delete(h.busy, port)
 		}
-		h.released[port] = time.Now()
+		h.rested(port)
 		h.mu.Unlock()
 	}
 }

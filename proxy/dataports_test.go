@@ -10,6 +10,7 @@ import (
 
 	"github.com/ftpgate/ftpgate/nat"
 	"github.com/ftpgate/ftpgate/rewrite"
+	"go.uber.org/zap"
 )
 
 // onePort returns a one-port range that is free on loopback now.
@@ -133,4 +134,30 @@ func TestPortCollisionGivesUp(t *testing.T) {
 		t.Fatalf("gave up after %v, want about %v", d, expectWait)
 	}
 	b.cmd(221, "QUIT")
+}
+
+// TestPortsRest: a released port goes to the back of the line, so that a
+// peer meets every other port of the range before the one it just used.
+func TestPortsRest(t *testing.T) {
+	base := onePort(t).Lo
+	r := nat.PortRange{Lo: base, Hi: base + 2}
+	h := newDataPorts(dataPortsConfig{Ports: r, Log: zap.NewNop()}, nat.NewFake())
+	ip, peer := netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.0.0.1")
+	var got []uint16
+	for range 6 {
+		dp, err := h.expect(t.Context(), ip, peer, peer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, dp.addr.Port())
+		dp.release()
+	}
+	for i := 3; i < 6; i++ {
+		if got[i] != got[i-3] {
+			t.Fatalf("ports in order %v: want the three ports in turn", got)
+		}
+	}
+	if got[0] == got[1] || got[1] == got[2] || got[0] == got[2] {
+		t.Fatalf("ports in order %v: a port came again before the others", got)
+	}
 }
