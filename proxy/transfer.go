@@ -124,6 +124,9 @@ func (s *session) handleTransfer(ctx context.Context, cmd rewrite.Command) error
 	} else {
 		go relay(cliData, srvData, false, 0, done)
 	}
+	// The legs are up and the bytes flow: the expectations, their listeners
+	// and pinholes go now, off the path of the first byte.
+	plan.release()
 	res, final, abort, err := s.awaitTransfer(ctx, done, early, srvConn, cliConn)
 	rec.bytes, rec.aborted = res.n, abort != nil
 	if err != nil {
@@ -148,8 +151,11 @@ func (s *session) handleTransfer(ctx context.Context, cmd rewrite.Command) error
 		s.bytesDown += res.n
 	}
 	s.srv.transfers.Add(1)
+	// The client hears the end first; the data sockets close (deferred) and
+	// the record is written after.
+	err = s.ctl.reply(final)
 	s.logTransfer(cmd, plan, up, res, final, time.Since(rec.start), abort)
-	if err := s.ctl.reply(final); err != nil {
+	if err != nil {
 		return err
 	}
 	if abort != nil {
@@ -184,8 +190,13 @@ func (s *session) awaitTransfer(ctx context.Context, done <-chan relayResult, ea
 			}
 		case res = <-done:
 			relayed = true
-			for _, c := range conns {
-				c.Close() // the other direction carries nothing in stream mode
+			if res.err != nil {
+				// A leg broke: the other side may still be sending, and only
+				// a close tells it to stop. A clean end closes the sockets
+				// after the client has its reply.
+				for _, c := range conns {
+					c.Close()
+				}
 			}
 			if final == nil {
 				t := time.NewTimer(s.cfg.IdleTimeout)
@@ -443,8 +454,6 @@ func (s *session) connectLegs(ctx context.Context, plan *dataPlan, srvConn *net.
 		}
 	}
 	cancel()
-	// The legs are up: their expectations and pinholes are done with.
-	plan.release()
 	return cli, srv, early, nil
 }
 
