@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"net"
 	"net/netip"
 
 	"github.com/ftpgate/ftpgate/rewrite"
@@ -20,6 +21,11 @@ type dataPlan struct {
 	serverMode string         // EPSV, PASV, EPRT or PORT
 	serverLn   *dataPort      // server leg active: the server dials us
 	serverAddr netip.AddrPort // server leg passive: we dial the server
+
+	// The server leg passive: its connection, dialed as soon as the server
+	// named its port (dialAhead), until the transfer takes it.
+	ahead       chan legResult
+	cancelAhead context.CancelFunc
 }
 
 func (p *dataPlan) clientPassive() bool { return p.clientLn != nil }
@@ -40,6 +46,52 @@ func (p *dataPlan) release() {
 	p.clientLn.release()
 	p.serverLn.release()
 	p.clientLn, p.serverLn = nil, nil
+	if p.ahead != nil { // dialed ahead, never used: closed once the dial is over
+		p.cancelAhead()
+		ch := p.ahead
+		p.ahead = nil
+		go func() {
+			if r := <-ch; r.c != nil {
+				r.c.Close()
+			}
+		}()
+	}
+}
+
+// dialAhead starts the server leg's connection as soon as the server has
+// named its data port, while the client is told where to connect and sends
+// its transfer command: the connect round trip leaves the transfer's path.
+// Servers accept the connection of a passive data port before the command.
+func (s *session) dialAhead(plan *dataPlan) {
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := make(chan legResult, 1)
+	plan.ahead, plan.cancelAhead = ch, cancel
+	local, target, transparent := s.serverLocal.Addr(), plan.serverAddr, s.cfg.PreserveClientAddress
+	go func() {
+		c, err := s.dialData(ctx, local, target, transparent)
+		ch <- legResult{c, err}
+	}()
+}
+
+// takeAhead returns the server leg dialed ahead; the plan no longer owns it.
+func (p *dataPlan) takeAhead(ctx context.Context) (*net.TCPConn, error) {
+	ch := p.ahead
+	if ch == nil {
+		return nil, errors.New("no server data connection was dialed for this plan")
+	}
+	p.ahead = nil
+	defer p.cancelAhead()
+	select {
+	case r := <-ch:
+		return r.c, r.err
+	case <-ctx.Done():
+		go func() { // the dial ends with the cancel; its connection goes
+			if r := <-ch; r.c != nil {
+				r.c.Close()
+			}
+		}()
+		return nil, ctx.Err()
+	}
 }
 
 // handlePassive answers PASV, EPSV, LPSV and SPSV: the client will connect to us.
@@ -204,6 +256,7 @@ func (s *session) serverPassive(ctx context.Context, plan *dataPlan) error {
 				return legErrorf("server sent an invalid EPSV reply")
 			}
 			plan.serverMode, plan.serverAddr = "EPSV", netip.AddrPortFrom(srvIP, port)
+			s.dialAhead(plan)
 			return nil
 		}
 		if rep.Code == 530 || !s.loggedIn {
@@ -250,6 +303,7 @@ func (s *session) serverPassive(ctx context.Context, plan *dataPlan) error {
 		}
 	}
 	plan.serverMode, plan.serverAddr = "PASV", ap
+	s.dialAhead(plan)
 	return nil
 }
 

@@ -51,7 +51,7 @@ func (s *session) handleTransfer(ctx context.Context, cmd rewrite.Command) error
 	}()
 	var err error
 	if plan.serverPassive() {
-		srvConn, err = s.dialData(ctx, s.serverLocal.Addr(), plan.serverAddr, s.cfg.PreserveClientAddress)
+		srvConn, err = plan.takeAhead(ctx)
 		if err != nil {
 			s.peerWarn("data connection to server failed", zap.Stringer("addr", plan.serverAddr), zap.Error(err))
 			rec.cause = "data connection to the server failed"
