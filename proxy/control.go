@@ -213,8 +213,18 @@ func (c *control) relayReplies(ctx context.Context, guard func(*rewrite.Reply) *
 
 // exchange sends a command of our own and returns the server's final reply.
 func (c *control) exchange(ctx context.Context, verb, arg string) (*rewrite.Reply, error) {
+	return c.exchangeWhile(ctx, verb, arg, nil)
+}
+
+// exchangeWhile is exchange that runs meanwhile (unless nil) after sending,
+// while the server is on its way to answer: work that does not depend on
+// the answer leaves the round trip's path.
+func (c *control) exchangeWhile(ctx context.Context, verb, arg string, meanwhile func()) (*rewrite.Reply, error) {
 	if err := c.send(rewrite.Command{Verb: verb, Arg: arg}); err != nil {
 		return nil, err
+	}
+	if meanwhile != nil {
+		meanwhile()
 	}
 	for {
 		rep, err := c.serverReply(ctx, c.timeout)

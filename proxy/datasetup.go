@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"sync"
 
 	"github.com/ftpgate/ftpgate/rewrite"
 	"go.uber.org/zap"
@@ -124,36 +125,22 @@ func (s *session) handlePassive(ctx context.Context, cmd rewrite.Command) error 
 
 	s.closePlan()
 	plan := &dataPlan{clientMode: cmd.Verb}
-	if err := s.setupServerLeg(ctx, plan, true); err != nil {
+	// The client's data port and its pinhole are set up while the server
+	// answers our EPSV or PASV: neither depends on the other.
+	var advAP netip.AddrPort
+	var clientErr error
+	clientLeg := sync.OnceFunc(func() { advAP, clientErr = s.passiveClientLeg(ctx, plan) })
+	if err := s.setupServerLeg(ctx, plan, true, clientLeg); err != nil {
 		return s.legFailed(plan, err)
 	}
-	local := s.clientSide
-	if !local.IsValid() {
-		local = s.clientLocal.Addr()
+	clientLeg() // done already, unless the server leg needed no round trip
+	if clientErr != nil {
+		return s.legFailed(plan, clientErr)
 	}
-	// An advertised address that is one of ours (a followed interface's new
-	// address, a secondary address) is where the client will connect: listen
-	// there rather than on the control connection's address.
-	if adv, divert := s.advertised(netip.AddrPortFrom(local, 0)); !divert && adv.Addr() != local && s.isLocal(adv.Addr()) {
-		local = adv.Addr()
-	}
-	dl, err := s.srv.ports.expect(ctx, local, s.clientPeer.Addr(), s.clientHop.Addr())
-	if err != nil {
-		s.log.Error("data listener", zap.Error(err))
-		return s.legFailed(plan, legErrorf("no data port available"))
-	}
-	plan.clientLn = dl
-	advAP, divert := s.advertised(dl.addr)
-	var via netip.AddrPort // where the client will connect, when the firewall diverts it here
-	if divert {
-		via = advAP
-	}
-	if err := dl.admit(ctx, via); err != nil {
-		s.log.Error("pinhole for client", zap.Error(err))
-		return s.legFailed(plan, legErrorf("firewall refused the data port"))
-	}
+	dl := plan.clientLn
 	port := advAP.Port()
 	var text string
+	var err error
 	code := 227
 	switch cmd.Verb {
 	case "PASV":
@@ -207,7 +194,7 @@ func (s *session) handleActive(ctx context.Context, cmd rewrite.Command) error {
 	}
 	s.closePlan()
 	plan := &dataPlan{clientMode: cmd.Verb, clientAddr: target}
-	if err := s.setupServerLeg(ctx, plan, false); err != nil {
+	if err := s.setupServerLeg(ctx, plan, false, nil); err != nil {
 		return s.legFailed(plan, err)
 	}
 	s.plan = plan
@@ -229,23 +216,55 @@ func (s *session) legFailed(plan *dataPlan, err error) error {
 }
 
 // setupServerLeg negotiates the server side of the plan: EPSV (or PASV) when
-// we dial the server, EPRT (or PORT) when the server dials us.
-func (s *session) setupServerLeg(ctx context.Context, plan *dataPlan, clientPassive bool) error {
+// we dial the server, EPRT (or PORT) when the server dials us. meanwhile
+// (nil: nothing) may run while the server answers EPSV or PASV.
+func (s *session) setupServerLeg(ctx context.Context, plan *dataPlan, clientPassive bool, meanwhile func()) error {
 	if err := s.ensureServerProt(ctx); err != nil {
 		return err
 	}
 	passive := s.cfg.ServerMode == ServerPassive || s.cfg.PreserveClientAddress ||
 		(s.cfg.ServerMode == ServerClient && clientPassive)
 	if passive {
-		return s.serverPassive(ctx, plan)
+		return s.serverPassive(ctx, plan, meanwhile)
 	}
 	return s.serverActive(ctx, plan)
 }
 
-func (s *session) serverPassive(ctx context.Context, plan *dataPlan) error {
+// passiveClientLeg reserves the data port the client will connect to and
+// opens its pinhole; it returns the address the passive reply advertises.
+func (s *session) passiveClientLeg(ctx context.Context, plan *dataPlan) (netip.AddrPort, error) {
+	local := s.clientSide
+	if !local.IsValid() {
+		local = s.clientLocal.Addr()
+	}
+	// An advertised address that is one of ours (a followed interface's new
+	// address, a secondary address) is where the client will connect: listen
+	// there rather than on the control connection's address.
+	if adv, divert := s.advertised(netip.AddrPortFrom(local, 0)); !divert && adv.Addr() != local && s.isLocal(adv.Addr()) {
+		local = adv.Addr()
+	}
+	dl, err := s.srv.ports.expect(ctx, local, s.clientPeer.Addr(), s.clientHop.Addr())
+	if err != nil {
+		s.log.Error("data listener", zap.Error(err))
+		return netip.AddrPort{}, legErrorf("no data port available")
+	}
+	plan.clientLn = dl
+	advAP, divert := s.advertised(dl.addr)
+	var via netip.AddrPort // where the client will connect, when the firewall diverts it here
+	if divert {
+		via = advAP
+	}
+	if err := dl.admit(ctx, via); err != nil {
+		s.log.Error("pinhole for client", zap.Error(err))
+		return netip.AddrPort{}, legErrorf("firewall refused the data port")
+	}
+	return advAP, nil
+}
+
+func (s *session) serverPassive(ctx context.Context, plan *dataPlan, meanwhile func()) error {
 	srvIP := s.serverPeer.Addr()
 	if !s.noEPSV {
-		rep, err := s.ctl.exchange(ctx, "EPSV", "")
+		rep, err := s.ctl.exchangeWhile(ctx, "EPSV", "", meanwhile)
 		if err != nil {
 			return err
 		}
@@ -272,7 +291,7 @@ func (s *session) serverPassive(ctx context.Context, plan *dataPlan) error {
 	if !srvIP.Is4() {
 		return legErrorf("server refused EPSV and PASV cannot reach an IPv6 server")
 	}
-	rep, err := s.ctl.exchange(ctx, "PASV", "")
+	rep, err := s.ctl.exchangeWhile(ctx, "PASV", "", meanwhile)
 	if err != nil {
 		return err
 	}
