@@ -62,7 +62,7 @@ func TestFTPSSharedSessionCache(t *testing.T) {
 
 	up := "rclone-up"
 	if err := rc.run(ctx, "copy", filepath.Join(suite.fixtures, mirrorDir), ":ftp:"+up); err != nil {
-		t.Fatal(err)
+		t.Error(err)
 	}
 	got, err := treeSums(filepath.Join(srv.Root, up))
 	if err == nil {
@@ -73,7 +73,7 @@ func TestFTPSSharedSessionCache(t *testing.T) {
 	}
 	local := filepath.Join(t.TempDir(), "down")
 	if err := rc.run(ctx, "copy", ":ftp:"+mirrorDir, local); err != nil {
-		t.Fatal(err)
+		t.Error(err)
 	}
 	got, err = treeSums(local)
 	if err == nil {
@@ -84,7 +84,7 @@ func TestFTPSSharedSessionCache(t *testing.T) {
 	}
 
 	if recs := g.logs.Records(refusal); len(recs) > 0 {
-		t.Errorf("ftpgate refused %d of rclone's data connections:\n%s", len(recs), excerpt(recs, 3))
+		t.Errorf("ftpgate refused %d of rclone's data connections:\n%s%s", len(recs), excerpt(recs, 3), notLoggedIn(g, recs))
 	}
 	if n := sessionsAtOnce(waitAuditRecords(ctx, t, audit, 2, func(r logRecord) bool { return r.str("type") == "session_end" })); n < 2 {
 		t.Errorf("at most %d of rclone's control connections were open at once; the test needs several in parallel", n)
@@ -152,4 +152,33 @@ func sessionsAtOnce(ends []logRecord) int {
 		most = max(most, n)
 	}
 	return most
+}
+
+// notLoggedIn describes, for each refusal, the control sessions that had started but not yet
+// logged in when it happened: a client that caches only the latest TLS ticket may offer one
+// such a session was just issued.
+func notLoggedIn(g *gate, refusals []logRecord) string {
+	var b strings.Builder
+	for _, r := range refusals {
+		at := r.str("ts")
+		started := map[string]bool{}
+		for _, rec := range g.logs.Records("") {
+			if rec.str("ts") > at {
+				break
+			}
+			switch rec.str("msg") {
+			case "session start":
+				started[rec.str("session")] = true
+			case "login", "session end":
+				delete(started, rec.str("session"))
+			}
+		}
+		var ids []string
+		for id := range started {
+			ids = append(ids, id)
+		}
+		sort.Strings(ids)
+		fmt.Fprintf(&b, "at the refusal in session %s (%s), sessions started but not logged in: %v\n", r.str("session"), at, ids)
+	}
+	return b.String()
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -131,16 +132,7 @@ func TestDataIdleTimeout(t *testing.T) {
 	defer cancel()
 
 	ctl := mustLogin(ctx, t, tp.Client, hostPort(proxyClientV4, 21))
-	target := ctl.mustPassive(t, "EPSV")
-	data, err := dialSmallWindow(ctx, tp.Client, target.String())
-	if err != nil {
-		t.Fatalf("data connection: %v", err)
-	}
-	defer data.Close()
-	if _, err := ctl.startTransfer("RETR " + stallFile); err != nil {
-		t.Fatalf("%v\n%s", err, ctl.Transcript())
-	}
-	_ = data.SetReadDeadline(time.Now().Add(30 * time.Second))
+	data := startSlowRETR(ctx, t, ctl, stallFile)
 	if _, err := io.ReadFull(data, make([]byte, 1<<20)); err != nil {
 		t.Fatalf("first MiB of the download: %v", err)
 	}
@@ -231,4 +223,23 @@ func readFileLines(t *testing.T, p string) []string {
 		return nil
 	}
 	return strings.Split(s, "\n")
+}
+
+// startSlowRETR starts a download of name over EPSV on a data connection with a small receive
+// window (see dialSmallWindow), so that most of a large file is still in flight while the test
+// acts; the 1xx reply has come. The connection is closed when the test ends, and reads from it
+// time out after a minute.
+func startSlowRETR(ctx context.Context, t *testing.T, ctl *ftpCtl, name string) net.Conn {
+	t.Helper()
+	target := ctl.mustPassive(t, "EPSV")
+	data, err := dialSmallWindow(ctx, ctl.ns, target.String())
+	if err != nil {
+		t.Fatalf("data connection: %v", err)
+	}
+	t.Cleanup(func() { data.Close() })
+	if _, err := ctl.startTransfer("RETR " + name); err != nil {
+		t.Fatalf("%v\n%s", err, ctl.Transcript())
+	}
+	_ = data.SetReadDeadline(time.Now().Add(60 * time.Second))
+	return data
 }
