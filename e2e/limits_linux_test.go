@@ -109,7 +109,13 @@ func established(ctx context.Context, t *testing.T, ns string, port int) int {
 	if err != nil {
 		t.Fatalf("ss in %s: %v", ns, err)
 	}
-	return len(strings.Fields(strings.TrimSpace(string(out)))) / 4 // Recv-Q Send-Q Local Peer
+	n := 0
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.TrimSpace(line) != "" {
+			n++
+		}
+	}
+	return n
 }
 
 // TestDataIdleTimeout: a download whose server stops sending in the middle (a rule in the
