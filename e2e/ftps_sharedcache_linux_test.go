@@ -26,6 +26,12 @@ const rcloneBin = "/usr/bin/rclone" // Debian's, from scripts/install-test-deps.
 //
 // That a ticket from another client address is still refused is proven by the unit test
 // proxy.TestFTPSSharedTicketCache.
+//
+// Go's client cache keeps only the latest ticket per server name, and a control connection
+// gets its ticket at its handshake, before its USER. So when rclone opens a control connection
+// while another one transfers, that transfer's data connection may offer the ticket of a
+// session that has not sent USER yet, which ftpgate refuses today (522); a failure says which
+// sessions had not logged in at the refusal.
 func TestFTPSSharedSessionCache(t *testing.T) {
 	t.Parallel()
 	requirePrereqs(t, needVsftpd, needFtpgate)
