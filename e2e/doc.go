@@ -53,6 +53,14 @@
 //	ftpgate status: sessions, a transfer in flight, pinholes, --watch     TestStatus                               status_linux_test.go
 //	explicit proxy mode: lftp ftp:proxy, curl, ftplib USER user@host      TestExplicitProxy                        explicit_linux_test.go
 //	explicit mode: refused destinations (trap), names, proxy auth         TestExplicitProxy/denied                 explicit_linux_test.go
+//	session limits: 50 idle connections from one host, vsftpd max_per_ip  TestSessionLimitPerClient                limits_linux_test.go
+//	--data-idle-timeout: a stalled download gets 426 and its records      TestDataIdleTimeout                      limits_linux_test.go
+//	--commands-preset read-only: STOR DELE RNFR refused, RETR served      TestCommandPolicyReadOnly                commandpolicy_linux_test.go
+//	FTPS clients sharing one TLS session cache over parallel sessions     TestFTPSSharedSessionCache               ftps_sharedcache_linux_test.go
+//	Prometheus byte counters; promtool check metrics on a live scrape     TestMetricsTransferBytes                 operator_linux_test.go
+//	SIGTERM: /readyz 503, a running 100 MiB download completes, exit 0    TestDrainOnSIGTERM                       operator_linux_test.go
+//	SIGHUP: a new advertised address; a broken config file refused        TestReloadOnSIGHUP                       operator_linux_test.go
+//	--audit-log and --xferlog records of a 550 and a 425                  TestAuditRecords                         operator_linux_test.go
 //	this table names every test and the file that holds it                TestDocTable                             doc_test.go
 //
 // # Harness

@@ -116,6 +116,8 @@ type vsftpdOptions struct {
 	TLS *serverTLS
 	// ReadyFrom is the namespace the readiness check connects from; empty: vsftpd's own.
 	ReadyFrom string
+	// MaxPerIP is vsftpd's max_per_ip, its cap on sessions from one client address; zero: none.
+	MaxPerIP int
 }
 
 // startVsftpd configures and starts vsftpd in namespace ns as o says, fills its directory with
@@ -183,11 +185,11 @@ port_promiscuous=NO
 	}
 	fmt.Fprintf(&b, `seccomp_sandbox=NO
 max_clients=0
-max_per_ip=0
+max_per_ip=%d
 delay_failed_login=0
 xferlog_enable=YES
 vsftpd_log_file=%s
-`, logFile)
+`, o.MaxPerIP, logFile)
 	return b.String()
 }
 

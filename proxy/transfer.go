@@ -186,6 +186,10 @@ func (s *session) awaitTransfer(ctx context.Context, done <-chan relayResult, ea
 			stalled = true
 			s.peerWarn("data connection stalled: transfer aborted", zap.Duration("idle", s.cfg.Limits.DataIdleTimeout))
 			for _, c := range conns {
+				// A reset, not an end of file: the client must not take the
+				// stream's end for a complete file, and a server blocked in a
+				// write hears at once that its transfer failed and answers.
+				c.SetLinger(0)
 				c.Close()
 			}
 		case res = <-done:

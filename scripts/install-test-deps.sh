@@ -209,5 +209,18 @@ else
 	log "packaging test packages already installed"
 fi
 # --- end of packaging tests block -------------------------------------------------------------
+# rclone for the e2e test of FTPS clients that share one TLS session cache across parallel
+# control connections (e2e/ftps_sharedcache_linux_test.go). Debian's package is one static
+# binary and starts nothing.
+if ! dpkg-query -W -f='${Status}' rclone 2>/dev/null | grep -q 'install ok installed'; then
+	log "apt-get install: rclone"
+	if ! apt-get install -y --no-install-recommends rclone; then
+		log "apt-get install failed; running apt-get update and retrying"
+		apt-get update
+		apt-get install -y --no-install-recommends rclone
+	fi
+else
+	log "rclone already installed"
+fi
 
 log "done"
