@@ -614,3 +614,48 @@ func TestPlainLegsStaySpliceable(t *testing.T) {
 		t.Fatal("plain legs recorded as TLS")
 	}
 }
+
+// TestFTPSTicketOfAControlConnectionLoggingIn: a client that caches only its
+// latest ticket (Go's cache, as rclone uses) opens a control connection while
+// another transfers, and that connection's ticket, issued before its USER, is
+// what the transfer's data connection offers. It is accepted once the new
+// connection has logged in as the same user; not if it never logs in, or
+// logs in as someone else.
+func TestFTPSTicketOfAControlConnectionLoggingIn(t *testing.T) {
+	ts := newTLSSetup(t)
+	h := newHarness(t, ServerPassive, func(f *fakeFTP, c *Config) {
+		c.Listen = []string{"127.0.0.1:0"}
+		ts.gateTLS(c, ServerTLSOff)
+	})
+	h.ftp.files["f"] = []byte("mine")
+	busy := h.dialFTPSAs("127.0.0.1", "u", ts.clientConfig())
+	// fresh opens a control connection whose ticket is the only one in a
+	// new cache, and logs in as user after a moment (never, for "").
+	fresh := func(user string) *tls.Config {
+		shared := ts.clientConfig()
+		c := h.dialOnly("127.0.0.1")
+		c.expect(220)
+		c.cmd(234, "AUTH TLS")
+		c.startTLS(shared)
+		c.cmd(200, "NOOP") // the ticket is in shared's cache now; no USER yet
+		if user != "" {
+			go func() {
+				time.Sleep(200 * time.Millisecond)
+				c.tp.PrintfLine("USER %s", user)
+				c.tp.ReadResponse(331)
+				c.tp.PrintfLine("PASS secret-password")
+				c.tp.ReadResponse(230)
+			}()
+		}
+		return shared
+	}
+	if got := busy.xfer("EPSV", "RETR f", nil, fresh("u"), 226); string(got) != "mine" {
+		t.Fatalf("the ticket of a connection that logs in as the same user: got %q", got)
+	}
+	if got := busy.xfer("EPSV", "RETR f", nil, fresh("someone-else"), 522); len(got) != 0 {
+		t.Fatalf("the ticket of a connection that logs in as another user: got %q", got)
+	}
+	if got := busy.xfer("EPSV", "RETR f", nil, fresh(""), 522); len(got) != 0 {
+		t.Fatalf("the ticket of a connection that never logs in: got %q", got)
+	}
+}

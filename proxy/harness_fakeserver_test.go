@@ -37,6 +37,7 @@ type fakeFTP struct {
 	greet    string              // raw bytes instead of the 220 greeting; hangUp closes, hangOn sends nothing
 	replies  map[string][]string // raw bytes to answer a verb with, one entry used per command, before the usual answer
 	stall    string              // RETR of this file opens the data connection and sends nothing, until it breaks
+	stallMum bool                // and then answers nothing (a hung server)
 	badPass  string              // PASS with this password gets 530
 	accepted int                 // control connections accepted
 
@@ -305,7 +306,9 @@ func (f *fakeFTP) session(c net.Conn) {
 			if f.stall != "" && arg == f.stall {
 				io.Copy(io.Discard, d) // nothing sent, until the peer goes
 				d.Close()
-				say("426 connection closed")
+				if !f.stallMum {
+					say("426 connection closed")
+				}
 				continue
 			}
 			if f.slow != "" && arg == f.slow {

@@ -191,6 +191,17 @@ func hostileCases() []hostileCase {
 			}
 			c.cmd(200, "NOOP")
 		}, log: "data connection stalled: transfer aborted"},
+		{name: "server hangs after a stalled transfer", setup: func(f *fakeFTP, c *Config) {
+			f.stall, f.stallMum = "f", true
+			c.Limits.DataIdleTimeout = 300 * time.Millisecond
+		}, run: func(t *testing.T, h *harness) {
+			c := h.dial()
+			d := dialData(t, c.passive("EPSV"))
+			defer d.Close()
+			c.cmd(150, "RETR f")
+			c.expectWithin(426, 5*time.Second)
+			c.expectClosed()
+		}, log: "data connection stalled: transfer aborted"},
 		{name: "server refuses the transfer", run: func(t *testing.T, h *harness) {
 			c := h.dial()
 			c.passive("EPSV")

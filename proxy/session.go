@@ -410,19 +410,37 @@ func (s *session) loginFailed() {
 	s.srv.adm.loginFailed(s.cfg.Limits, s.clientPeer.Addr(), time.Now())
 }
 
+// ticketLoginWait bounds how long a data connection's TLS handshake waits
+// for the control connection that issued its ticket to log in.
+const ticketLoginWait = 3 * time.Second
+
 // sharesTickets reports whether this session's client may resume a TLS
 // session that the control connection of session id issued: that session
-// is still running, has the same client address and, once this one is
-// logged in, the same user. It runs in a TLS handshake while the session's
-// loop waits for it.
+// is still running, has the same client address, and has logged in as the
+// same user as this one. A client that keeps one ticket cache for all its
+// connections (rclone) may offer the ticket of a control connection it has
+// just opened and not logged in yet: the handshake then waits, a bounded
+// while, for that login. A ticket of a connection that never logs in, or
+// logs in as someone else, gets a full handshake, which data connections
+// refuse. It runs in a TLS handshake while the session's loop waits for it.
 func (s *session) sharesTickets(id uint64) bool {
-	issuer := s.srv.live.get(id)
-	if issuer == nil || issuer.clientPeer.Addr() != s.clientPeer.Addr() {
+	if !s.loggedIn {
 		return false
 	}
-	if !s.loggedIn {
-		return true
+	// Within the data connection's handshake deadline (DataTimeout), with
+	// time left for the full handshake a refusal then needs.
+	deadline := time.Now().Add(min(ticketLoginWait, s.cfg.DataTimeout/2))
+	for {
+		issuer := s.srv.live.get(id)
+		if issuer == nil || issuer.clientPeer.Addr() != s.clientPeer.Addr() {
+			return false
+		}
+		if v := issuer.seen.view.Load(); v != nil && v.loggedIn {
+			return v.user == s.user
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
-	v := issuer.seen.view.Load()
-	return v != nil && v.user == s.user
 }

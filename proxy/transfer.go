@@ -203,7 +203,11 @@ func (s *session) awaitTransfer(ctx context.Context, done <-chan relayResult, ea
 				}
 			}
 			if final == nil {
-				t := time.NewTimer(s.cfg.IdleTimeout)
+				wait := s.cfg.IdleTimeout
+				if stalled {
+					wait = min(wait, stallReplyWait) // a server that stalled may be gone for good
+				}
+				t := time.NewTimer(wait)
 				defer t.Stop()
 				stall = t.C
 			}
@@ -238,6 +242,13 @@ func (s *session) awaitTransfer(ctx context.Context, done <-chan relayResult, ea
 				cmds = nil // let the client wait in TCP until the transfer ends
 			}
 		case <-stall:
+			if stalled {
+				// The client hears why the transfer ended; a reply the server
+				// sends later would answer the client's next command, so the
+				// session ends.
+				s.ctl.replyf(426, "Transfer aborted: no data moved for %s.", s.cfg.Limits.DataIdleTimeout)
+				return res, nil, nil, fmt.Errorf("no reply from the server after a stalled transfer: %w", errDataStall)
+			}
 			s.ctl.replyf(421, "Timeout waiting for the FTP server to finish the transfer.")
 			return res, nil, nil, fmt.Errorf("waiting for the server's transfer reply: %w", errTimeout)
 		case <-ctx.Done():
@@ -249,6 +260,10 @@ func (s *session) awaitTransfer(ctx context.Context, done <-chan relayResult, ea
 	}
 	return res, final, abort, nil
 }
+
+// stallReplyWait bounds the wait for the server's final reply after a
+// stalled transfer was cut.
+const stallReplyWait = 2 * time.Second
 
 // idleWatch notices a transfer that moves no byte in either direction for a
 // while. It polls the kernel's received-bytes counters of the data sockets
