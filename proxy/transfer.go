@@ -194,13 +194,11 @@ func (s *session) awaitTransfer(ctx context.Context, done <-chan relayResult, ea
 			}
 		case res = <-done:
 			relayed = true
-			if res.err != nil {
-				// A leg broke: the other side may still be sending, and only
-				// a close tells it to stop. A clean end closes the sockets
-				// after the client has its reply.
-				for _, c := range conns {
-					c.Close()
-				}
+			// The other direction carries nothing in stream mode, and some
+			// servers wait for our close before their final reply (ProFTPD's
+			// lingering close); a broken leg's peer may still be sending.
+			for _, c := range conns {
+				c.Close()
 			}
 			if final == nil {
 				wait := s.cfg.IdleTimeout
