@@ -135,6 +135,12 @@ type Config struct {
 	// TLS is FTPS on both legs; the zero value means none toward clients.
 	TLS TLSConfig
 
+	// AbsolutePaths makes transfer and file-command records name files by
+	// absolute path: each session asks the server for its working directory
+	// once logged in (one PWD) and follows CWD and CDUP. cmd turns it on with
+	// the audit log or xferlog.
+	AbsolutePaths bool
+
 	// Observer is told of sessions, transfers, pinholes and denials (metrics
 	// and audit records); nil means NopObserver.
 	Observer Observer

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"path"
 	"strings"
 	"sync"
 	"testing"
@@ -149,6 +150,7 @@ func (f *fakeFTP) session(c net.Conn) {
 	}
 	var pasv net.Listener
 	var active string
+	cwd := "/home/u"
 	defer func() {
 		if pasv != nil {
 			pasv.Close()
@@ -358,6 +360,17 @@ func (f *fakeFTP) session(c net.Conn) {
 			}
 		case "NOOP":
 			say("200 NOOP ok")
+		case "PWD":
+			say("257 \"%s\" is the current directory", cwd)
+		case "CWD":
+			cwd = path.Join(cwd, arg)
+			if strings.HasPrefix(arg, "/") {
+				cwd = path.Clean(arg)
+			}
+			say("250 directory changed")
+		case "CDUP":
+			cwd = path.Dir(cwd)
+			say("200 directory changed")
 		case "DELE":
 			f.mu.Lock()
 			_, ok := f.files[arg]

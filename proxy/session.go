@@ -39,6 +39,7 @@ type session struct {
 	clientSide netip.Addr
 
 	user       string
+	cwd        string    // the server's working directory, when known (paths.go)
 	loginStart time.Time // the latest USER or REIN, or the session's start: the login timeout counts from it
 	warns      *rate.Limiter
 	warnsLost  int    // peer-misbehaviour warnings not logged for the rate limit
@@ -288,7 +289,7 @@ func (s *session) handle(ctx context.Context, cmd rewrite.Command) error {
 		return s.forward(ctx, cmd)
 	case "REIN":
 		s.closePlan()
-		s.user, s.loggedIn, s.epsvAll = "", false, false
+		s.user, s.loggedIn, s.epsvAll, s.cwd = "", false, false, ""
 		s.loginStart = time.Now()
 		s.publish()
 		return s.forward(ctx, cmd)
@@ -314,9 +315,16 @@ func (s *session) forward(ctx context.Context, cmd rewrite.Command) error {
 	if err != nil {
 		return err
 	}
+	if s.cfg.AbsolutePaths {
+		s.followCWD(cmd, rep)
+	}
 	if changesFiles(cmd.Verb) {
+		p := cmd.Arg
+		if cmd.Verb != "SITE" { // SITE's argument is a sub-command, not a path
+			p = s.absPath(p)
+		}
 		s.srv.obs.Observe(FileCommandEvent{Session: s.id, Time: time.Now(), Client: s.clientPeer, User: s.user,
-			Verb: cmd.Verb, Path: cmd.Arg, Code: rep.Code})
+			Verb: cmd.Verb, Path: p, Code: rep.Code})
 	}
 	if rep.Code == 530 && (cmd.Verb == "PASS" || cmd.Verb == "USER" || cmd.Verb == "ACCT") {
 		s.loginFailed()
@@ -327,6 +335,9 @@ func (s *session) forward(ctx context.Context, cmd rewrite.Command) error {
 			s.publish()
 			s.setLog(s.log.With(zap.String("user", s.user)))
 			s.log.Info("login")
+			if s.cfg.AbsolutePaths {
+				return s.learnCWD(ctx)
+			}
 		}
 	}
 	return nil

@@ -546,7 +546,7 @@ func (s *session) recordTransfer(r *transferRecord) {
 		Server:    s.serverPeer,
 		User:      s.user,
 		Verb:      r.cmd.Verb,
-		Path:      r.cmd.Arg,
+		Path:      s.absPath(r.cmd.Arg),
 		Direction: "download",
 		Bytes:     r.bytes,
 		Code:      s.ctl.lastCode,

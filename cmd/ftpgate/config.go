@@ -419,6 +419,7 @@ func (fc fileConfig) settings() (proxy.Config, nat.Config, error) {
 	}
 	pc.Policy.DestinationPorts = fc.Policy.DestinationPorts
 	fc.limitSettings(&pc)
+	pc.AbsolutePaths = fc.AuditLog != "" || fc.Xferlog != "" // the records name files by absolute path
 	if pc.ProxyProtocol.Trusted, err = parsePrefixes("PROXY protocol trusted network", fc.ProxyProtocol.Trusted); err != nil {
 		return pc, nc, err
 	}
