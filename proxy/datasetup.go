@@ -47,16 +47,20 @@ func (p *dataPlan) release() {
 	p.clientLn.release()
 	p.serverLn.release()
 	p.clientLn, p.serverLn = nil, nil
-	if p.ahead != nil { // dialed ahead, never used: closed once the dial is over
+	if p.ahead != nil { // dialed ahead, never used
 		p.cancelAhead()
-		ch := p.ahead
+		closeWhenDialed(p.ahead)
 		p.ahead = nil
-		go func() {
-			if r := <-ch; r.c != nil {
-				r.c.Close()
-			}
-		}()
 	}
+}
+
+// closeWhenDialed closes the connection a cancelled dial still brings.
+func closeWhenDialed(ch <-chan legResult) {
+	go func() {
+		if r := <-ch; r.c != nil {
+			r.c.Close()
+		}
+	}()
 }
 
 // dialAhead starts the server leg's connection as soon as the server has
@@ -86,11 +90,7 @@ func (p *dataPlan) takeAhead(ctx context.Context) (*net.TCPConn, error) {
 	case r := <-ch:
 		return r.c, r.err
 	case <-ctx.Done():
-		go func() { // the dial ends with the cancel; its connection goes
-			if r := <-ch; r.c != nil {
-				r.c.Close()
-			}
-		}()
+		closeWhenDialed(ch) // the dial ends with the cancel
 		return nil, ctx.Err()
 	}
 }
