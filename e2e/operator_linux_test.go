@@ -164,7 +164,7 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	before := metricValue(g.scrape(ctx, t), refused)
 	writeFile(t, cfg, "# broken by the test\nadvertise: "+proxyClientV4+"\nadvertize: "+proxyClientV4+"\n")
 	rec := g.sighup(ctx, t, "SIGHUP: configuration reload failed; the running configuration stays")
-	if e := rec.str("error"); !strings.Contains(e, "config "+cfg+":") || !strings.Contains(e, "line 3: unknown setting advertize") {
+	if e := rec.str("error"); !strings.Contains(e, "config "+cfg+":3: unknown setting advertize") {
 		t.Errorf("refused reload: error %q does not name the file %s and its line 3", e, cfg)
 	}
 	g.waitMetric(ctx, t, refused, before+1)
