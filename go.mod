@@ -3,6 +3,7 @@ module github.com/ftpgate/ftpgate
 go 1.26.0
 
 require (
+	github.com/cilium/ebpf v0.20.0
 	github.com/go-crypt/crypt v0.4.15
 	github.com/google/nftables v0.3.1-0.20251119083706-1db35da82052
 	github.com/jlaffaye/ftp v0.2.4

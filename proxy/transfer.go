@@ -126,9 +126,9 @@ func (s *session) handleTransfer(ctx context.Context, cmd rewrite.Command) error
 	defer s.seen.flight.Store(nil)
 	done := make(chan relayResult, 1)
 	if up {
-		go relay(srvData, cliData, true, done)
+		s.startRelay(srvData, cliData, true, done)
 	} else {
-		go relay(cliData, srvData, false, done)
+		s.startRelay(cliData, srvData, false, done)
 	}
 	res, final, abort, err := s.awaitTransfer(ctx, done, early, srvConn, cliConn)
 	rec.bytes, rec.aborted = res.n, abort != nil

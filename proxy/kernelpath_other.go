@@ -1,0 +1,14 @@
+//go:build !linux
+
+package proxy
+
+import (
+	"errors"
+	"net"
+)
+
+// openKernelRelay: BPF socket redirection is Linux's; elsewhere every
+// transfer is spliced (or copied).
+func openKernelRelay(dst, src *net.TCPConn) (kernelRelay, error) {
+	return nil, errors.New("the kernel data path needs Linux")
+}
