@@ -49,6 +49,7 @@ type fileConfig struct {
 	Policy                 policyConfig        `yaml:"policy"`
 	TLS                    tlsConfig           `yaml:"tls"`        // tls.go
 	ServerTLS              serverTLSConfig     `yaml:"server_tls"` // tls.go
+	DataPath               string              `yaml:"data_path"`  // datapath.go
 }
 
 type firewallConfig struct {
@@ -263,6 +264,7 @@ func newRunFlags() *runFlags {
 	fs.DurationVar(&fc.Timeouts.Data, "data-timeout", 0, "how long to wait for a data connection (default 30s)")
 	fs.DurationVar(&fc.Timeouts.Idle, "idle-timeout", 0, "idle control connection timeout (default 5m)")
 	addTLSFlags(fs, fc)
+	addDataPathFlag(fs, fc)
 	return f
 }
 
@@ -325,6 +327,7 @@ func (f *runFlags) parse(args []string) (fileConfig, error) {
 	over("data-timeout", func() { base.Timeouts.Data = fc.Timeouts.Data })
 	over("idle-timeout", func() { base.Timeouts.Idle = fc.Timeouts.Idle })
 	tlsOverrides(over, fc, &base)
+	over("data-path", func() { base.DataPath = fc.DataPath })
 	return base, nil
 }
 
@@ -346,6 +349,7 @@ func (fc fileConfig) settings() (proxy.Config, nat.Config, error) {
 		ShutdownGrace:          fc.Timeouts.ShutdownGrace,
 		KeepAlive:              fc.Timeouts.KeepAlive,
 		Policy:                 policy.Config{AllowLowActivePorts: fc.Policy.AllowLowActivePorts},
+		DataPath:               fc.DataPath,
 	}
 	nc := nat.Config{
 		Mode:   nat.FirewallMode(fc.Firewall.Mode),
