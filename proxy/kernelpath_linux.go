@@ -5,9 +5,7 @@ package proxy
 import (
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"os"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -29,17 +27,26 @@ import (
 //	             if that worked, add its length to the counter
 //
 // The kernel then queues each segment on the destination's send path (its
-// psock backlog) without a copy into user space; the source's receive buffer
-// stays charged until the destination has taken the data, so TCP flow control
-// holds across the two legs.
+// psock backlog, sent by a kworker) without a copy into user space.
 //
-// End of data: the source leg is read in user space (one blocked read, no
-// byte ever arrives there). Once the peer's FIN came and the receive queue is
-// empty, the read returns end-of-file. The redirected bytes may still wait in
-// the destination's backlog then, so the destination is half-closed only
-// after its socket took every byte (bytes acked plus the send queue,
-// TCP_INFO and SIOCOUTQ, reach the counter): a FIN queued earlier would go
-// out ahead of the data.
+// ftpgate supervises each transfer from user space with a few cheap looks per
+// millisecond while bytes move, fewer when they do not (supervise): TCP_INFO
+// and SIOCINQ of the source, the counter, TCP_INFO and SIOCOUTQ of the
+// destination. It never reads the source: with the socket in a map a read
+// would race the program for the data.
+//
+//   - End of data: the source is in CLOSE_WAIT (the peer's FIN came) and its
+//     receive queue is empty, so the program has redirected every byte.
+//   - Flow control: the backlog is not bounded by the kernel; ftpgate clamps
+//     the source's advertised window while it is too long (see backlogHigh).
+//   - Half-close: the redirected bytes may still wait in the backlog at the
+//     end of data, so the destination is half-closed only once its socket took
+//     every byte (bytes acked plus the send queue reach the counter): a FIN
+//     queued earlier would go out ahead of the data.
+//   - Data that arrived before the source was in its map waits in its receive
+//     queue, and the program runs only when more arrives; kick (SO_RCVLOWAT)
+//     runs it at once. A source that has ended already cannot go into a map
+//     (errSourceEnded): that transfer is spliced.
 
 const (
 	kernelPathFlushMax = 10 * time.Millisecond // longest pause between checks of the destination's send queue
@@ -113,10 +120,9 @@ func openKernelRelay(dst, src *net.TCPConn) (kernelRelay, error) {
 	}
 	// What src received before it was in the map waits in its receive queue,
 	// and the program only runs when more arrives, which may be never (the
-	// sender is done, or its window is full). Setting SO_RCVLOWAT makes TCP
-	// check for readable data at once, which runs the program on the queue.
-	if err := sockControl(src, func(fd int) error { return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVLOWAT, 1) }); err != nil {
-		return nil, fmt.Errorf("flush the source's receive queue: %w", err)
+	// sender is done, or its window is full).
+	if err := kick(src); err != nil {
+		return nil, err
 	}
 	ok = true
 	return r, nil
@@ -148,16 +154,11 @@ func redirectProgram(dstMap, counter int) asm.Instructions {
 	}
 }
 
-// run waits for the end of the data, lets the destination take the last
-// redirected bytes, half-closes it, releases the objects and reports.
+// run supervises the redirection until the source ends, lets the
+// destination take the last redirected bytes, half-closes it, releases the
+// objects and reports.
 func (r *bpfRedirect) run(done chan<- relayResult) {
-	watch := make(chan error, 1)
-	go watchDestination(r.dst, r.src, watch)
-	err := r.waitEOF()
-	n, cerr := r.moved()
-	if err == nil {
-		err = cerr
-	}
+	n, err := r.supervise()
 	if err == nil {
 		err = r.checkReceived(n)
 	}
@@ -169,54 +170,129 @@ func (r *bpfRedirect) run(done chan<- relayResult) {
 	if werr := r.dst.CloseWrite(); err == nil && werr != nil && !errors.Is(werr, net.ErrClosed) {
 		err = werr
 	}
-	r.dst.SetReadDeadline(time.Now()) // ends the watcher
-	if werr := <-watch; werr != nil && (err == nil || errors.Is(err, os.ErrDeadlineExceeded)) {
-		err = werr // the watcher woke the read on src
-	}
 	r.release()
 	done <- relayResult{n: n, err: err}
 }
 
-// waitEOF blocks until the source leg ends. No byte should arrive in user
-// space: the program takes every segment.
-func (r *bpfRedirect) waitEOF() error {
-	var b [512]byte
-	n, err := r.src.Read(b[:])
-	if n > 0 {
-		return fmt.Errorf("kernel data path: %d bytes reached user space", n)
-	}
-	if errors.Is(err, io.EOF) {
-		return nil
-	}
-	return err
+// Flow control. The kernel queues redirected segments on the destination
+// (its psock backlog) without limit and frees them from the source's receive
+// buffer at once, so a fast sender and a slow receiver would pile the whole
+// file up in kernel memory (and push every TCP socket of the host into memory
+// pressure). ftpgate watches the backlog (bytes redirected minus bytes the
+// destination's socket took) and above backlogHigh clamps the window the
+// source advertises to its minimum (TCP_WINDOW_CLAMP): once the window
+// already offered is used up, the sender trickles. Below backlogLow the clamp
+// goes back to what it was. (Taking the source out of its map instead would
+// lose segments the kernel is redirecting at that moment.)
+const (
+	backlogHigh = 4 << 20
+	backlogLow  = 1 << 20
+
+	superviseMin = time.Millisecond      // between looks while bytes move
+	superviseMax = 20 * time.Millisecond // between looks at an idle transfer
+)
+
+// legState is one look at both legs.
+type legState struct {
+	ended   bool  // the source's peer sent its FIN
+	queued  int   // bytes in the source's receive queue (not yet redirected)
+	moved   int64 // bytes redirected (the counter)
+	written int64 // bytes the destination's socket took
 }
 
-// watchDestination reads the destination leg, which carries nothing in
-// stream mode, until the relay is done (run's read deadline), the peer
-// half-closes it (the data still goes through, as with the splice relay) or
-// the connection breaks (the peer reset it). A break stops the relay by
-// waking the read on src.
-//
-// The kernel reports a broken pipe on the destination when the source's FIN
-// passes (after the last data was sent); an error on a connection that can
-// still send is that report, consumed by the read, and watching goes on.
-func watchDestination(dst, src *net.TCPConn, out chan<- error) {
-	var b [512]byte
-	for {
-		_, err := dst.Read(b[:])
-		switch {
-		case err == nil:
-			continue // stray bytes; the splice relay ignores them too
-		case errors.Is(err, io.EOF) || errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, net.ErrClosed):
-			out <- nil
-		case canSend(dst):
-			continue
-		default:
-			src.SetReadDeadline(time.Now())
-			out <- fmt.Errorf("destination leg: %w", err)
+func (r *bpfRedirect) look() (legState, error) {
+	var st legState
+	err := sockControl(r.src, func(fd int) error {
+		info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+		if err != nil {
+			return err
 		}
-		return
+		switch info.State {
+		case tcpEstablished:
+		case tcpCloseWait:
+			st.ended = true
+		default:
+			return fmt.Errorf("source leg: connection state %d", info.State)
+		}
+		st.queued, err = unix.IoctlGetInt(fd, unix.SIOCINQ)
+		return err
+	})
+	if err != nil {
+		return st, err
 	}
+	if st.moved, err = r.moved(); err != nil {
+		return st, err
+	}
+	st.written, err = bytesWritten(r.dst)
+	return st, err
+}
+
+// windowClamp reads or sets the source's TCP_WINDOW_CLAMP.
+func windowClamp(c *net.TCPConn, set int) (int, error) {
+	v := set
+	err := sockControl(c, func(fd int) error {
+		if set > 0 {
+			return unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_WINDOW_CLAMP, set)
+		}
+		var err error
+		v, err = unix.GetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_WINDOW_CLAMP)
+		return err
+	})
+	return v, err
+}
+
+// supervise returns the number of bytes moved once the source has ended and
+// every byte it received was redirected. It ends with an error when a leg
+// breaks or is closed (ABOR, the idle watch).
+func (r *bpfRedirect) supervise() (int64, error) {
+	open, err := windowClamp(r.src, 0)
+	if err != nil {
+		return 0, fmt.Errorf("source leg: window clamp: %w", err)
+	}
+	throttled := false
+	pause := superviseMin
+	var last legState
+	for {
+		st, err := r.look()
+		if err != nil {
+			return st.moved, err
+		}
+		backlog := st.moved - st.written
+		switch {
+		case st.ended && st.queued == 0:
+			return st.moved, nil // every byte up to the FIN was redirected
+		case !throttled && backlog > backlogHigh:
+			if _, err := windowClamp(r.src, 1); err != nil { // the kernel's minimum
+				return st.moved, fmt.Errorf("source leg: clamp the window: %w", err)
+			}
+			throttled = true
+		case throttled && backlog <= backlogLow:
+			if _, err := windowClamp(r.src, open); err != nil {
+				return st.moved, fmt.Errorf("source leg: open the window: %w", err)
+			}
+			throttled = false
+		case st.ended:
+			if err := kick(r.src); err != nil { // the FIN came with data still queued
+				return st.moved, err
+			}
+		}
+		if st != last {
+			pause = superviseMin
+		} else {
+			pause = min(2*pause, superviseMax)
+		}
+		last = st
+		time.Sleep(pause)
+	}
+}
+
+// kick makes TCP look for readable data on c at once (setting SO_RCVLOWAT
+// does), which runs the verdict program on what waits in c's receive queue.
+func kick(c *net.TCPConn) error {
+	if err := sockControl(c, func(fd int) error { return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVLOWAT, 1) }); err != nil {
+		return fmt.Errorf("flush the source's receive queue: %w", err)
+	}
+	return nil
 }
 
 // sourceEnded reports whether the peer of c has closed its side (c's TCP
@@ -229,17 +305,6 @@ func sourceEnded(c *net.TCPConn) bool {
 		return err
 	})
 	return ended
-}
-
-// canSend reports whether c's TCP connection can still send.
-func canSend(c *net.TCPConn) bool {
-	ok := false
-	sockControl(c, func(fd int) error {
-		info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
-		ok = err == nil && (info.State == tcpEstablished || info.State == tcpCloseWait)
-		return err
-	})
-	return ok
 }
 
 // moved reads the counter: the bytes redirected to the destination.
@@ -286,7 +351,7 @@ func (r *bpfRedirect) waitTaken(n int64) error {
 // bytes the peer acknowledged plus those still in the send queue (SIOCOUTQ
 // counts both unsent and unacknowledged ones). A connection that cannot send
 // any more ends the wait. (A pending socket error does not: see
-// watchDestination.)
+// clearSocketError.)
 func bytesWritten(c *net.TCPConn) (int64, error) {
 	var n int64
 	err := sockControl(c, func(fd int) error {
@@ -307,9 +372,11 @@ func bytesWritten(c *net.TCPConn) (int64, error) {
 	return n, err
 }
 
-// clearSocketError consumes the broken-pipe report the kernel may have left
-// on the destination when the source's FIN passed (watchDestination), so
-// that the half-close and the close see a healthy connection.
+// clearSocketError consumes the broken-pipe report the kernel leaves on the
+// destination when the source's FIN passes its psock (measured on 6.18: after
+// the last data went out, with the connection healthy), so that the
+// half-close and the close see a healthy connection. A destination that
+// really broke is seen by its TCP state (bytesWritten).
 func clearSocketError(c *net.TCPConn) {
 	sockControl(c, func(fd int) error {
 		_, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)

@@ -264,7 +264,7 @@ func TestKernelPathTransfers(t *testing.T) {
 				h.ftp.files[name] = want
 				h.ftp.mu.Unlock()
 
-				got := cl.transfer(mode, "RETR "+name, nil)
+				got := slowTransfer(cl, mode, "RETR "+name, nil)
 				transfers++
 				if gs := sha256.Sum256(got); gs != sum {
 					t.Fatalf("download of %d bytes: got %d bytes, sha256 %x, want %x", size, len(got), gs, sum)
@@ -276,7 +276,7 @@ func TestKernelPathTransfers(t *testing.T) {
 				if size == 0 {
 					want = []byte{} // the client sends nothing
 				}
-				cl.transfer(mode, "STOR "+up, want)
+				slowTransfer(cl, mode, "STOR "+up, want)
 				transfers++
 				h.ftp.mu.Lock()
 				stored, ok := h.ftp.files[up]
@@ -295,6 +295,44 @@ func TestKernelPathTransfers(t *testing.T) {
 			}
 		})
 	}
+}
+
+// slowTransfer is client.transfer with room for 100 MiB on a busy machine
+// under -race: the data connection may take two minutes.
+func slowTransfer(c *client, mode, command string, data []byte) []byte {
+	c.t.Helper()
+	var conn net.Conn
+	var ln net.Listener
+	switch mode {
+	case "PASV", "EPSV":
+		conn = dialData(c.t, c.passive(mode))
+	default:
+		ln = c.active(mode)
+		defer ln.Close()
+	}
+	c.cmd(150, "%s", command)
+	if ln != nil {
+		var err error
+		ln.(*net.TCPListener).SetDeadline(time.Now().Add(5 * time.Second))
+		if conn, err = ln.Accept(); err != nil {
+			c.t.Fatalf("accepting the active data connection: %v", err)
+		}
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(2 * time.Minute))
+	var got []byte
+	var err error
+	if data != nil {
+		_, err = conn.Write(data)
+		conn.Close()
+	} else {
+		got, err = io.ReadAll(conn)
+	}
+	if err != nil {
+		c.t.Fatalf("%s: data connection: %v", command, err)
+	}
+	c.expect(226)
+	return got
 }
 
 // checkLastTransferBytes checks the latest transfer record: its direction,
