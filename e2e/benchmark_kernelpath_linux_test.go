@@ -1,0 +1,168 @@
+//go:build linux
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// TestBenchmarkKernelPath (FTPGATE_BENCH=1; run with -v to see the figures) downloads a 1 GiB
+// file in passive mode, in interleaved rounds with the order rotated, four ways in one run:
+//
+//	routing   the proxy namespace forwards client to server (the limit of the topology)
+//	splice    through ftpgate with the splice relay (--data-path splice)
+//	kernel    through ftpgate with BPF socket redirection (--data-path kernel)
+//	flow-nat  design (b), prototyped by hand: exact DNAT of the client's flows to the server
+//	          (control and data port) plus SNAT to the proxy's address, in the proxy namespace;
+//	          conntrack forwards the bytes, no proxy process takes part
+//
+// It prints MB/s (median and range) as ratios to routing, ftpgate's CPU seconds per GiB
+// (/proc/PID/stat) and the machine's CPU seconds per GiB (/proc/stat: kernel work done in
+// softirq and kworkers for the kernel paths shows up only there; the machine is shared, so this
+// figure is noisy), and a syscall summary of the kernel path.
+func TestBenchmarkKernelPath(t *testing.T) {
+	if os.Getenv("FTPGATE_BENCH") != "1" {
+		t.Skip("set FTPGATE_BENCH=1 to run the kernel data path benchmark")
+	}
+	requirePrereqs(t, needVsftpd, needCurl, needStrace, needFtpgate)
+	bin := suite.ftpgate
+	if suite.race && os.Getenv("FTPGATE_BIN") == "" {
+		var err error
+		if bin, err = buildFtpgate(t.TempDir(), false); err != nil {
+			t.Fatalf("build ftpgate without -race: %v", err)
+		}
+	}
+	rounds := 5
+	if n, err := strconv.Atoi(os.Getenv("FTPGATE_BENCH_ROUNDS")); err == nil && n > 0 && n <= 20 {
+		rounds = n
+	}
+	tp := newTopology(t)
+	const natPassiveLo, natPassiveHi = 30000, 30009
+	srv := startVsftpd(t, tp.Server, vsftpdOptions{ReadyFrom: tp.Client, PassiveLo: natPassiveLo, PassiveHi: natPassiveHi})
+	srv.addSparseFile(t, hugeFile, hugeSize)
+	// Two gates side by side; --firewall none, as two own tables cannot share a namespace.
+	kernel := startGate(t, tp, gateConfig{Binary: bin, Firewall: "none", PassivePorts: "40100-40199",
+		Listen: []string{hostPort(proxyClientV4, 21)}, AdminListen: "127.0.0.1:9122", Extra: []string{"--data-path", "kernel"}})
+	splice := startGate(t, tp, gateConfig{Binary: bin, Firewall: "none", PassivePorts: "40000-40099",
+		Listen: []string{hostPort(proxyClientV4, 2121)}, AdminListen: "127.0.0.1:9121", Extra: []string{"--data-path", "splice"}})
+	const natPort = 2200
+	if err := nftLoad(context.Background(), tp.Proxy, flowNATRules(natPort, natPassiveLo, natPassiveHi)); err != nil {
+		t.Fatal(err)
+	}
+
+	type way struct {
+		name string
+		ep   endpoint
+		gate *gate
+	}
+	ways := []way{
+		{"routing", directV4(), nil},
+		{"splice", endpoint{"ftpgate-splice", proxyClientV4, 2121, proxyClientV4}, splice},
+		{"kernel", gateV4(), kernel},
+		{"flow-nat", endpoint{"flow-nat", proxyClientV4, natPort, proxyClientV4}, nil},
+	}
+	if only := os.Getenv("FTPGATE_BENCH_ONLY"); only != "" { // e.g. "kernel,splice", to profile one way
+		ways = slices.DeleteFunc(ways, func(w way) bool { return !slices.Contains(strings.Split(only, ","), w.name) })
+		if len(ways) == 0 {
+			t.Fatalf("FTPGATE_BENCH_ONLY=%s names none of routing, splice, kernel, flow-nat", only)
+		}
+	}
+	rates := map[string][]float64{}
+	gateCPU := map[string]float64{}
+	machineCPU := map[string]float64{}
+	for r := range rounds {
+		for i := range ways {
+			w := ways[(i+r)%len(ways)]
+			var before float64
+			if w.gate != nil {
+				before = procCPU(w.gate.proc.Pid())
+			}
+			m0 := machineBusy()
+			mbps, err := curlDownloadRate(tp, w.ep)
+			if err != nil {
+				t.Fatalf("round %d, %s: %v", r+1, w.name, err)
+			}
+			machineCPU[w.name] += machineBusy() - m0
+			if w.gate != nil {
+				gateCPU[w.name] += procCPU(w.gate.proc.Pid()) - before
+			}
+			rates[w.name] = append(rates[w.name], mbps)
+		}
+	}
+	if l := kernel.logs.Find("kernel data path not used"); l != "" {
+		t.Errorf("a download through the kernel gate fell back to splice: %s", l)
+	}
+	if l := kernel.logs.Find("kernel data path unavailable"); l != "" {
+		t.Errorf("the kernel data path was unavailable: %s", l)
+	}
+	base := 0.0
+	if len(rates["routing"]) > 0 {
+		base = speeds{mbps: rates["routing"]}.median()
+	}
+	t.Logf("1 GiB passive (EPSV) download with curl, %d interleaved rounds, median [min..max] MB/s, ratio of medians to routing:", rounds)
+	for _, w := range ways {
+		s := speeds{mbps: rates[w.name]}
+		line := fmt.Sprintf("  %-9s %s  %.2fx", w.name, s, s.median()/base)
+		if w.gate != nil {
+			line += fmt.Sprintf("  ftpgate CPU %.3f s/GiB", gateCPU[w.name]/float64(rounds))
+		}
+		line += fmt.Sprintf("  machine CPU %.2f s/GiB", machineCPU[w.name]/float64(rounds))
+		t.Log(line)
+	}
+
+	// One more download through the kernel gate under strace: no splice, no read/write of data.
+	summary, traced, err := straceDownload(t, tp, kernel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("kernel path under strace -f -c: %.0f MB/s\n%s", traced, summary.text)
+	if summary.calls["splice"] != 0 || summary.calls["read"]+summary.calls["write"] > 200 {
+		t.Errorf("the kernel path made %d splice and %d read/write calls for 1 GiB: the bytes went through ftpgate",
+			summary.calls["splice"], summary.calls["read"]+summary.calls["write"])
+	}
+}
+
+// flowNATRules is design (b) as ftpgate would install it, by hand: the client's flows to the
+// proxy's address on port natPort (control) and on the server's passive ports (data) are
+// DNAT'ed to the server and SNAT'ed to the proxy's server-side address, so the server sees the
+// same peer on both; the data packets are forwarded by conntrack alone.
+func flowNATRules(natPort, lo, hi int) string {
+	return fmt.Sprintf(`table ip kpath_flownat {
+	chain pre {
+		type nat hook prerouting priority dstnat; policy accept;
+		ip saddr %[1]s ip daddr %[2]s tcp dport %[3]d dnat ip to %[4]s:21
+		ip saddr %[1]s ip daddr %[2]s tcp dport %[6]d-%[7]d dnat ip to %[4]s
+	}
+	chain post {
+		type nat hook postrouting priority srcnat; policy accept;
+		ip saddr %[1]s ip daddr %[4]s tcp dport { 21, %[6]d-%[7]d } snat ip to %[5]s
+	}
+}
+`, clientV4, proxyClientV4, natPort, serverV4, proxyServerV4, lo, hi)
+}
+
+// machineBusy is the machine's busy CPU seconds so far (all CPUs, everything but idle and
+// iowait), from /proc/stat.
+func machineBusy() float64 {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	var busy float64
+	for i, v := range f[1:] {
+		n, _ := strconv.ParseFloat(v, 64)
+		if i == 3 || i == 4 || i >= 8 { // idle, iowait; guest time is already in user
+			continue
+		}
+		busy += n
+	}
+	return busy / 100 // USER_HZ
+}
