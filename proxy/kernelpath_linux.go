@@ -5,6 +5,7 @@ package proxy
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"time"
 
@@ -93,8 +94,11 @@ func openKernelRelay(dst, src *net.TCPConn) (kernelRelay, error) {
 	if r.dstMap, err = sockMap("ftpgate_dst"); err != nil {
 		return nil, fmt.Errorf("create target sockmap: %w", err)
 	}
-	if r.count, err = ebpf.NewMap(&ebpf.MapSpec{Name: "ftpgate_bytes", Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 1}); err != nil {
+	if r.count, err = ebpf.NewMap(&ebpf.MapSpec{Name: "ftpgate_bytes", Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: slots}); err != nil {
 		return nil, fmt.Errorf("create byte counter: %w", err)
+	}
+	if err := r.count.Update(uint32(slotLimit), uint64(backlogHigh), ebpf.UpdateExist); err != nil {
+		return nil, fmt.Errorf("set the backlog limit: %w", err)
 	}
 	r.prog, err = ebpf.NewProgram(&ebpf.ProgramSpec{
 		Name:         bpfProgName,
@@ -128,30 +132,73 @@ func openKernelRelay(dst, src *net.TCPConn) (kernelRelay, error) {
 	return r, nil
 }
 
-// redirectProgram is the sk_skb verdict program: redirect the segment to
-// the destination leg's egress (key 0 of the target map) and add its length
-// to the counter when the redirect was accepted.
+// Slots of the counter array.
+const (
+	slotRedirected = 0 // bytes redirected to the destination
+	slotPassed     = 1 // bytes passed to the source's own socket (copy mode)
+	slotMode       = 2 // 0: redirect; 1: copy mode (see the flow control notes)
+	slotLimit      = 3 // the redirected count may not pass this (ftpgate moves it on)
+	slots          = 4
+)
+
+// redirectProgram is the sk_skb verdict program. In redirect mode it
+// redirects the segment to the destination leg's egress (key 0 of the target
+// map) and adds its length to the redirected count when the redirect was
+// accepted. A segment that would take the count past the limit switches to
+// copy mode for good: from then on segments pass to the source's own socket,
+// where ftpgate reads them, and are counted as passed.
 func redirectProgram(dstMap, counter int) asm.Instructions {
-	const skPass = 1 // SK_PASS: bpf_sk_redirect_map accepted the target
-	return asm.Instructions{
+	const skPass = 1 // SK_PASS; for bpf_sk_redirect_map: the target was accepted
+	lookup := func(slot int32, onNil string) asm.Instructions {
+		return asm.Instructions{
+			asm.StoreImm(asm.RFP, -4, int64(slot), asm.Word), // the key on the stack
+			asm.LoadMapPtr(asm.R1, counter),
+			asm.Mov.Reg(asm.R2, asm.RFP),
+			asm.Add.Imm(asm.R2, -4),
+			asm.FnMapLookupElem.Call(),
+			asm.JEq.Imm(asm.R0, 0, onNil),
+		}
+	}
+	var p asm.Instructions
+	p = append(p,
 		asm.Mov.Reg(asm.R6, asm.R1),              // r6 = skb
 		asm.LoadMem(asm.R7, asm.R6, 0, asm.Word), // r7 = skb->len (offset 0 in __sk_buff)
+	)
+	p = append(p, lookup(slotRedirected, "pass")...)
+	p = append(p, asm.Mov.Reg(asm.R9, asm.R0)) // r9 = &redirected
+	p = append(p, lookup(slotMode, "pass")...)
+	p = append(p,
+		asm.LoadMem(asm.R1, asm.R0, 0, asm.DWord),
+		asm.JNE.Imm(asm.R1, 0, "copy"),
+	)
+	p = append(p, lookup(slotLimit, "pass")...)
+	p = append(p,
+		asm.LoadMem(asm.R1, asm.R0, 0, asm.DWord), // r1 = limit
+		asm.LoadMem(asm.R2, asm.R9, 0, asm.DWord), // r2 = redirected + len
+		asm.Add.Reg(asm.R2, asm.R7),
+		asm.JGT.Reg(asm.R2, asm.R1, "flip"),
+		asm.Mov.Reg(asm.R1, asm.R6),
 		asm.LoadMapPtr(asm.R2, dstMap),
 		asm.Mov.Imm(asm.R3, 0), // key
 		asm.Mov.Imm(asm.R4, 0), // flags: 0 = the target's egress
 		asm.FnSkRedirectMap.Call(),
 		asm.Mov.Reg(asm.R8, asm.R0), // r8 = verdict
 		asm.JNE.Imm(asm.R8, skPass, "out"),
-		asm.StoreImm(asm.RFP, -4, 0, asm.Word), // key 0 on the stack
-		asm.LoadMapPtr(asm.R1, counter),
-		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, -4),
-		asm.FnMapLookupElem.Call(),
-		asm.JEq.Imm(asm.R0, 0, "out"),
-		asm.StoreXAdd(asm.R0, asm.R7, asm.DWord), // atomic add
+		asm.StoreXAdd(asm.R9, asm.R7, asm.DWord), // atomic add
 		asm.Mov.Reg(asm.R0, asm.R8).WithSymbol("out"),
-		asm.Return().WithSymbol("exit"),
-	}
+		asm.Return(),
+	)
+	p = append(p, lookup(slotMode, "copy")...)
+	p[len(p)-len(lookup(slotMode, "copy"))] = p[len(p)-len(lookup(slotMode, "copy"))].WithSymbol("flip")
+	p = append(p, asm.Mov.Imm(asm.R1, 1), asm.StoreMem(asm.R0, 0, asm.R1, asm.DWord))
+	p = append(p, lookup(slotPassed, "pass")...)
+	p[len(p)-len(lookup(slotPassed, "pass"))] = p[len(p)-len(lookup(slotPassed, "pass"))].WithSymbol("copy")
+	p = append(p,
+		asm.StoreXAdd(asm.R0, asm.R7, asm.DWord),
+		asm.Mov.Imm(asm.R0, skPass).WithSymbol("pass"),
+		asm.Return(),
+	)
+	return p
 }
 
 // run supervises the redirection until the source ends, lets the
@@ -178,17 +225,21 @@ func (r *bpfRedirect) run(done chan<- relayResult) {
 // (its psock backlog) without limit and frees them from the source's receive
 // buffer at once, so a fast sender and a slow receiver would pile the whole
 // file up in kernel memory (and push every TCP socket of the host into memory
-// pressure). ftpgate watches the backlog (bytes redirected minus bytes the
-// destination's socket took) and above backlogHigh clamps the window the
-// source advertises to its minimum (TCP_WINDOW_CLAMP): once the window
-// already offered is used up, the sender trickles. Below backlogLow the clamp
-// goes back to what it was. (Taking the source out of its map instead would
-// lose segments the kernel is redirecting at that moment.)
+// pressure). Neither a clamped window (the sender still trickles one small
+// window per round trip: about 100 MB/s on loopback) nor taking the source out
+// of its map (the kernel drops a segment it is redirecting at that moment)
+// holds it. So the program redirects only up to a limit, which ftpgate moves
+// on to backlogHigh past what the destination's socket took at each look; a
+// segment beyond it switches the transfer to copy mode for good: the program
+// passes every later segment to the source's own socket, where it is charged
+// to the receive buffer (TCP's window closes as with any socket nobody
+// reads), and once the destination took every redirected byte ftpgate copies
+// the rest in user space, in order. The kernel holds at most backlogHigh per
+// transfer.
 const (
-	backlogHigh = 4 << 20
-	backlogLow  = 1 << 20
+	backlogHigh = 16 << 20
 
-	superviseMin = time.Millisecond      // between looks while bytes move
+	superviseMin = 2 * time.Millisecond  // between looks while bytes move
 	superviseMax = 20 * time.Millisecond // between looks at an idle transfer
 )
 
@@ -227,29 +278,10 @@ func (r *bpfRedirect) look() (legState, error) {
 	return st, err
 }
 
-// windowClamp reads or sets the source's TCP_WINDOW_CLAMP.
-func windowClamp(c *net.TCPConn, set int) (int, error) {
-	v := set
-	err := sockControl(c, func(fd int) error {
-		if set > 0 {
-			return unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_WINDOW_CLAMP, set)
-		}
-		var err error
-		v, err = unix.GetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_WINDOW_CLAMP)
-		return err
-	})
-	return v, err
-}
-
 // supervise returns the number of bytes moved once the source has ended and
-// every byte it received was redirected. It ends with an error when a leg
-// breaks or is closed (ABOR, the idle watch).
+// every byte it received was redirected (or copied, in copy mode). It ends
+// with an error when a leg breaks or is closed (ABOR, the idle watch).
 func (r *bpfRedirect) supervise() (int64, error) {
-	open, err := windowClamp(r.src, 0)
-	if err != nil {
-		return 0, fmt.Errorf("source leg: window clamp: %w", err)
-	}
-	throttled := false
 	pause := superviseMin
 	var last legState
 	for {
@@ -257,20 +289,19 @@ func (r *bpfRedirect) supervise() (int64, error) {
 		if err != nil {
 			return st.moved, err
 		}
-		backlog := st.moved - st.written
+		mode, err := r.slot(slotMode)
+		if err != nil {
+			return st.moved, err
+		}
 		switch {
+		case mode != 0:
+			return r.copyRest()
 		case st.ended && st.queued == 0:
 			return st.moved, nil // every byte up to the FIN was redirected
-		case !throttled && backlog > backlogHigh:
-			if _, err := windowClamp(r.src, 1); err != nil { // the kernel's minimum
-				return st.moved, fmt.Errorf("source leg: clamp the window: %w", err)
+		case st.written != last.written:
+			if err := r.count.Update(uint32(slotLimit), uint64(st.written+backlogHigh), ebpf.UpdateExist); err != nil {
+				return st.moved, fmt.Errorf("move the backlog limit: %w", err)
 			}
-			throttled = true
-		case throttled && backlog <= backlogLow:
-			if _, err := windowClamp(r.src, open); err != nil {
-				return st.moved, fmt.Errorf("source leg: open the window: %w", err)
-			}
-			throttled = false
 		case st.ended:
 			if err := kick(r.src); err != nil { // the FIN came with data still queued
 				return st.moved, err
@@ -284,6 +315,37 @@ func (r *bpfRedirect) supervise() (int64, error) {
 		last = st
 		time.Sleep(pause)
 	}
+}
+
+// copyRest finishes a transfer in copy mode: later segments stay with the
+// source, the redirected ones drain, and the rest is copied in user space
+// (read(2) on a socket in a map returns what the program passed; splice would
+// not see it).
+func (r *bpfRedirect) copyRest() (int64, error) {
+	// The program runs segment after segment for one socket, so once it
+	// passed one, the redirected count is final; an ended source sends none.
+	var moved int64
+	for pause := 50 * time.Microsecond; ; pause = min(2*pause, kernelPathFlushMax) {
+		st, err := r.look()
+		if err != nil {
+			return st.moved, err
+		}
+		passed, err := r.slot(slotPassed)
+		if err != nil {
+			return st.moved, err
+		}
+		if passed > 0 || (st.ended && st.queued == 0) {
+			moved = st.moved
+			break
+		}
+		time.Sleep(pause)
+	}
+	if err := r.waitTaken(moved); err != nil {
+		return moved, err
+	}
+	buf := make([]byte, 256<<10)
+	n, err := io.CopyBuffer(struct{ io.Writer }{r.dst}, struct{ io.Reader }{r.src}, buf)
+	return moved + n, err
 }
 
 // kick makes TCP look for readable data on c at once (setting SO_RCVLOWAT
@@ -308,9 +370,11 @@ func sourceEnded(c *net.TCPConn) bool {
 }
 
 // moved reads the counter: the bytes redirected to the destination.
-func (r *bpfRedirect) moved() (int64, error) {
+func (r *bpfRedirect) moved() (int64, error) { return r.slot(slotRedirected) }
+
+func (r *bpfRedirect) slot(k uint32) (int64, error) {
 	var n uint64
-	if err := r.count.Lookup(uint32(0), &n); err != nil {
+	if err := r.count.Lookup(k, &n); err != nil {
 		return 0, fmt.Errorf("read byte counter: %w", err)
 	}
 	return int64(n), nil
