@@ -70,7 +70,7 @@ func (s *session) startKernelRelay(dst, src net.Conn, done chan<- relayResult) b
 		s.log.Info("kernel data path not used: "+why+"; splicing instead", zap.String("reason", why))
 		return false
 	}
-	kr, err := openKernelRelay(dst.(*net.TCPConn), src.(*net.TCPConn))
+	kr, err := openKernelRelay(dst.(*net.TCPConn), src.(*net.TCPConn), s.log)
 	if errors.Is(err, errSourceEnded) {
 		s.log.Info("kernel data path not used: the data had all arrived before the redirect; splicing instead",
 			zap.String("reason", "data complete before the redirect"))

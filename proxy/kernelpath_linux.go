@@ -12,6 +12,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
+	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 )
 
@@ -60,6 +61,7 @@ const (
 
 // bpfRedirect is one transfer's kernel data path.
 type bpfRedirect struct {
+	log      *zap.Logger
 	dst, src *net.TCPConn
 	srcMap   *ebpf.Map
 	dstMap   *ebpf.Map
@@ -72,11 +74,11 @@ var _ kernelRelay = (*bpfRedirect)(nil)
 // openKernelRelay sets up the redirection from src to dst. Segments src
 // received before (possibly all of the data, and its FIN) are redirected
 // too, in order, before it returns.
-func openKernelRelay(dst, src *net.TCPConn) (kernelRelay, error) {
+func openKernelRelay(dst, src *net.TCPConn, log *zap.Logger) (kernelRelay, error) {
 	if sourceEnded(src) {
 		return nil, errSourceEnded
 	}
-	r := &bpfRedirect{dst: dst, src: src}
+	r := &bpfRedirect{log: log, dst: dst, src: src}
 	ok := false
 	defer func() {
 		if !ok {
@@ -340,6 +342,8 @@ func (r *bpfRedirect) copyRest() (int64, error) {
 		}
 		time.Sleep(pause)
 	}
+	r.log.Info("kernel data path: the receiver fell behind; copying the rest in user space",
+		zap.Int64("redirected", moved), zap.Int("backlog_limit", backlogHigh))
 	if err := r.waitTaken(moved); err != nil {
 		return moved, err
 	}
