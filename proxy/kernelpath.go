@@ -19,6 +19,15 @@ import (
 // moved (a counter the BPF program keeps), so the final reply waits for the
 // data and the records stay exact. It is chosen per transfer; a transfer it
 // cannot serve is spliced as before, with a log line saying why.
+//
+// Measured on Linux 6.18 (veth, 2 vCPUs; e2e TestBenchmarkKernelPath): the
+// kernel's redirect to a socket's egress moves about 100-130 MB/s at some
+// 20 CPU seconds per GiB in kworkers and softirq, far below the splice relay
+// (about 0.8x of plain routing). Redirected data outruns the destination,
+// so the relay bounds the kernel's backlog (16 MiB) and finishes such a
+// transfer in user space (copy mode, logged). Setting up costs about 160 µs
+// per transfer. Keep splice, the default, unless a later kernel measures
+// better.
 
 // Data paths (Config.DataPath).
 const (

@@ -464,25 +464,34 @@ func TestKernelPathTLSFallback(t *testing.T) {
 	}
 }
 
-// TestKernelPathShutdown: a proxy shutting down during a kernel-path
-// transfer releases its BPF objects.
-func TestKernelPathShutdown(t *testing.T) {
-	if !inOwnNetns(t) {
-		return
-	}
+// startSlowKernelTransfer starts a download the fake server trickles for
+// seconds, through the kernel data path, and returns once data arrived and
+// the four BPF objects exist.
+func startSlowKernelTransfer(t *testing.T) (*harness, net.Conn) {
+	t.Helper()
 	h := kernelHarness(t, func(f *fakeFTP, c *Config) { f.slow = "big" })
 	h.ftp.files["big"] = payload(4096)
 	cl := h.dial()
 	d := dialData(t, cl.passive("EPSV"))
-	defer d.Close()
+	t.Cleanup(func() { d.Close() })
 	cl.cmd(150, "RETR big")
 	d.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := io.ReadFull(d, make([]byte, 4096)); err != nil {
 		t.Fatalf("no data: %v", err)
 	}
 	if _, bpf := openFDs(t); bpf != 4 {
-		t.Fatalf("%d BPF descriptors during the transfer, want 4", bpf)
+		t.Fatalf("%d BPF descriptors during the transfer, want 4 (two sockmaps, the counter, the program)", bpf)
 	}
+	return h, d
+}
+
+// TestKernelPathShutdown: a proxy shutting down during a kernel-path
+// transfer releases its BPF objects.
+func TestKernelPathShutdown(t *testing.T) {
+	if !inOwnNetns(t) {
+		return
+	}
+	h, _ := startSlowKernelTransfer(t)
 	h.stop()
 	<-h.done
 	waitFDs(t, "after shutdown", -1, 0)
@@ -497,19 +506,7 @@ func TestKernelPathKilled(t *testing.T) {
 		if err := loopbackUp(); err != nil {
 			t.Fatal(err)
 		}
-		h := kernelHarness(t, func(f *fakeFTP, c *Config) { f.slow = "big" })
-		h.ftp.files["big"] = payload(4096)
-		cl := h.dial()
-		d := dialData(t, cl.passive("EPSV"))
-		defer d.Close()
-		cl.cmd(150, "RETR big")
-		d.SetReadDeadline(time.Now().Add(5 * time.Second))
-		if _, err := io.ReadFull(d, make([]byte, 4096)); err != nil {
-			t.Fatalf("no data: %v", err)
-		}
-		if _, bpf := openFDs(t); bpf != 4 {
-			t.Fatalf("%d BPF descriptors during the transfer, want 4", bpf)
-		}
+		startSlowKernelTransfer(t)
 		fmt.Println(ready)
 		time.Sleep(time.Minute) // the parent kills us
 		return
