@@ -9,7 +9,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/ti-mo/conntrack"
+	"github.com/ti-mo/netfilter"
 )
 
 // TestBenchmarkKernelPath (FTPGATE_BENCH=1; run with -v to see the figures) downloads a 1 GiB
@@ -55,6 +60,7 @@ func TestBenchmarkKernelPath(t *testing.T) {
 	if err := nftLoad(context.Background(), tp.Proxy, flowNATRules(natPort, natPassiveLo, natPassiveHi)); err != nil {
 		t.Fatal(err)
 	}
+	probe := newFlowProbe(t, tp.Proxy, natPassiveLo, natPassiveHi)
 
 	type way struct {
 		name string
@@ -90,6 +96,9 @@ func TestBenchmarkKernelPath(t *testing.T) {
 			if err != nil {
 				t.Fatalf("round %d, %s: %v", r+1, w.name, err)
 			}
+			if w.name == "flow-nat" {
+				probe.after(t, time.Now())
+			}
 			machineCPU[w.name] += machineBusy() - m0
 			if w.gate != nil {
 				gateCPU[w.name] += procCPU(w.gate.proc.Pid()) - before
@@ -118,6 +127,8 @@ func TestBenchmarkKernelPath(t *testing.T) {
 		line += fmt.Sprintf("  machine CPU %.2f s/GiB", machineCPU[w.name]/float64(rounds))
 		t.Log(line)
 	}
+
+	probe.report(t)
 
 	// Copy mode (the receiver fell 16 MiB behind the redirect) moves the rest through ftpgate:
 	// its read+write bytes above say how much.
@@ -191,4 +202,109 @@ func machineBusy() float64 {
 		busy += n
 	}
 	return busy / 100 // USER_HZ
+}
+
+// flowProbe is what design (b) would learn from conntrack about its data flows, prototyped:
+// with accounting on in the proxy namespace, the data flow's counters from a dump after each
+// download, and the time conntrack reported the server's FIN (an update event) relative to
+// curl's end.
+type flowProbe struct {
+	conn    *conntrack.Conn
+	lo, hi  uint16
+	events  chan conntrack.Event
+	fin     map[uint32]time.Time // flow ID -> first FIN state seen
+	mu      sync.Mutex
+	results []string
+	seen    map[uint32]bool
+}
+
+func newFlowProbe(t *testing.T, ns string, lo, hi int) *flowProbe {
+	t.Helper()
+	if err := sysctl(ns, "net/netfilter/nf_conntrack_acct", "1"); err != nil {
+		t.Fatalf("conntrack accounting: %v", err)
+	}
+	p := &flowProbe{lo: uint16(lo), hi: uint16(hi), events: make(chan conntrack.Event, 1024), fin: map[uint32]time.Time{}, seen: map[uint32]bool{}}
+	err := inNetns(ns, func() error {
+		var err error
+		p.conn, err = conntrack.Dial(nil)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("conntrack in %s: %v", ns, err)
+	}
+	var listen *conntrack.Conn
+	if err := inNetns(ns, func() error {
+		var err error
+		listen, err = conntrack.Dial(nil)
+		return err
+	}); err != nil {
+		t.Fatalf("conntrack events in %s: %v", ns, err)
+	}
+	if _, err := listen.Listen(p.events, 1, []netfilter.NetlinkGroup{netfilter.GroupCTUpdate}); err != nil {
+		t.Fatalf("conntrack events: %v", err)
+	}
+	go func() {
+		for e := range p.events {
+			f := e.Flow
+			if f == nil || f.ProtoInfo.TCP == nil || !p.data(f) {
+				continue
+			}
+			const finWait = 4 // TCP_CONNTRACK_FIN_WAIT and above: a FIN passed
+			if f.ProtoInfo.TCP.State >= finWait {
+				p.mu.Lock()
+				if _, ok := p.fin[f.ID]; !ok {
+					p.fin[f.ID] = time.Now()
+				}
+				p.mu.Unlock()
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		listen.Close()
+		p.conn.Close()
+	})
+	return p
+}
+
+// data reports whether f is a NAT'ed data flow (to the proxy's address; the routed downloads
+// reach the server's own).
+func (p *flowProbe) data(f *conntrack.Flow) bool {
+	port := f.TupleOrig.Proto.DestinationPort
+	return port >= p.lo && port <= p.hi && f.TupleOrig.IP.DestinationAddress.String() == proxyClientV4
+}
+
+// after records the newest data flow once curl has ended at end.
+func (p *flowProbe) after(t *testing.T, end time.Time) {
+	t.Helper()
+	time.Sleep(50 * time.Millisecond) // let the events arrive
+	flows, err := p.conn.Dump(nil)
+	if err != nil {
+		t.Fatalf("conntrack dump: %v", err)
+	}
+	for _, f := range flows {
+		if !p.data(&f) || p.seen[f.ID] {
+			continue
+		}
+		p.seen[f.ID] = true
+		c := f.CountersReply
+		p.mu.Lock()
+		fin, ok := p.fin[f.ID]
+		p.mu.Unlock()
+		when := "no FIN event seen"
+		if ok {
+			when = fmt.Sprintf("FIN event %+.1f ms from curl's end", float64(fin.Sub(end).Microseconds())/1000)
+		}
+		// 52 bytes of IPv4 and TCP headers (with timestamps) per packet; conntrack counts
+		// GRO/GSO super-packets, so this is an estimate, not the exact payload.
+		p.results = append(p.results, fmt.Sprintf("reply direction %d packets, %d IP bytes, payload about %d (file %d); %s",
+			c.Packets, c.Bytes, int64(c.Bytes)-int64(c.Packets)*52, int64(hugeSize), when))
+	}
+}
+
+func (p *flowProbe) report(t *testing.T) {
+	t.Helper()
+	t.Log("flow-nat: what conntrack tells about each data flow (design (b)'s byte count and end of data):")
+	for _, r := range p.results {
+		t.Log("  " + r)
+	}
 }
