@@ -23,7 +23,9 @@ import (
 //	             attached to it, so it runs on every segment the source receives
 //	target map   a SockMap holding the destination leg (no program: its own
 //	             receive path stays untouched)
-//	counter      an Array of one u64: the bytes handed to the destination
+//	counter      an Array of u64 slots: the bytes handed to the destination,
+//	             the bytes passed to the source in copy mode, the mode, and
+//	             the limit of the redirected count (see the flow control notes)
 //	program      an sk_skb verdict program (written with cilium/ebpf's asm, no
 //	             compiler): redirect the segment to the target's egress and,
 //	             if that worked, add its length to the counter
@@ -39,8 +41,9 @@ import (
 //
 //   - End of data: the source is in CLOSE_WAIT (the peer's FIN came) and its
 //     receive queue is empty, so the program has redirected every byte.
-//   - Flow control: the backlog is not bounded by the kernel; ftpgate clamps
-//     the source's advertised window while it is too long (see backlogHigh).
+//   - Flow control: the backlog is not bounded by the kernel; the program
+//     redirects at most backlogHigh past what the destination took, and then
+//     the transfer ends in copy mode (see backlogHigh).
 //   - Half-close: the redirected bytes may still wait in the backlog at the
 //     end of data, so the destination is half-closed only once its socket took
 //     every byte (bytes acked plus the send queue reach the counter): a FIN
