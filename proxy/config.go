@@ -118,6 +118,10 @@ type Config struct {
 	// PinholeTTL is how long a pinhole waits for its peer; zero means the
 	// firewall's default.
 	PinholeTTL time.Duration
+	// DataPath is how plain data connections are relayed: DataPathSplice
+	// (the zero value) or DataPathKernel, BPF socket redirection chosen per
+	// transfer with a fallback to splice (kernelpath.go).
+	DataPath string
 
 	// ProxyProtocol is the PROXY protocol of load balancers in front.
 	ProxyProtocol ProxyProtocol
@@ -224,6 +228,9 @@ func (c Config) Validate() error {
 		if err := r.validate([2]uint16{c.PassivePorts.Lo, c.PassivePorts.Hi}); err != nil {
 			return err
 		}
+	}
+	if err := validateDataPath(c.DataPath); err != nil {
+		return err
 	}
 	if err := c.ProxyProtocol.Validate(); err != nil {
 		return err

@@ -22,6 +22,7 @@
 //	transfer.go    a transfer: 150, connecting the legs, the final reply, ABOR, records
 //	tls_data.go    TLS on the data legs, when PROT P asks for it
 //	relay.go       the relay: splice for plain legs, a user-space copy for TLS
+//	kernelpath*.go the opt-in kernel data path (BPF sockmap redirection), falling back to relay.go
 //
 // FTPS on the control channel lives in tls.go (configuration), tls_control.go
 // (AUTH, PBSZ, PROT, CCC and the handshakes; the per-session state sessionTLS)
@@ -58,4 +59,6 @@
 //	harness_lineserver_test.go  a line-scripted server for explicit and lazy tests
 //	reload_test.go              Reload: listeners, advertised address, refused reloads
 //	snapshot_test.go            Snapshot: sessions, a transfer in flight, pinholes
+//	kernelpath_*test.go         the kernel data path: checksums, byte counts, ABOR, fallbacks, no leaks
+//	paths_test.go               absolute paths in the records
 package proxy

@@ -120,9 +120,9 @@ func (s *session) handleTransfer(ctx context.Context, cmd rewrite.Command) error
 	defer s.seen.flight.Store(nil)
 	done := make(chan relayResult, 1)
 	if up {
-		go relay(srvData, cliData, true, max(s.cfg.Limits.MaxUploadSize, 0), done)
+		s.startRelay(srvData, cliData, true, max(s.cfg.Limits.MaxUploadSize, 0), done)
 	} else {
-		go relay(cliData, srvData, false, 0, done)
+		s.startRelay(cliData, srvData, false, 0, done)
 	}
 	// The legs are up and the bytes flow: the expectations, their listeners
 	// and pinholes go now, off the path of the first byte.
@@ -151,11 +151,8 @@ func (s *session) handleTransfer(ctx context.Context, cmd rewrite.Command) error
 		s.bytesDown += res.n
 	}
 	s.srv.transfers.Add(1)
-	// The client hears the end first; the data sockets close (deferred) and
-	// the record is written after.
-	err = s.ctl.reply(final)
 	s.logTransfer(cmd, plan, up, res, final, time.Since(rec.start), abort)
-	if err != nil {
+	if err := s.ctl.reply(final); err != nil {
 		return err
 	}
 	if abort != nil {

@@ -53,6 +53,7 @@ type fileConfig struct {
 	ServerTLS              serverTLSConfig     `yaml:"server_tls"` // tls.go
 	Explicit               explicitConfig      `yaml:"explicit"`   // explicit.go
 	replicaConfig          `yaml:",inline"`    // replicas.go: replicas, replica_index
+	DataPath               string              `yaml:"data_path"` // datapath.go
 }
 
 type firewallConfig struct {
@@ -296,6 +297,7 @@ func newRunFlags() *runFlags {
 	addTLSFlags(fs, fc)
 	addLimitFlags(fs, fc)
 	addExplicitFlags(fs, fc) // explicit.go
+	addDataPathFlag(fs, fc)
 	return f
 }
 
@@ -363,6 +365,7 @@ func (f *runFlags) parse(args []string) (fileConfig, error) {
 	tlsOverrides(over, fc, &base)
 	limitOverrides(over, fc, &base)
 	explicitOverrides(over, fc, &base) // explicit.go
+	over("data-path", func() { base.DataPath = fc.DataPath })
 	return base.withCredentials()
 }
 
@@ -384,6 +387,7 @@ func (fc fileConfig) settings() (proxy.Config, nat.Config, error) {
 		ShutdownGrace:          fc.Timeouts.ShutdownGrace,
 		KeepAlive:              fc.Timeouts.KeepAlive,
 		Policy:                 policy.Config{AllowLowActivePorts: fc.Policy.AllowLowActivePorts},
+		DataPath:               fc.DataPath,
 	}
 	nc := nat.Config{
 		Mode:   nat.FirewallMode(fc.Firewall.Mode),
