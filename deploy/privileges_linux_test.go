@@ -97,8 +97,10 @@ func TestRunAsNobodyWithoutCapabilities(t *testing.T) {
 
 // TestRunAsNobodyWithAmbientCapabilities starts ftpgate as nobody with
 // ambient CAP_NET_ADMIN and CAP_NET_BIND_SERVICE only, as the systemd unit
-// does: it listens on port 21, installs its owned table, and on SIGTERM
-// exits cleanly and the table is gone.
+// does: it listens on port 21, installs its owned table, follows an
+// interface's address (advertise interface:lo, as the example gateway
+// configs do for their upstream source), and on SIGTERM exits cleanly and
+// the table is gone.
 func TestRunAsNobodyWithAmbientCapabilities(t *testing.T) {
 	requireSetpriv(t)
 	bin := hostBinary(t)
@@ -106,7 +108,8 @@ func TestRunAsNobodyWithAmbientCapabilities(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := asNobody(ctx, ns, bin, []string{"+net_admin", "+net_bind_service"},
-		"run", "--log-format", "console", "--listen", "198.18.77.1:21", "--upstream", "198.18.77.2:21")
+		"run", "--log-format", "console", "--listen", "198.18.77.1:21", "--upstream", "198.18.77.2:21",
+		"--advertise", "interface:lo")
 	var out syncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	stop := startAndWait(t, cmd, &out, "ftpgate started", false)

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 )
@@ -31,16 +30,14 @@ func FollowInterface(ctx context.Context, name string, log *zap.Logger) (*Follow
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("follow interface %s: %w", name, err)
 	}
-	ns, err := netns.Get()
+	// The sockets open in the calling thread's namespace: no setns, which
+	// would need CAP_SYS_ADMIN even to enter the namespace one is in
+	// (ftpgate runs with CAP_NET_ADMIN and CAP_NET_BIND_SERVICE only).
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
-		return nil, fmt.Errorf("follow interface %s: network namespace: %w", name, err)
-	}
-	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
-	if err != nil {
-		ns.Close()
 		return nil, fmt.Errorf("follow interface %s: open rtnetlink: %w", name, err)
 	}
-	w := &watcher{f: newFollower(name, log), ns: ns, h: h, done: make(chan struct{})}
+	w := &watcher{f: newFollower(name, log), h: h, done: make(chan struct{})}
 	var addrCh chan netlink.AddrUpdate
 	var linkCh chan netlink.LinkUpdate
 	fail := func(err error) (*Follower, error) {
@@ -84,7 +81,6 @@ func FollowInterface(ctx context.Context, name string, log *zap.Logger) (*Follow
 // watcher feeds a Follower from netlink.
 type watcher struct {
 	f    *Follower
-	ns   netns.NsHandle  // the namespace followed; closed by stop
 	h    *netlink.Handle // for listing; used by run only, once it started
 	done chan struct{}   // closed by stop; ends the subscriptions
 	wg   sync.WaitGroup
@@ -94,7 +90,6 @@ type watcher struct {
 func (w *watcher) subscribeAddrs() (chan netlink.AddrUpdate, error) {
 	ch := make(chan netlink.AddrUpdate, 64)
 	err := netlink.AddrSubscribeWithOptions(ch, w.done, netlink.AddrSubscribeOptions{
-		Namespace:     &w.ns,
 		ListExisting:  true,
 		ErrorCallback: w.subscriptionError,
 	})
@@ -107,7 +102,6 @@ func (w *watcher) subscribeAddrs() (chan netlink.AddrUpdate, error) {
 func (w *watcher) subscribeLinks() (chan netlink.LinkUpdate, error) {
 	ch := make(chan netlink.LinkUpdate, 16)
 	err := netlink.LinkSubscribeWithOptions(ch, w.done, netlink.LinkSubscribeOptions{
-		Namespace:     &w.ns,
 		ErrorCallback: w.subscriptionError,
 	})
 	if err != nil {
@@ -232,13 +226,12 @@ func (w *watcher) resubscribe(addrCh chan netlink.AddrUpdate, linkCh chan netlin
 	return addrCh, linkCh
 }
 
-// stop ends the subscriptions, waits for run, and releases the handle and
-// the namespace.
+// stop ends the subscriptions, waits for run, and releases the handle.
 func (w *watcher) stop() error {
 	w.once.Do(func() {
 		close(w.done)
 	})
 	w.wg.Wait()
 	w.h.Close()
-	return w.ns.Close()
+	return nil
 }
