@@ -198,9 +198,21 @@ func checkAgreement(docs []document, configDir string) error {
 		}) {
 			fail("NetworkPolicy %s: selects no pod of this file", np.Name)
 		}
+		// The admin endpoint names clients and users (/status, /metrics):
+		// a policy that admits it must say from where.
+		for i, rule := range np.Spec.Ingress {
+			for _, p := range rule.Ports {
+				if p.Port != nil && p.Port.IntValue() == adminPort && len(rule.From) == 0 {
+					fail("NetworkPolicy %s: ingress rule %d admits the admin port %d from anywhere", np.Name, i, adminPort)
+				}
+			}
+		}
 	}
 	return errors.Join(errs...)
 }
+
+// adminPort is the admin endpoint's port in the manifests.
+const adminPort = 9121
 
 // checkPod checks one pod template: unique, valid port names; mounts of
 // volumes that exist; ConfigMaps that exist; probes on declared ports; and

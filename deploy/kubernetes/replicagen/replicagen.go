@@ -348,6 +348,36 @@ spec:
     matchLabels:
       app.kubernetes.io/name: {{.Names.app}}
 ---
+# Who may reach the replicas: FTP clients the control and data ports, from anywhere; the
+# admin endpoint (/metrics, /status name clients and users) only the scraper's namespace
+# ("monitoring": change it to yours). The kubelet's probes come from the node, which
+# NetworkPolicy implementations admit.
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: {{.Names.sts}}
+  labels:
+    app.kubernetes.io/name: {{.Names.app}}
+spec:
+  podSelector:
+    matchLabels:
+      app.kubernetes.io/name: {{.Names.app}}
+  policyTypes: ["Ingress"]
+  ingress:
+    - ports:
+        - protocol: TCP
+          port: {{.ListenPort}}
+        - protocol: TCP
+          port: {{.Lo}}
+          endPort: {{.Hi}}
+    - from:
+        - namespaceSelector:
+            matchLabels:
+              kubernetes.io/metadata.name: monitoring
+      ports:
+        - protocol: TCP
+          port: {{.AdminPort}}
+---
 # The StatefulSet's governing Service: pod names in DNS (ftpgate-0.ftpgate), no balancing.
 apiVersion: v1
 kind: Service
