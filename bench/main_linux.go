@@ -259,7 +259,10 @@ type column struct {
 
 func (e *env) columns() []column {
 	base := []string{"run", "--admin-listen", adminAddr, "--log-format", "json", "--log-level", e.o.logLevel,
-		"--passive-ports", "40000-40999", "--idle-timeout", "10m"}
+		"--passive-ports", "40000-40999", "--idle-timeout", "10m",
+		// One load generator is one client address: the session limits (a
+		// defence against one host) are off, as the comparison is of speed.
+		"--max-sessions", "-1", "--max-sessions-per-client", "-1", "--max-login-failures", "-1"}
 	reverse := append(append([]string{}, base...), "--listen", gwLANV4+":21", "--upstream", serverV4+":21")
 	cols := []column{
 		{Name: "routing", target: serverV4},
