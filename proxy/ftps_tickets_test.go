@@ -1,5 +1,12 @@
 package proxy
 
+import (
+	"crypto/tls"
+	"fmt"
+	"testing"
+	"time"
+)
+
 // FTPS session tickets: which control connection's TLS session a data
 // connection may resume (ticketBinding, session.sharesTickets).
 
