@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # build-appliances.sh OUTDIR [VERSION] cross-compiles ftpgate for the edge gateways it runs on:
 # linux/amd64, linux/arm64, linux/arm (GOARM=7) and linux/mipsle (GOMIPS=softfloat), static
-# (CGO_ENABLED=0), -trimpath, stripped (-s -w), and prints each binary's size.
+# (CGO_ENABLED=0), -trimpath, stripped (-s -w), without the demo (-tags nodemo: a router does not
+# need a lab), and prints each binary's size.
 #
 #   scripts/build-appliances.sh out/ 1.0.0
 #
@@ -42,7 +43,7 @@ fi
 build() {
 	local name="$1"
 	shift
-	local flags=(-trimpath -ldflags "-s -w -X main.version=$version" -o "$out/$name")
+	local flags=(-trimpath -tags nodemo -ldflags "-s -w -X main.version=$version" -o "$out/$name")
 	flags+=("${modflags[@]}")
 	env CGO_ENABLED=0 GOOS=linux "$@" go build "${flags[@]}" ./cmd/ftpgate
 	local size

@@ -15,7 +15,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/ftpgate/ftpgate/cmd/ftpgate/internal/demo"
 	"github.com/ftpgate/ftpgate/nat"
 	"github.com/ftpgate/ftpgate/proxy"
 	"go.uber.org/zap"
@@ -56,18 +55,15 @@ func realMain(args []string) int {
 		return cmdCleanup(args[1:])
 	case "status":
 		return cmdStatus(args[1:], os.Stdout, os.Stderr)
-	case "demo":
-		return demo.Main(args[1:])
-	case demo.ServerCommand: // hidden: the demo's re-execs
-		return demo.ServerMain(args[1:])
-	case demo.ClientCommand:
-		return demo.ClientMain(args[1:])
 	case "version", "--version", "-version":
 		fmt.Println(versionString())
 		return 0
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 		return 0
+	}
+	if code, ok := demoCommand(args[0], args[1:]); ok { // demo.go: the demo and its hidden re-execs
+		return code
 	}
 	fmt.Fprintf(os.Stderr, "ftpgate: unknown command %q\n\n%s", args[0], usage)
 	return 2
