@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -186,12 +187,13 @@ func waitFDs(t *testing.T, what string, all, bpf int) {
 	t.Helper()
 	deadline := time.Now().Add(2 * time.Second)
 	for {
+		runtime.GC() // splice's pooled pipes close when the pool lets them go
 		a, b := openFDs(t)
-		if (all < 0 || a == all) && b == bpf {
+		if (all < 0 || a <= all) && b == bpf { // fewer is fine: the pipe pool of the baseline may be gone
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: %d file descriptors (%d BPF), want %d (%d BPF)\n%s", what, a, b, all, bpf, fdList())
+			t.Fatalf("%s: %d file descriptors (%d BPF), want at most %d (%d BPF)\n%s", what, a, b, all, bpf, fdList())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
