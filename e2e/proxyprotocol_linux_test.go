@@ -86,7 +86,12 @@ func TestHAProxyProxyProtocol(t *testing.T) {
 
 	t.Run("real-client-address", func(t *testing.T) {
 		dir := t.TempDir()
-		before := len(g.logs.Records("session start")) // haproxy's readiness probe was one
+		// haproxy's readiness probe (from Outside[0]) was one session: its record travels
+		// through ftpgate's log pipe, so wait for it before counting from here.
+		if _, err := g.logs.Wait(ctx, "session end", func(logRecord) bool { return true }); err != nil {
+			t.Fatalf("the readiness probe's session: %v", err)
+		}
+		before := len(g.logs.Records("session start"))
 		for i, ns := range c.Outside {
 			for _, m := range []dataMode{modeEPSV, modePASVIP} {
 				local := filepath.Join(dir, fmt.Sprintf("%d-%s.bin", i, m))
