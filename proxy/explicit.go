@@ -38,11 +38,6 @@ type ExplicitConfig struct {
 // ruleProxyAuth is the rule of a proxy login decision (policy.Users.Verify).
 const ruleProxyAuth = "explicit.auth"
 
-// LoginFailure reports whether the denial is a failed login that counts
-// toward the per-client login-failure limit (limits.max_login_failures):
-// today a refused proxy login in explicit mode, rule "explicit.auth".
-func (e DenialEvent) LoginFailure() bool { return e.Rule == ruleProxyAuth }
-
 // greetsItself reports whether ftpgate greets the client before any server
 // is connected.
 func (s *session) greetsItself() bool {
@@ -191,7 +186,8 @@ func (s *session) proxyLogin(verb string, d policy.Decision) {
 }
 
 // proxyLoginFailed reports a refused proxy login: a warn line and a denial
-// of kind "policy" with rule "explicit.auth" (DenialEvent.LoginFailure).
+// of kind "policy" with rule "explicit.auth", counted toward the client's
+// failed-login limit.
 // Every failed proxy login passes here, once.
 func (s *session) proxyLoginFailed(verb string, d policy.Decision) {
 	s.peerWarn("proxy login failed", zap.String("reason", d.Reason))

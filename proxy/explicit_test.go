@@ -123,11 +123,15 @@ func TestExplicitUserForms(t *testing.T) {
 // TestExplicitProxyAuthFailure: a wrong proxy password, an unknown proxy
 // user and a joined login with a wrong proxy password and a
 // proxy-user@host login with the wrong proxy password each get 530 and a
-// login-failure denial, and no server is ever dialed.
+// login-failure denial, and no server is ever dialed; the four count toward
+// the client's failed-login limit, so its next session is refused.
 func TestExplicitProxyAuthFailure(t *testing.T) {
 	ls := newLineServer(t)
 	rec := &recorder{}
-	h := explicitHarness(t, rec, []uint16{ls.addr().Port()}, func(c *Config) { c.Explicit.Users = proxyUsers(t) })
+	h := explicitHarness(t, rec, []uint16{ls.addr().Port()}, func(c *Config) {
+		c.Explicit.Users = proxyUsers(t)
+		c.Limits.MaxLoginFailures = 4
+	})
 	cl := h.dialGreeted()
 	cl.cmd(331, "USER proxy")
 	cl.cmd(530, "PASS guess1")
@@ -146,7 +150,7 @@ func TestExplicitProxyAuthFailure(t *testing.T) {
 		t.Fatalf("%d denials, want 4: %+v", len(ds), ds)
 	}
 	for _, d := range ds {
-		if !d.LoginFailure() || d.Kind != "policy" || d.Verb != "PASS" || d.Code != 530 || d.Reason == "" {
+		if d.Rule != ruleProxyAuth || d.Kind != "policy" || d.Verb != "PASS" || d.Code != 530 || d.Reason == "" {
 			t.Errorf("denial %+v: want a policy login failure of PASS with 530 and a reason", d)
 		}
 		if strings.Contains(d.Reason, "guess") || strings.Contains(d.Reason, "proxypw") {
@@ -155,6 +159,9 @@ func TestExplicitProxyAuthFailure(t *testing.T) {
 	}
 	if n := rec.count()["upstream-connect"]; n != 0 {
 		t.Fatalf("%d upstream connections attempted, want none", n)
+	}
+	if msg := h.dialOnly("").expect(421); !strings.Contains(msg, "failed logins") {
+		t.Fatalf("after four failed proxy logins: 421 %q, want the failed-login cool-down", msg)
 	}
 }
 

@@ -192,7 +192,9 @@ func payload(n int) []byte {
 }
 
 // transfer runs one transfer command over a new data connection in mode
-// and returns what was downloaded (or uploads data).
+// and returns what was downloaded (or uploads data). The data connection may
+// take up to two minutes (100 MiB under the race detector); an error on it
+// fails the test.
 func (c *client) transfer(mode, command string, data []byte) []byte {
 	c.t.Helper()
 	var conn net.Conn
@@ -208,19 +210,22 @@ func (c *client) transfer(mode, command string, data []byte) []byte {
 	if ln != nil {
 		var err error
 		ln.(*net.TCPListener).SetDeadline(time.Now().Add(5 * time.Second))
-		conn, err = ln.Accept()
-		if err != nil {
+		if conn, err = ln.Accept(); err != nil {
 			c.t.Fatalf("accepting the active data connection: %v", err)
 		}
 	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(2 * time.Minute))
 	var got []byte
+	var err error
 	if data != nil {
-		conn.Write(data)
+		_, err = conn.Write(data)
 		conn.Close()
 	} else {
-		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-		got, _ = io.ReadAll(conn)
-		conn.Close()
+		got, err = io.ReadAll(conn)
+	}
+	if err != nil {
+		c.t.Fatalf("%s: data connection: %v", command, err)
 	}
 	c.expect(226)
 	return got

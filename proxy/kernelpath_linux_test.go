@@ -222,15 +222,6 @@ func kernelPathTally(t *testing.T, h *harness) (kernel, complete int) {
 	return h.logs.FilterMessage("kernel data path").Len(), complete
 }
 
-// checkKernelPathUsed checks that n transfers took the kernel data path and
-// none fell back.
-func checkKernelPathUsed(t *testing.T, h *harness, n int) {
-	t.Helper()
-	if kernel, complete := kernelPathTally(t, h); kernel != n || complete != 0 {
-		t.Fatalf("%d transfers took the kernel data path and %d were spliced, want %d and none", kernel, complete, n)
-	}
-}
-
 // TestKernelPathTransfers: downloads and uploads of 0, 1, 1 MiB and 100 MiB
 // through the kernel data path arrive byte for byte; the transfer record
 // counts exactly the file's bytes (the BPF counter); every BPF object is
@@ -257,7 +248,7 @@ func TestKernelPathTransfers(t *testing.T) {
 				h.ftp.files[name] = want
 				h.ftp.mu.Unlock()
 
-				got := slowTransfer(cl, mode, "RETR "+name, nil)
+				got := cl.transfer(mode, "RETR "+name, nil)
 				transfers++
 				if gs := sha256.Sum256(got); gs != sum {
 					t.Fatalf("download of %d bytes: got %d bytes, sha256 %x, want %x", size, len(got), gs, sum)
@@ -269,7 +260,7 @@ func TestKernelPathTransfers(t *testing.T) {
 				if size == 0 {
 					want = []byte{} // the client sends nothing
 				}
-				slowTransfer(cl, mode, "STOR "+up, want)
+				cl.transfer(mode, "STOR "+up, want)
 				transfers++
 				h.ftp.mu.Lock()
 				stored, ok := h.ftp.files[up]
@@ -288,44 +279,6 @@ func TestKernelPathTransfers(t *testing.T) {
 			}
 		})
 	}
-}
-
-// slowTransfer is client.transfer with room for 100 MiB on a busy machine
-// under -race: the data connection may take two minutes.
-func slowTransfer(c *client, mode, command string, data []byte) []byte {
-	c.t.Helper()
-	var conn net.Conn
-	var ln net.Listener
-	switch mode {
-	case "PASV", "EPSV":
-		conn = dialData(c.t, c.passive(mode))
-	default:
-		ln = c.active(mode)
-		defer ln.Close()
-	}
-	c.cmd(150, "%s", command)
-	if ln != nil {
-		var err error
-		ln.(*net.TCPListener).SetDeadline(time.Now().Add(5 * time.Second))
-		if conn, err = ln.Accept(); err != nil {
-			c.t.Fatalf("accepting the active data connection: %v", err)
-		}
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(2 * time.Minute))
-	var got []byte
-	var err error
-	if data != nil {
-		_, err = conn.Write(data)
-		conn.Close()
-	} else {
-		got, err = io.ReadAll(conn)
-	}
-	if err != nil {
-		c.t.Fatalf("%s: data connection: %v", command, err)
-	}
-	c.expect(226)
-	return got
 }
 
 // checkLastTransferBytes checks the latest transfer record: its direction,

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/ftpgate/ftpgate/policy"
+	"github.com/ftpgate/ftpgate/proxy"
 )
 
 // TestLimitSettings: the limits: section and policy's command keys reach
@@ -52,10 +53,9 @@ policy:
 	for _, bad := range [][]string{{"--upstream-connect", "sometimes"}, {"--commands-preset", "nonsense"}, {"--max-upload-size", "lots"}} {
 		fc, err := newRunFlags().parse(append([]string{"--listen", "198.18.0.1:21", "--upstream", "198.18.1.2:21", "--firewall", "none"}, bad...))
 		if err == nil {
-			var pc2 = pc
-			pc2, _, err = fc.settings()
-			if err == nil {
-				err = pc2.Validate()
+			var bad proxy.Config
+			if bad, _, err = fc.settings(); err == nil {
+				err = bad.Validate()
 			}
 		}
 		if err == nil {
