@@ -53,9 +53,9 @@ policy:
 	for _, bad := range [][]string{{"--upstream-connect", "sometimes"}, {"--commands-preset", "nonsense"}, {"--max-upload-size", "lots"}} {
 		fc, err := newRunFlags().parse(append([]string{"--listen", "198.18.0.1:21", "--upstream", "198.18.1.2:21", "--firewall", "none"}, bad...))
 		if err == nil {
-			var bad proxy.Config
-			if bad, _, err = fc.settings(); err == nil {
-				err = bad.Validate()
+			var cfg proxy.Config
+			if cfg, _, err = fc.settings(); err == nil {
+				err = cfg.Validate()
 			}
 		}
 		if err == nil {
