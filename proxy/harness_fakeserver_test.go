@@ -33,6 +33,7 @@ type fakeFTP struct {
 	noDial  bool   // in active mode, answer 150 and then 425 without connecting
 	slow    string // RETR of this file trickles data until the data connection breaks (for ABOR)
 	muteAbo bool   // never answer ABOR (as pure-ftpd may not after a cut transfer)
+	early   bool   // RETR sends all the data and closes the data connection before the 150
 
 	// Hostile behaviour (hostile_test.go).
 	greet    string              // raw bytes instead of the 220 greeting; hangUp closes, hangOn sends nothing
@@ -296,6 +297,16 @@ func (f *fakeFTP) session(c net.Conn) {
 			d, err := dataConn()
 			if err != nil {
 				say("425 no data connection")
+				continue
+			}
+			f.mu.Lock()
+			early := f.early && !protP
+			f.mu.Unlock()
+			if early { // on loopback the bytes and the FIN are queued at the peer before the 150 leaves
+				d.Write(data)
+				d.Close()
+				say("150 opening data connection for %s (%d bytes)", arg, len(data))
+				say("226 transfer complete")
 				continue
 			}
 			say("150 opening data connection for %s (%d bytes)", arg, len(data))

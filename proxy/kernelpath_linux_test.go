@@ -300,20 +300,20 @@ func checkLastTransferBytes(t *testing.T, h *harness, dir string, size int) {
 
 // TestKernelPathDataBeforeRedirect: the server sends all of a file and its
 // FIN before the client leg exists (active client: ftpgate dials it after
-// the 150). A sockmap takes only established connections, so this transfer
-// is spliced, says so, and arrives whole.
+// the 150, and this server sends before its 150). A sockmap takes only
+// established connections, so this transfer is spliced, says so, and
+// arrives whole.
 func TestKernelPathDataBeforeRedirect(t *testing.T) {
 	if !inOwnNetns(t) {
 		return
 	}
-	h := kernelHarness(t, nil)
+	h := kernelHarness(t, func(f *fakeFTP, c *Config) { f.early = true })
 	want := payload(64 << 10)
 	h.ftp.files["f"] = want
 	cl := h.dial()
 	ln := cl.active("EPRT")
 	defer ln.Close()
 	cl.cmd(150, "RETR f")
-	time.Sleep(200 * time.Millisecond) // the server writes and closes meanwhile
 	ln.(*net.TCPListener).SetDeadline(time.Now().Add(5 * time.Second))
 	d, err := ln.Accept()
 	if err != nil {
