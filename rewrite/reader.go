@@ -109,12 +109,16 @@ func (p *partialReply) done() *Reply {
 	return &Reply{Code: p.code, Lines: lines}
 }
 
-// NewReader returns a Reader of r with the given limits. Its buffer holds
-// one maximal line.
+// readBuf is the size of a Reader's buffer. A control connection spends most
+// of its life idle with its buffer allocated, so the buffer is sized for the
+// usual line, not for the longest allowed: a longer line is gathered in pend.
+const readBuf = 512
+
+// NewReader returns a Reader of r with the given limits.
 func NewReader(r io.Reader, lim Limits) *Reader {
 	ml := lim.maxLine()
 	return &Reader{
-		br:       bufio.NewReaderSize(r, max(ml+2, 16)),
+		br:       bufio.NewReaderSize(r, min(readBuf, max(ml+2, 16))),
 		maxLine:  ml,
 		maxReply: lim.maxReply(),
 		maxLines: lim.maxReplyLines(),
@@ -136,11 +140,19 @@ func (r *Reader) readLine() ([]byte, int, error) {
 		}
 	}
 	chunk, err := r.br.ReadSlice('\n')
+	for errors.Is(err, bufio.ErrBufferFull) && len(r.pend)+len(chunk) <= r.maxLine+1 {
+		// A line longer than the buffer, not yet too long: gather it.
+		r.pend = append(r.pend, chunk...)
+		chunk, err = r.br.ReadSlice('\n')
+	}
 	if err == nil {
 		if len(r.pend) > 0 {
 			r.pend = append(r.pend, chunk...)
 			chunk = r.pend
 			r.pend = r.pend[:0]
+			if cap(r.pend) > 2*readBuf {
+				r.pend = nil // a long line is rare: do not keep its buffer
+			}
 		}
 		size := len(chunk)
 		line := chunk[:len(chunk)-1]
@@ -153,8 +165,7 @@ func (r *Reader) readLine() ([]byte, int, error) {
 		}
 		return line, size, nil
 	}
-	full := errors.Is(err, bufio.ErrBufferFull)
-	if full || len(r.pend)+len(chunk) > r.maxLine+1 {
+	if len(r.pend)+len(chunk) > r.maxLine+1 {
 		// Too long whatever follows: even a CRLF next leaves more than
 		// maxLine bytes. Drop what we have and skip to the next LF.
 		r.setHead(r.pend, chunk)

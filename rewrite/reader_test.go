@@ -105,6 +105,18 @@ var readCommandCases = []struct {
 		steps: []cmdStep{{err: ErrLineTooLong}, {err: ErrLineTooLong}, {verb: "NOOP"}},
 	},
 	{
+		name:  "line longer than the read buffer, within MaxLine",
+		input: crlf("RETR "+strings.Repeat("w", 3*readBuf), "NOOP"),
+		lim:   Limits{MaxLine: 4 * readBuf},
+		steps: []cmdStep{{verb: "RETR", arg: strings.Repeat("w", 3*readBuf)}, {verb: "NOOP"}, {err: io.EOF}},
+	},
+	{
+		name:  "line one byte over a MaxLine longer than the read buffer",
+		input: crlf(strings.Repeat("v", 2*readBuf+1), "NOOP"),
+		lim:   Limits{MaxLine: 2 * readBuf},
+		steps: []cmdStep{{err: ErrLineTooLong}, {verb: "NOOP"}, {err: io.EOF}},
+	},
+	{
 		name:  "default limit is 4096",
 		input: crlf("RETR "+strings.Repeat("z", DefaultMaxLine-5), "RETR "+strings.Repeat("z", DefaultMaxLine-4), "NOOP"),
 		steps: []cmdStep{{verb: "RETR", arg: strings.Repeat("z", DefaultMaxLine-5)}, {err: ErrLineTooLong}, {verb: "NOOP"}},
@@ -194,6 +206,45 @@ func TestReadCommandTooLongAcrossTimeout(t *testing.T) {
 	if err != nil || c.Verb != "NOOP" {
 		t.Fatalf("got %q, %v; want NOOP", c.Verb, err)
 	}
+}
+
+// TestReadCommandLongLineAcrossTimeout: a line longer than the read buffer
+// that arrives in pieces, with deadlines met between them, is read whole.
+func TestReadCommandLongLineAcrossTimeout(t *testing.T) {
+	arg := strings.Repeat("a", 700) + strings.Repeat("b", 700)
+	r := NewReader(&scriptedReader{chunks: []chunk{
+		{"STOR " + arg[:700], errTimeout},
+		{arg[700:], errTimeout},
+		{"\r\nNOOP\r\n", nil},
+	}}, Limits{})
+	for range 2 {
+		_, err := r.ReadCommand()
+		checkErr(t, err, errTimeout)
+	}
+	for _, want := range []string{"STOR", "NOOP"} {
+		c, err := r.ReadCommand()
+		if err != nil || c.Verb != want || (want == "STOR" && c.Arg != arg) {
+			t.Fatalf("got %q %d bytes, %v; want %s", c.Verb, len(c.Arg), err, want)
+		}
+	}
+}
+
+// TestReaderSmallBuffer: an idle control connection holds its reader, so a
+// reader allocates a small buffer, not one sized for the longest line.
+func TestReaderSmallBuffer(t *testing.T) {
+	const n = 100
+	rs := make([]*Reader, n)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for i := range rs {
+		rs[i] = NewReader(strings.NewReader(""), Limits{})
+	}
+	runtime.ReadMemStats(&after)
+	if per := (after.TotalAlloc - before.TotalAlloc) / n; per > 2*readBuf {
+		t.Fatalf("NewReader allocated %d bytes, want at most %d", per, 2*readBuf)
+	}
+	runtime.KeepAlive(rs)
 }
 
 // endlessLine produces n bytes of one line, then "\r\nNOOP\r\n".
