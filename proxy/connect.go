@@ -88,7 +88,7 @@ func (s *session) proxyHeader() error {
 		return err
 	}
 	s.clientPeer = src
-	s.base = s.srv.log.With(zap.Uint64("session", s.id), zap.Stringer("client", s.clientPeer),
+	s.base = sessionLogger(s.srv.log, zap.Uint64("session", s.id), zap.Stringer("client", s.clientPeer),
 		zap.Stringer("via", s.clientHop))
 	s.setLog(s.base)
 	return nil

@@ -27,9 +27,9 @@ import (
 type control struct {
 	client, server *net.TCPConn
 	cw, sw         *rewrite.Writer
-	cmds           chan cmdEvent
+	cmds           chan *cmdEvent // by pointer: a small frame where an idle session waits
 	replies        chan replyEvent
-	queued         []cmdEvent // client commands that came while a transfer ran
+	queued         []*cmdEvent // client commands that came while a transfer ran
 
 	lastCode int // the code of the latest reply written to the client, for records
 
@@ -42,7 +42,7 @@ func newControl(client *net.TCPConn, limits rewrite.Limits, timeout time.Duratio
 	return &control{
 		client:  client,
 		cw:      rewrite.NewWriter(client),
-		cmds:    make(chan cmdEvent),
+		cmds:    make(chan *cmdEvent),
 		replies: make(chan replyEvent),
 		limits:  limits,
 		timeout: timeout,
@@ -69,6 +69,13 @@ type replyEvent struct {
 	err   error
 }
 
+// dequeue returns the first of the commands queued while a transfer ran.
+func (c *control) dequeue() *cmdEvent {
+	ev := c.queued[0]
+	c.queued = c.queued[1:]
+	return ev
+}
+
 // readClient reads client commands for the loop until the session ends.
 func (c *control) readClient(ctx context.Context, t *sessionTLS) {
 	r := rewrite.NewReader(t.clientStream(c.client), c.limits)
@@ -79,7 +86,7 @@ func (c *control) readClient(ctx context.Context, t *sessionTLS) {
 			t.pipelined.Store(int64(r.Buffered()))
 		}
 		select {
-		case c.cmds <- cmdEvent{cmd, err}:
+		case c.cmds <- &cmdEvent{cmd, err}:
 		case <-ctx.Done():
 			return
 		}

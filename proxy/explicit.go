@@ -73,8 +73,9 @@ func (s *session) openLazy(ctx context.Context, g *errgroup.Group) error {
 	}
 	login := policy.ExplicitLogin{Users: s.cfg.Explicit.Users}
 	for first := true; ; first = false {
-		cmd, err := s.nextCommand(ctx)
-		if err := s.checkCommand(cmd, err, first); err != nil {
+		ev := s.nextCommand(ctx)
+		cmd := ev.cmd
+		if err := s.checkCommand(cmd, ev.err, first); err != nil {
 			if errors.Is(err, errBadLine) {
 				continue
 			}

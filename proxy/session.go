@@ -72,7 +72,7 @@ func newSession(srv *Server, c *net.TCPConn, implicit bool) *session {
 		cfg:         cfg,
 		ftps:        newSessionTLS(cfg, implicit),
 	}
-	s.base = srv.log.With(zap.Uint64("session", s.id), zap.Stringer("client", s.clientPeer))
+	s.base = sessionLogger(srv.log, zap.Uint64("session", s.id), zap.Stringer("client", s.clientPeer))
 	s.ctl = newControl(c, cfg.Limits.Reader(), cfg.IdleTimeout, s.base)
 	s.ftps.tickets = ticketBinding{key: srv.ticketKey, issuer: s.id, accept: s.sharesTickets}
 	s.setLog(s.base)
@@ -90,32 +90,17 @@ func (s *session) setLog(l *zap.Logger) {
 func (s *session) run(parent context.Context) {
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
-	if err := s.proxyHeader(); err != nil {
-		s.log.Warn("PROXY header refused", zap.Error(err))
-		s.deny("protocol", "", "proxy-protocol", "PROXY header refused: "+err.Error(), 0)
-		s.ctl.client.Close()
+	if !s.begin() {
 		return
 	}
-	s.log.Info("session start", zap.Stringer("local", s.clientLocal))
-	start := SessionStartEvent{Session: s.id, Time: s.start, Mode: s.cfg.Mode, Client: s.clientPeer, Local: s.clientLocal}
-	if s.clientHop != s.clientPeer {
-		start.Via = s.clientHop
-	}
-	s.srv.obs.Observe(start)
-	s.seen.lastActive.Store(time.Now().UnixNano())
-	s.publish()
-	s.srv.live.add(s)
 	defer s.srv.live.remove(s)
-
 	if !s.admit() {
 		s.ctl.client.Close()
 		s.logEnd(nil)
 		return
 	}
 	defer s.srv.adm.leave(s.clientPeer.Addr())
-	if err := setOOBInline(s.ctl.client); err != nil {
-		s.log.Debug("SO_OOBINLINE", zap.Error(err))
-	}
+	s.oobInline()
 	// The start phase (connect.go): the server, its greeting and, when
 	// ftpgate greets the client itself (explicit mode, lazy connect), the
 	// login up to the server's choice. It starts the control readers on g.
@@ -125,6 +110,19 @@ func (s *session) run(parent context.Context) {
 		err = s.loop(ctx)
 	}
 	cancel()
+	s.end(g, err)
+}
+
+// oobInline has the client's urgent data (Telnet Synch) arrive in line.
+func (s *session) oobInline() {
+	if err := setOOBInline(s.ctl.client); err != nil {
+		s.log.Debug("SO_OOBINLINE", zap.Error(err))
+	}
+}
+
+// end closes the session's connections, waits for its readers and records
+// its end.
+func (s *session) end(g *errgroup.Group, err error) {
 	s.closePlan()
 	s.ctl.client.Close()
 	if s.ctl.server != nil { // nil when no server was reached
@@ -180,68 +178,121 @@ func (s *session) deny(kind, verb, rule, reason string, code int) {
 		Kind: kind, Verb: verb, Rule: rule, Reason: reason, Code: code})
 }
 
+// begin reads a PROXY header if one is expected, records the session's
+// start and lists it live; false: the session is over (its client closed).
+// It is run's prologue, kept out of run's frame (see nextCommand).
+func (s *session) begin() bool {
+	if err := s.proxyHeader(); err != nil {
+		s.log.Warn("PROXY header refused", zap.Error(err))
+		s.deny("protocol", "", "proxy-protocol", "PROXY header refused: "+err.Error(), 0)
+		s.ctl.client.Close()
+		return false
+	}
+	s.log.Info("session start", zap.Stringer("local", s.clientLocal))
+	start := SessionStartEvent{Session: s.id, Time: s.start, Mode: s.cfg.Mode, Client: s.clientPeer, Local: s.clientLocal}
+	if s.clientHop != s.clientPeer {
+		start.Via = s.clientHop
+	}
+	s.srv.obs.Observe(start)
+	s.seen.lastActive.Store(time.Now().UnixNano())
+	s.publish()
+	s.srv.live.add(s)
+	return true
+}
+
 // nextCommand returns the next client command, enforcing the idle and login
 // timeouts. A server reply meanwhile, when no command is outstanding, is
 // dropped (a 421 ends the session).
-func (s *session) nextCommand(ctx context.Context) (rewrite.Command, error) {
+func (s *session) nextCommand(ctx context.Context) *cmdEvent {
 	if len(s.ctl.queued) > 0 {
-		ev := s.ctl.queued[0]
-		s.ctl.queued = s.ctl.queued[1:]
-		return ev.cmd, ev.err
+		return s.ctl.dequeue()
 	}
-	timeout := s.cfg.IdleTimeout
-	if !s.loggedIn {
-		timeout = min(timeout, time.Until(s.loginStart.Add(s.cfg.LoginTimeout)))
-	}
-	t := time.NewTimer(max(timeout, 0))
+	t := s.commandTimer()
 	defer t.Stop()
 	for {
 		select {
 		case ev := <-s.ctl.cmds:
 			s.seen.lastActive.Store(time.Now().UnixNano())
-			return ev.cmd, ev.err
+			return ev
 		case ev := <-s.ctl.replies:
-			if ev.err != nil {
-				return rewrite.Command{}, s.ctl.serverBroke(ev.err)
+			if err := s.unaskedReply(ev); err != nil {
+				return &cmdEvent{err: err}
 			}
-			if ev.reply.Code == 421 { // the server closes the session: the one reply a server may send unasked
-				s.ctl.reply(ev.reply)
-				return rewrite.Command{}, fmt.Errorf("server closing: %w", errSessionEnd)
-			}
-			// Relaying it would answer the client's next command with it
-			// and shift every later reply by one.
-			s.peerWarn("server reply while no command was outstanding: dropped", zap.Int("code", ev.reply.Code))
 		case <-t.C:
-			if !s.loggedIn {
-				s.ctl.replyf(421, "Login timeout.")
-				return rewrite.Command{}, fmt.Errorf("login: %w", errTimeout)
-			}
-			s.ctl.replyf(421, "Idle timeout.")
-			return rewrite.Command{}, fmt.Errorf("idle: %w", errTimeout)
+			return &cmdEvent{err: s.idleTimeout()}
 		case <-s.srv.draining:
-			s.ctl.replyf(421, "Service shutting down.")
-			return rewrite.Command{}, fmt.Errorf("shutdown: %w", errSessionEnd)
+			return &cmdEvent{err: s.drained()}
 		case <-ctx.Done():
-			return rewrite.Command{}, ctx.Err()
+			return &cmdEvent{err: ctx.Err()}
 		}
 	}
+}
+
+// The helpers of nextCommand hold what is rare out of its frame: an idle
+// session's goroutine waits in nextCommand, and a small frame there lets
+// the runtime shrink that goroutine's stack.
+
+// unaskedReply handles a server reply that came while no command was
+// outstanding; a non-nil error ends the session.
+func (s *session) unaskedReply(ev replyEvent) error {
+	if ev.err != nil {
+		return s.ctl.serverBroke(ev.err)
+	}
+	if ev.reply.Code == 421 { // the server closes the session: the one reply a server may send unasked
+		s.ctl.reply(ev.reply)
+		return fmt.Errorf("server closing: %w", errSessionEnd)
+	}
+	// Relaying it would answer the client's next command with it and shift
+	// every later reply by one.
+	s.peerWarn("server reply while no command was outstanding: dropped", zap.Int("code", ev.reply.Code))
+	return nil
+}
+
+// commandTimer runs until the login or idle timeout of the next command.
+func (s *session) commandTimer() *time.Timer {
+	timeout := s.cfg.IdleTimeout
+	if !s.loggedIn {
+		timeout = min(timeout, time.Until(s.loginStart.Add(s.cfg.LoginTimeout)))
+	}
+	return time.NewTimer(max(timeout, 0))
+}
+
+// drained tells the client the service is shutting down.
+func (s *session) drained() error {
+	s.ctl.replyf(421, "Service shutting down.")
+	return fmt.Errorf("shutdown: %w", errSessionEnd)
+}
+
+// idleTimeout tells the client its login or idle time is over.
+func (s *session) idleTimeout() error {
+	if !s.loggedIn {
+		s.ctl.replyf(421, "Login timeout.")
+		return fmt.Errorf("login: %w", errTimeout)
+	}
+	s.ctl.replyf(421, "Idle timeout.")
+	return fmt.Errorf("idle: %w", errTimeout)
 }
 
 // loop reads and handles client commands until the session ends.
 func (s *session) loop(ctx context.Context) error {
 	// The greeting was handled by the start phase (session.open, connect.go).
 	for first := true; ; first = false {
-		cmd, err := s.nextCommand(ctx)
-		if err := s.checkCommand(cmd, err, first && !s.greetsItself()); err != nil { // connect.go
+		if err := s.dispatch(ctx, s.nextCommand(ctx), first); err != nil {
 			if errors.Is(err, errBadLine) {
 				continue
 			}
 			return err
 		}
-		if err := s.handle(ctx, cmd); err != nil {
-			return err
-		}
 	}
+}
+
+// dispatch checks one command read and handles it (errBadLine: read on).
+// It is out of loop's frame: an idle session waits in loop (nextCommand).
+func (s *session) dispatch(ctx context.Context, ev *cmdEvent, first bool) error {
+	if err := s.checkCommand(ev.cmd, ev.err, first && !s.greetsItself()); err != nil { // connect.go
+		return err
+	}
+	return s.handle(ctx, ev.cmd)
 }
 
 // untrustedProxyHeader reports whether the first thing a client sent looks
