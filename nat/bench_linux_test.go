@@ -2,11 +2,17 @@ package nat
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
 
 // latencies holds per-operation durations of open/refresh/close cycles.
@@ -107,5 +113,183 @@ func TestPinholeLatency(t *testing.T) {
 	t.Log(lat.String())
 	if got := ns.setElements(t, "inet", "ftpgate", "pinholes4"); len(got) != 0 {
 		t.Errorf("%d elements left after 1,000 open/close cycles", len(got))
+	}
+}
+
+// loadRun is the outcome of running many data plans at once against one
+// firewall: per plan the latency of its Open, of its Close and of both.
+type loadRun struct {
+	open, close, both []time.Duration
+	live              int // pinhole set elements at mid-run
+	ops               int // Opens and Closes that returned
+	elapsed           time.Duration
+	errs              []error
+}
+
+// underLoad models plans concurrent data plans on fw, a lasting firewall
+// as in production: each plan opens a pinhole of its own (a peer address
+// per plan, a new local port each time), holds it for a random 1–20ms,
+// closes it, and starts again, until cycles plans have started in all or
+// limit has passed. At mid-run it counts the elements of the pinhole set.
+// With divert every pinhole also diverts a flow (two elements per
+// operation).
+func underLoad(tb testing.TB, ns *testNS, fw Firewall, plans, cycles int, limit time.Duration, divert bool) loadRun {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), limit+10*time.Second)
+	defer cancel()
+	var (
+		started atomic.Int64
+		half    = make(chan struct{})
+		mu      sync.Mutex
+		run     loadRun
+		wg      sync.WaitGroup
+	)
+	deadline := time.Now().Add(limit)
+	t0 := time.Now()
+	for g := range plans {
+		wg.Go(func() {
+			var open, closed []time.Duration
+			var errs []error
+			defer func() {
+				mu.Lock()
+				defer mu.Unlock()
+				run.open = append(run.open, open...)
+				run.close = append(run.close, closed...)
+				for i := range closed {
+					run.both = append(run.both, open[i]+closed[i])
+				}
+				run.ops += len(open) + len(closed)
+				run.errs = append(run.errs, errs...)
+			}()
+			for k := 0; ; k++ {
+				n := started.Add(1)
+				if n > int64(cycles) || time.Now().After(deadline) {
+					return
+				}
+				if n == int64(cycles+1)/2 {
+					close(half)
+				}
+				p := Pinhole{
+					Peer:  netip.AddrFrom4([4]byte{198, 18, byte(16 + g/256), byte(g)}),
+					Local: netip.AddrPortFrom(netip.MustParseAddr("198.18.0.1"), uint16(40000+k%100)),
+				}
+				if divert {
+					p.Intercept = netip.AddrPortFrom(netip.MustParseAddr("198.18.1.2"), uint16(50000+k%100))
+				}
+				t1 := time.Now()
+				if err := fw.Open(ctx, p, 0); err != nil {
+					errs = append(errs, err)
+					return
+				}
+				t2 := time.Now()
+				open = append(open, t2.Sub(t1))
+				time.Sleep(time.Millisecond + rand.N(19*time.Millisecond))
+				t3 := time.Now()
+				if err := fw.Close(ctx, p); err != nil {
+					errs = append(errs, err)
+					return
+				}
+				closed = append(closed, time.Since(t3))
+			}
+		})
+	}
+	select {
+	case <-half:
+		run.live = len(ns.setElements(tb, "inet", "ftpgate", "pinholes4"))
+	case <-ctx.Done():
+	}
+	wg.Wait()
+	run.elapsed = time.Since(t0)
+	return run
+}
+
+func (r *loadRun) String() string {
+	return fmt.Sprintf("%d plans in %s (%.0f ops/s), %d pinholes live at mid-run: open median %s p99 %s; close median %s p99 %s; open+close median %s p99 %s",
+		len(r.both), r.elapsed.Round(time.Millisecond), float64(r.ops)/r.elapsed.Seconds(), r.live,
+		quantile(r.open, 0.5), quantile(r.open, 0.99),
+		quantile(r.close, 0.5), quantile(r.close, 0.99),
+		quantile(r.both, 0.5), quantile(r.both, 0.99))
+}
+
+// Load: 1,000 data plans at once, as the Scale goal (open+close median
+// under 50µs) states it.
+const (
+	loadPlans = 1000
+	loadLimit = 30 * time.Second
+)
+
+// BenchmarkPinholesUnderLoad reports the p50 and p99 latency of a plan's
+// Open, Close and both while 1,000 plans run at once on one firewall, the
+// pinholes live at mid-run and the operations per second. b.N is the
+// number of plans in all; run 20,000 with:
+//
+//	go test -run '^$' -bench PinholesUnderLoad -benchtime 20000x ./nat
+func BenchmarkPinholesUnderLoad(b *testing.B) {
+	benchmarkLoad(b, Config{DataPorts: []PortRange{{40000, 40100}}}, false)
+}
+
+// BenchmarkDivertingPinholesUnderLoad is BenchmarkPinholesUnderLoad for
+// pinholes that also divert a flow (transparent mode).
+func BenchmarkDivertingPinholesUnderLoad(b *testing.B) {
+	benchmarkLoad(b, Config{DataPorts: []PortRange{{40000, 40100}},
+		Intercept: Intercept{Mode: InterceptRedirect, ListenPort: 2100}}, true)
+}
+
+func benchmarkLoad(b *testing.B, cfg Config, divert bool) {
+	ns := newNS(b)
+	fw := newFirewall(b, ns, cfg)
+	b.ResetTimer()
+	r := underLoad(b, ns, fw, loadPlans, b.N, loadLimit, divert)
+	b.StopTimer()
+	if err := errors.Join(r.errs...); err != nil {
+		b.Fatal(err)
+	}
+	if len(r.both) == 0 {
+		return // b.N smaller than the first round of plans
+	}
+	us := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
+	b.ReportMetric(us(quantile(r.open, 0.5)), "open-p50-µs")
+	b.ReportMetric(us(quantile(r.open, 0.99)), "open-p99-µs")
+	b.ReportMetric(us(quantile(r.close, 0.5)), "close-p50-µs")
+	b.ReportMetric(us(quantile(r.close, 0.99)), "close-p99-µs")
+	b.ReportMetric(us(quantile(r.both, 0.5)), "both-p50-µs")
+	b.ReportMetric(us(quantile(r.both, 0.99)), "both-p99-µs")
+	b.ReportMetric(float64(r.live), "live-mid")
+	b.ReportMetric(float64(r.ops)/r.elapsed.Seconds(), "ops/s")
+}
+
+// TestPinholesUnderLoad runs 1,000 concurrent plans, 5,000 in all, with
+// and without divert, and logs the figures; it asserts only that every
+// operation succeeded, that the sets end empty and that no goroutine is
+// left behind (the benchmark is for numbers).
+func TestPinholesUnderLoad(t *testing.T) {
+	for _, divert := range []bool{false, true} {
+		t.Run(fmt.Sprintf("divert=%v", divert), func(t *testing.T) {
+			defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+			ns := newNS(t)
+			cfg := Config{DataPorts: []PortRange{{40000, 40100}}}
+			if divert {
+				cfg.Intercept = Intercept{Mode: InterceptRedirect, ListenPort: 2100}
+			}
+			fw := newFirewall(t, ns, cfg)
+			const cycles = 5000
+			r := underLoad(t, ns, fw, loadPlans, cycles, loadLimit, divert)
+			if err := errors.Join(r.errs...); err != nil {
+				t.Fatalf("%d operations failed: %v", len(r.errs), err)
+			}
+			if len(r.both) != cycles {
+				t.Errorf("%d plans ran, want %d (the time limit ended the run)", len(r.both), cycles)
+			}
+			t.Log(r.String())
+			if got := ns.setElements(t, "inet", "ftpgate", "pinholes4"); len(got) != 0 {
+				t.Errorf("%d elements left in pinholes4 after %d plans", len(got), cycles)
+			}
+			if !divert {
+				return
+			}
+			if got := ns.divertElements(t, "divert4"); len(got) != 0 {
+				t.Errorf("%d elements left in divert4 after %d plans", len(got), cycles)
+			}
+		})
 	}
 }
