@@ -129,7 +129,7 @@ type loadRun struct {
 // underLoad models plans concurrent data plans on fw, a lasting firewall
 // as in production: each plan opens a pinhole of its own (a peer address
 // per plan, a new local port each time), holds it for a random 1–20ms,
-// closes it, and starts again, until cycles plans have started in all or
+// closes it, and starts again (the first time after a random 0–20ms), until cycles plans have started in all or
 // limit has passed. At mid-run it counts the elements of the pinhole set.
 // With divert every pinhole also diverts a flow (two elements per
 // operation).
@@ -161,6 +161,8 @@ func underLoad(tb testing.TB, ns *testNS, fw Firewall, plans, cycles int, limit 
 				run.ops += len(open) + len(closed)
 				run.errs = append(run.errs, errs...)
 			}()
+			// Plans start spread over a hold time, not all at once.
+			time.Sleep(rand.N(20 * time.Millisecond))
 			for k := 0; ; k++ {
 				n := started.Add(1)
 				if n > int64(cycles) || time.Now().After(deadline) {
