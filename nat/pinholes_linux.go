@@ -161,10 +161,10 @@ func (f *kernelFirewall) commitQueued() {
 //
 // The batch holds, per set, one message destroying elements and then one
 // adding elements, rather than messages per operation (fewer to build and
-// for the kernel to parse). It ends as running ops one
-// after the other would: a pinhole whose last op is a Close is destroyed;
-// one whose last op is an Open is added with that Open's timeout, after a
-// destroy if it may exist already (the refresh of kernels before 6.10).
+// for the kernel to parse). It ends as running ops one after the other
+// would: a pinhole whose last op is a Close is destroyed; one whose last
+// op is an Open is added with that Open's timeout, after a destroy if it
+// may exist already (the refresh of kernels before 6.10).
 func (f *kernelFirewall) commitMerged(ops []*pinholeOp) error {
 	now := time.Now()
 	b := &f.batch
