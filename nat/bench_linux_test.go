@@ -75,15 +75,24 @@ func (l *latencies) String() string {
 //
 //	go test -run '^$' -bench PinholeOpenClose -benchtime 1000x ./nat
 func BenchmarkPinholeOpenClose(b *testing.B) {
-	benchmarkCycles(b, Config{DataPorts: []PortRange{{40000, 40100}}}, false)
+	benchmarkCycles(b, benchConfig(false), false)
+}
+
+// benchConfig is the firewall of the benchmarks: data ports closed but for
+// pinholes, and with divert the interception that diverting pinholes need.
+func benchConfig(divert bool) Config {
+	cfg := Config{DataPorts: []PortRange{{40000, 40100}}}
+	if divert {
+		cfg.Intercept = Intercept{Mode: InterceptRedirect, ListenPort: 2100}
+	}
+	return cfg
 }
 
 // BenchmarkDivertingPinholeOpenClose is BenchmarkPinholeOpenClose for
 // pinholes that also divert a flow (transparent mode): each operation
 // changes a set element and a map element in one batch. Same goal.
 func BenchmarkDivertingPinholeOpenClose(b *testing.B) {
-	benchmarkCycles(b, Config{DataPorts: []PortRange{{40000, 40100}},
-		Intercept: Intercept{Mode: InterceptRedirect, ListenPort: 2100}}, true)
+	benchmarkCycles(b, benchConfig(true), true)
 }
 
 func benchmarkCycles(b *testing.B, cfg Config, divert bool) {
@@ -93,13 +102,20 @@ func benchmarkCycles(b *testing.B, cfg Config, divert bool) {
 	for b.Loop() {
 		cycle(b, fw, 1, &lat, divert)
 	}
-	us := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
-	b.ReportMetric(us(quantile(lat.open, 0.5)), "open-p50-µs")
-	b.ReportMetric(us(quantile(lat.open, 0.99)), "open-p99-µs")
-	b.ReportMetric(us(quantile(lat.refresh, 0.5)), "refresh-p50-µs")
-	b.ReportMetric(us(quantile(lat.refresh, 0.99)), "refresh-p99-µs")
-	b.ReportMetric(us(quantile(lat.close, 0.5)), "close-p50-µs")
-	b.ReportMetric(us(quantile(lat.close, 0.99)), "close-p99-µs")
+	reportLatency(b, "open", lat.open)
+	reportLatency(b, "refresh", lat.refresh)
+	reportLatency(b, "close", lat.close)
+}
+
+// reportLatency reports the median and p99 of ds in µs as name-p50-µs and
+// name-p99-µs.
+func reportLatency(b *testing.B, name string, ds []time.Duration) {
+	for _, q := range []struct {
+		q    float64
+		unit string
+	}{{0.5, "-p50-µs"}, {0.99, "-p99-µs"}} {
+		b.ReportMetric(float64(quantile(ds, q.q).Nanoseconds())/1e3, name+q.unit)
+	}
 }
 
 // TestPinholeLatency runs 1,000 cycles and logs the figures; it asserts only
@@ -107,7 +123,7 @@ func benchmarkCycles(b *testing.B, cfg Config, divert bool) {
 // or a loaded machine say little; the benchmark is for numbers).
 func TestPinholeLatency(t *testing.T) {
 	ns := newNS(t)
-	fw := newFirewall(t, ns, Config{DataPorts: []PortRange{{40000, 40100}}})
+	fw := newFirewall(t, ns, benchConfig(false))
 	var lat latencies
 	cycle(t, fw, 1000, &lat, false)
 	t.Log(lat.String())
@@ -247,21 +263,20 @@ const (
 //
 //	go test -run '^$' -bench PinholesUnderLoad -benchtime 20000x ./nat
 func BenchmarkPinholesUnderLoad(b *testing.B) {
-	benchmarkLoad(b, Config{DataPorts: []PortRange{{40000, 40100}}}, false)
+	benchmarkLoad(b, false)
 }
 
 // BenchmarkDivertingPinholesUnderLoad is BenchmarkPinholesUnderLoad for
 // pinholes that also divert a flow (transparent mode).
 func BenchmarkDivertingPinholesUnderLoad(b *testing.B) {
-	benchmarkLoad(b, Config{DataPorts: []PortRange{{40000, 40100}},
-		Intercept: Intercept{Mode: InterceptRedirect, ListenPort: 2100}}, true)
+	benchmarkLoad(b, true)
 }
 
-func benchmarkLoad(b *testing.B, cfg Config, divert bool) {
+func benchmarkLoad(b *testing.B, divert bool) {
 	for _, h := range loadHolds {
 		b.Run(h.name, func(b *testing.B) {
 			ns := newNS(b)
-			fw := newFirewall(b, ns, cfg)
+			fw := newFirewall(b, ns, benchConfig(divert))
 			l := load{plans: loadPlans, cycles: b.N, minHold: h.min, maxHold: h.max, limit: loadLimit, divert: divert}
 			b.ResetTimer()
 			r := l.run(b, ns, fw)
@@ -272,13 +287,9 @@ func benchmarkLoad(b *testing.B, cfg Config, divert bool) {
 			if len(r.both) == 0 {
 				return // b.N smaller than the first round of plans
 			}
-			us := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
-			b.ReportMetric(us(quantile(r.open, 0.5)), "open-p50-µs")
-			b.ReportMetric(us(quantile(r.open, 0.99)), "open-p99-µs")
-			b.ReportMetric(us(quantile(r.close, 0.5)), "close-p50-µs")
-			b.ReportMetric(us(quantile(r.close, 0.99)), "close-p99-µs")
-			b.ReportMetric(us(quantile(r.both, 0.5)), "openclose-p50-µs")
-			b.ReportMetric(us(quantile(r.both, 0.99)), "openclose-p99-µs")
+			reportLatency(b, "open", r.open)
+			reportLatency(b, "close", r.close)
+			reportLatency(b, "openclose", r.both)
 			b.ReportMetric(float64(r.live), "live-mid")
 			b.ReportMetric(float64(r.ops)/r.elapsed.Seconds(), "ops/s")
 		})
@@ -294,11 +305,7 @@ func TestPinholesUnderLoad(t *testing.T) {
 		t.Run(fmt.Sprintf("divert=%v", divert), func(t *testing.T) {
 			defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 			ns := newNS(t)
-			cfg := Config{DataPorts: []PortRange{{40000, 40100}}}
-			if divert {
-				cfg.Intercept = Intercept{Mode: InterceptRedirect, ListenPort: 2100}
-			}
-			fw := newFirewall(t, ns, cfg)
+			fw := newFirewall(t, ns, benchConfig(divert))
 			const cycles = 5000
 			l := load{plans: loadPlans, cycles: cycles, minHold: loadHolds[0].min, maxHold: loadHolds[0].max, limit: loadLimit, divert: divert}
 			r := l.run(t, ns, fw)
