@@ -163,8 +163,9 @@ func (f *kernelFirewall) commitQueued() {
 // adding elements, rather than messages per operation (fewer to build and
 // for the kernel to parse). It ends as running ops one after the other
 // would: a pinhole whose last op is a Close is destroyed; one whose last
-// op is an Open is added with that Open's timeout, after a destroy if it
-// may exist already (the refresh of kernels before 6.10).
+// op is an Open is added with that Open's timeout, after a destroy if we
+// added it before or an earlier op of the batch touched it (the refresh
+// of kernels before 6.10).
 func (f *kernelFirewall) commitMerged(ops []*pinholeOp) error {
 	now := time.Now()
 	b := &f.batch
@@ -174,20 +175,25 @@ func (f *kernelFirewall) commitMerged(ops []*pinholeOp) error {
 		i, ok := b.index[op.p]
 		if !ok {
 			exp, known := f.open[op.p]
+			known = known && now.Before(exp.Add(expiryGrace))
 			i = len(b.plans)
 			b.index[op.p] = i
-			b.plans = append(b.plans, mergedPlan{exists: known && now.Before(exp.Add(expiryGrace))})
-		} else if !b.plans[i].last.close {
-			b.plans[i].exists = true // an earlier Open of the batch adds it
+			b.plans = append(b.plans, mergedPlan{known: known, destroy: known})
+		} else {
+			// An earlier op of the batch added or removed it: remove,
+			// then add, as one after the other would.
+			b.plans[i].destroy = true
 		}
-		refresh = append(refresh, !op.close && b.plans[i].exists)
-		b.plans[i].last = op
+		pl := &b.plans[i]
+		refresh = append(refresh, !op.close && pl.known)
+		pl.known = !op.close
+		pl.last = op
 	}
 	b.refresh = refresh
 	for _, pl := range b.plans {
 		for _, e := range pl.last.els {
 			so := b.forSet(e.set)
-			if pl.last.close || pl.exists {
+			if pl.last.close || pl.destroy {
 				so.destroy = append(so.destroy, e.key)
 			}
 			if !pl.last.close {
@@ -232,8 +238,9 @@ type mergedBatch struct {
 // mergedPlan is what a merged batch does to one pinhole: what its last op
 // says, after a destroy if it may exist before that op's add.
 type mergedPlan struct {
-	last   *pinholeOp
-	exists bool
+	last    *pinholeOp
+	destroy bool // before last's add
+	known   bool // f.open's view after the ops so far: for the log's refresh
 }
 
 // mergedSet is what a merged batch sends for one set: one message
