@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/google/nftables"
@@ -39,6 +40,12 @@ type kernelFirewall struct {
 	sweepAt int                   // sweep expired entries of open at this size
 	destroy bool                  // the kernel knows "destroy element" (Linux 6.3+)
 	closed  bool
+	batch   mergedBatch // commitMerged's working memory
+
+	// queue holds Opens and Closes waiting to be sent by the next holder
+	// of lock (see submit). queueMu guards it, not lock.
+	queueMu sync.Mutex
+	queue   []*pinholeOp
 }
 
 func newKernel(ctx context.Context, cfg Config, log *zap.Logger) (Firewall, error) {
