@@ -112,7 +112,7 @@ func (p *partialReply) done() *Reply {
 // readBuf is the size of a Reader's buffer. A control connection spends most
 // of its life idle with its buffer allocated, so the buffer is sized for the
 // usual line, not for the longest allowed: a longer line is gathered in pend.
-const readBuf = 512
+const readBuf = 256
 
 // NewReader returns a Reader of r with the given limits.
 func NewReader(r io.Reader, lim Limits) *Reader {
