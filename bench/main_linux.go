@@ -8,7 +8,7 @@
 //
 //	go run ./bench            # the full benchmark (under 15 minutes), writes BENCHMARKS.md
 //	go run ./bench --quick    # one round, small sizes: a smoke test (bench_linux_test.go)
-//	go run ./bench --scale    # adds 1,000 concurrent sessions and 8,000 idle sessions
+//	go run ./bench --scale    # adds 1,000 concurrent sessions, 8,000 idle sessions and pinholes under load
 //	go run ./bench --profile DIR  # pprof and strace of ftpgate during small-file transfers
 //
 // It never touches the root namespace's firewall or routes; the namespaces and everything
@@ -72,13 +72,14 @@ type sizes struct {
 	sessions         int
 	scaleSessions    int
 	idleSessions     int
+	pinholePlans     int // plans in all of the pinhole load test (1,000 at a time)
 	profileTransfers int
 }
 
 func (o options) sizes() sizes {
-	sz := sizes{big: 1 << 30, upload: 256 << 20, smallFiles: 500, sessions: 100, scaleSessions: 1000, idleSessions: 8000, profileTransfers: 500}
+	sz := sizes{big: 1 << 30, upload: 256 << 20, smallFiles: 500, sessions: 100, scaleSessions: 1000, idleSessions: 8000, profileTransfers: 500, pinholePlans: 20000}
 	if o.quick {
-		sz = sizes{big: 32 << 20, upload: 8 << 20, smallFiles: 40, sessions: 10, scaleSessions: 50, idleSessions: 200, profileTransfers: 40}
+		sz = sizes{big: 32 << 20, upload: 8 << 20, smallFiles: 40, sessions: 10, scaleSessions: 50, idleSessions: 200, profileTransfers: 40, pinholePlans: 2000}
 	}
 	if o.sessions > 0 {
 		sz.sessions = o.sessions
@@ -90,7 +91,7 @@ func benchMain(args []string) int {
 	var o options
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.BoolVar(&o.quick, "quick", false, "one round, small sizes (a smoke test)")
-	fs.BoolVar(&o.scale, "scale", false, "also run the scale tests (1,000 concurrent sessions, 8,000 idle sessions)")
+	fs.BoolVar(&o.scale, "scale", false, "also run the scale tests (1,000 concurrent sessions, 8,000 idle sessions, pinholes under 1,000 concurrent plans)")
 	fs.IntVar(&o.rounds, "rounds", 3, "interleaved rounds (--quick: 1)")
 	fs.StringVar(&o.out, "out", "BENCHMARKS.md", "report file to write")
 	fs.StringVar(&o.jsonOut, "json", "", "also write the raw results as JSON to this file")
@@ -234,15 +235,24 @@ func run(ctx context.Context, o options) (err error) {
 	return nil
 }
 
-// buildFtpgate builds ./cmd/ftpgate of this module into dir.
-func buildFtpgate(ctx context.Context, dir string) (string, error) {
+// moduleDir is the root of the ftpgate module the bench runs from.
+func moduleDir(ctx context.Context) (string, error) {
 	gomod, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
 	if err != nil || strings.TrimSpace(string(gomod)) == "" {
 		return "", fmt.Errorf("go env GOMOD: %v (run from the ftpgate module)", err)
 	}
+	return filepath.Dir(strings.TrimSpace(string(gomod))), nil
+}
+
+// buildFtpgate builds ./cmd/ftpgate of this module into dir.
+func buildFtpgate(ctx context.Context, dir string) (string, error) {
+	mod, err := moduleDir(ctx)
+	if err != nil {
+		return "", err
+	}
 	out := filepath.Join(dir, "ftpgate")
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./cmd/ftpgate")
-	cmd.Dir = filepath.Dir(strings.TrimSpace(string(gomod)))
+	cmd.Dir = mod
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build ./cmd/ftpgate: %w\n%s", err, b)
 	}

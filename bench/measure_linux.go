@@ -41,6 +41,7 @@ const (
 	tSplice   = "splice"
 	tScale    = "scale-sessions"
 	tIdle     = "idle-sessions"
+	tPinholes = "pinholes"
 )
 
 // cell is one test through one column: a value per round.
@@ -98,7 +99,7 @@ func (r *results) expected(test, col string) bool {
 		return false
 	case test == tDownCPU || test == tUpCPU || test == tSplice || test == tDrops:
 		return col != "routing"
-	case test == tIdle:
+	case test == tIdle || test == tPinholes:
 		return col == "ftpgate reverse"
 	}
 	return true
@@ -138,7 +139,7 @@ func (e *env) measure(ctx context.Context) (*results, error) {
 	}
 	res.Tests = append(res.Tests, tDrops)
 	if e.o.scale {
-		res.Tests = append(res.Tests, tScale, tIdle)
+		res.Tests = append(res.Tests, tScale, tIdle, tPinholes)
 	}
 	var live []column
 	for _, c := range cols {
@@ -181,6 +182,10 @@ func (e *env) measure(ctx context.Context) (*results, error) {
 		fmt.Fprintf(os.Stderr, "bench: %d idle sessions\n", e.sz.idleSessions)
 		if err := e.idle(ctx, res, cols[1]); err != nil {
 			res.fail(tIdle, cols[1].Name, err)
+		}
+		fmt.Fprintf(os.Stderr, "bench: pinholes under 1,000 concurrent plans (%d plans)\n", e.sz.pinholePlans)
+		if err := e.pinholes(ctx, res, cols[1]); err != nil {
+			res.fail(tPinholes, cols[1].Name, err)
 		}
 	}
 	res.compare()

@@ -39,6 +39,7 @@ func (e *env) rows() map[string]row {
 		tSplice:   {"splice check: ftpgate syscalls during one download (strace -f -c)", "", ""},
 		tScale:    {fmt.Sprintf("%d concurrent sessions (LIST + 1 MiB RETR)", e.sz.scaleSessions), kindTime, "s"},
 		tIdle:     {fmt.Sprintf("%d idle logged-in sessions: ftpgate RSS per session", e.sz.idleSessions), "", "KiB"},
+		tPinholes: {"pinhole open+close median under 1,000 concurrent plans (nat benchmark, one firewall)", "", "µs"},
 	}
 }
 
@@ -95,7 +96,7 @@ func (r *results) show(test, col string, rw row) string {
 	switch {
 	case rw.kind == kindCount:
 		s = fmt.Sprintf("%.0f%s", median(c.Values), spread(c.Values))
-	case rw.kind == kindCPU || test == tIdle:
+	case rw.kind == kindCPU || test == tIdle || test == tPinholes:
 		s = fmt.Sprintf("%s %s%s", format(median(c.Values)), rw.unit, spread(c.Values))
 	case col == "routing" && rw.kind == kindRate:
 		s = fmt.Sprintf("1.00 (%s %s%s)", format(median(c.Values)), rw.unit, spread(c.Values))
@@ -112,7 +113,7 @@ func (r *results) show(test, col string, rw row) string {
 			s += " (" + c.Note + ")"
 		}
 	}
-	if test == tIdle {
+	if test == tIdle || test == tPinholes {
 		s += " (" + c.Note + ")"
 	}
 	return s
@@ -184,10 +185,13 @@ Notes:
   connection handshakes are in flight (vsftpd listens with a backlog of 32); failed sessions are counted.
 - splice check: `+"`strace -f -c`"+` attached to ftpgate during one download; read/write are the control path's.
 - idle sessions: through ftpgate reverse to a minimal Go upstream in the server namespace; RSS from /proc.
+- pinholes: nat's BenchmarkPinholesUnderLoad, 1,000 plans at once on one firewall (one netlink connection) in
+  a namespace of its own, each opening a pinhole, holding it 1–20 or 100–200 ms and closing it; the figure is
+  the median of a plan's Open plus Close with the 100–200 ms holds, the other loads in the note.
 - the kernel column is measured once `+"`ftpgate run -h`"+` lists --data-path (with `+"`--data-path kernel`"+`, reverse).
 `, e.sz.profileTransfers, maxHandshakes)
 	if !e.o.scale {
-		md.WriteString("- the scale tests (1,000 concurrent and 8,000 idle sessions) run with `--scale`.\n")
+		md.WriteString("- the scale tests (1,000 concurrent and 8,000 idle sessions, pinholes under load) run with `--scale`.\n")
 	}
 	return report{text: table, markdown: md.String()}
 }
