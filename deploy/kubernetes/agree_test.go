@@ -201,14 +201,64 @@ func checkAgreement(docs []document, configDir string) error {
 		// The admin endpoint names clients and users (/status, /metrics):
 		// a policy that admits it must say from where.
 		for i, rule := range np.Spec.Ingress {
+			if len(rule.From) > 0 {
+				continue
+			}
+			if len(rule.Ports) == 0 {
+				fail("NetworkPolicy %s: ingress rule %d admits every port, the admin port %d too, from anywhere", np.Name, i, adminPort)
+			}
 			for _, p := range rule.Ports {
-				if p.Port != nil && p.Port.IntValue() == adminPort && len(rule.From) == 0 {
+				if admitsPort(p, adminPort) {
 					fail("NetworkPolicy %s: ingress rule %d admits the admin port %d from anywhere", np.Name, i, adminPort)
 				}
 			}
 		}
 	}
+	// A pod whose ftpgate serves its admin endpoint beyond loopback needs a
+	// policy that says who may reach it.
+	for _, w := range workloads {
+		gc, ok := podConfig(w.template.Spec, configs)
+		if !ok || gc.AdminListen == "" || strings.HasPrefix(gc.AdminListen, "127.0.0.1:") || strings.HasPrefix(gc.AdminListen, "[::1]:") {
+			continue
+		}
+		if !slices.ContainsFunc(o.networkPolicies, func(np *networkingv1.NetworkPolicy) bool {
+			sel, err := metav1.LabelSelectorAsSelector(&np.Spec.PodSelector)
+			return err == nil && sel.Matches(labels.Set(w.template.Labels)) &&
+				slices.Contains(np.Spec.PolicyTypes, networkingv1.PolicyTypeIngress)
+		}) {
+			fail("%s: ftpgate's admin endpoint listens on %s, and no NetworkPolicy of this file limits who reaches it", w, gc.AdminListen)
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// admitsPort reports whether a policy port (TCP, one port or a range, or
+// every port) includes port.
+func admitsPort(p networkingv1.NetworkPolicyPort, port int) bool {
+	if p.Protocol != nil && *p.Protocol != corev1.ProtocolTCP {
+		return false
+	}
+	if p.Port == nil {
+		return true
+	}
+	lo, hi := p.Port.IntValue(), p.Port.IntValue()
+	if p.EndPort != nil {
+		hi = int(*p.EndPort)
+	}
+	return lo <= port && port <= hi
+}
+
+// podConfig is the ftpgate configuration a pod mounts from a ConfigMap of
+// this file, if any.
+func podConfig(pod corev1.PodSpec, configs map[string]gateConfig) (gateConfig, bool) {
+	for _, v := range pod.Volumes {
+		if v.ConfigMap != nil {
+			if gc, ok := configs[v.ConfigMap.Name]; ok {
+				return gc, true
+			}
+		}
+	}
+	return gateConfig{}, false
 }
 
 // adminPort is the admin endpoint's port in the manifests.
@@ -561,14 +611,7 @@ func checkService(svc *corev1.Service, workloads []workload, configs map[string]
 	case n == 0 && svc.Spec.SessionAffinity != corev1.ServiceAffinityClientIP:
 		fail("sessionAffinity %q: want ClientIP", svc.Spec.SessionAffinity)
 	}
-	var gc gateConfig
-	for _, v := range pod.Volumes {
-		if v.ConfigMap != nil {
-			if x, ok := configs[v.ConfigMap.Name]; ok {
-				gc = x
-			}
-		}
-	}
+	gc, _ := podConfig(*pod, configs)
 	lo, hi, err := portRange(gc.PassivePorts)
 	if err != nil {
 		fail("passive_ports of the ftpgate it selects: %v", err)
