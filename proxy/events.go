@@ -74,6 +74,7 @@ type TransferEvent struct {
 	ClientMode string // PASV, EPSV, PORT, ...
 	ServerMode string // EPSV, PASV, EPRT, PORT
 	TLS        bool   // the client data leg was protected
+	ASCII      bool   // TYPE A was in force (else image: byte for byte)
 }
 
 // PinholeEvent: one pinhole operation on the firewall.

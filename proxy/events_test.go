@@ -112,3 +112,34 @@ func TestObserverEvents(t *testing.T) {
 		t.Errorf("pinhole errors: %v", n)
 	}
 }
+
+// TestTransferRecordsType: a transfer's record says whether TYPE A was in
+// force, as the server accepted it (for xferlog's transfer-type).
+func TestTransferRecordsType(t *testing.T) {
+	rec := &recorder{}
+	h := newHarness(t, ServerPassive, func(_ *fakeFTP, c *Config) { c.Observer = rec })
+	h.ftp.files["f"] = []byte("line\r\n")
+	cl := h.dial()
+	types := []string{"", "A", "I", "a N", "L 8"}
+	for _, typ := range types {
+		if typ != "" {
+			cl.cmd(200, "TYPE %s", typ)
+		}
+		if got := cl.transfer("EPSV", "RETR f", nil); string(got) != "line\r\n" {
+			t.Fatalf("TYPE %q: download got %q", typ, got)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(rec.transfers()) < len(types) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	tr := rec.transfers()
+	if len(tr) != len(types) {
+		t.Fatalf("got %d transfer events, want %d", len(tr), len(types))
+	}
+	for i, want := range []bool{false, true, false, true, false} {
+		if tr[i].ASCII != want {
+			t.Errorf("after TYPE %q: ASCII %v, want %v", types[i], tr[i].ASCII, want)
+		}
+	}
+}

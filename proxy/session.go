@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/ftpgate/ftpgate/policy"
@@ -48,6 +49,7 @@ type session struct {
 	epsvAll    bool
 	noEPSV     bool // the server refused EPSV: use PASV
 	noEPRT     bool // the server refused EPRT: use PORT
+	ascii      bool // the server accepted TYPE A: transfers are ASCII (for records)
 	plan       *dataPlan
 	start      time.Time
 	bytesUp    int64 // data bytes client -> server
@@ -357,6 +359,13 @@ func (s *session) handle(ctx context.Context, cmd rewrite.Command) error {
 	return s.forward(ctx, cmd)
 }
 
+// asciiType reports whether a TYPE argument asks for ASCII ("A", "A N",
+// "a T", ...); anything else (I, L 8, E) is a byte-for-byte transfer.
+func asciiType(arg string) bool {
+	arg = strings.TrimSpace(arg)
+	return arg != "" && (arg[0] == 'A' || arg[0] == 'a')
+}
+
 // forward sends the command as it came and relays the server's replies.
 func (s *session) forward(ctx context.Context, cmd rewrite.Command) error {
 	if err := s.ctl.send(cmd); err != nil {
@@ -368,6 +377,9 @@ func (s *session) forward(ctx context.Context, cmd rewrite.Command) error {
 	}
 	if s.cfg.AbsolutePaths {
 		s.followCWD(cmd, rep)
+	}
+	if cmd.Verb == "TYPE" && rep.Code/100 == 2 {
+		s.ascii = asciiType(cmd.Arg)
 	}
 	if changesFiles(cmd.Verb) {
 		p := cmd.Arg

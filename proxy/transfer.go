@@ -548,6 +548,7 @@ func (s *session) recordTransfer(r *transferRecord) {
 		Bytes:     r.bytes,
 		Code:      s.ctl.lastCode,
 		TLS:       r.tls,
+		ASCII:     s.ascii,
 		Cause:     r.cause,
 	}
 	if upload(r.cmd.Verb) {

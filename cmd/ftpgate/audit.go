@@ -347,6 +347,7 @@ type (
 		ClientMode string         `json:"client_mode,omitempty"`
 		ServerMode string         `json:"server_mode,omitempty"`
 		TLS        bool           `json:"tls"`
+		DataType   string         `json:"data_type"` // the TYPE in force: "A" (ASCII) or "I" (image)
 	}
 	fileCommandRecord struct {
 		recordHead
@@ -401,7 +402,7 @@ func appendAuditRecord(buf []byte, ev proxy.Event) []byte {
 		rec = transferRecord{recordHead: head("transfer", e.Start, e.Session, e.Client, e.User),
 			Server: unmap(e.Server), Verb: e.Verb, Path: e.Path, Direction: e.Direction, Bytes: e.Bytes,
 			Duration: e.Duration.Seconds(), Code: e.Code, Result: e.Result, Cause: e.Cause,
-			ClientMode: e.ClientMode, ServerMode: e.ServerMode, TLS: e.TLS}
+			ClientMode: e.ClientMode, ServerMode: e.ServerMode, TLS: e.TLS, DataType: transferType(e.ASCII)}
 	case proxy.FileCommandEvent:
 		res := "ok"
 		if e.Code < 200 || e.Code >= 400 {
@@ -454,4 +455,12 @@ func unmap(ap netip.AddrPort) netip.AddrPort {
 		return ap
 	}
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+// transferType is a transfer record's representation type.
+func transferType(ascii bool) string {
+	if ascii {
+		return "A"
+	}
+	return "I"
 }

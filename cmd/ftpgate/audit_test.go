@@ -64,7 +64,7 @@ func TestAuditRecords(t *testing.T) {
 		{"type": "session_start", "session": 1.0, "mode": "reverse", "client": "198.18.0.10:50000", "time": "2026-12-01T09:30:00Z"},
 		{"type": "transfer", "verb": "RETR", "path": "/pub/file one.bin", "direction": "download", "bytes": 1048576.0,
 			"code": 226.0, "result": "ok", "client": "198.18.0.10:50000", "server": "198.18.1.20:21", "user": "alice",
-			"duration_seconds": 2.0, "tls": false},
+			"duration_seconds": 2.0, "tls": false, "data_type": "I"},
 		{"type": "transfer", "verb": "STOR", "direction": "upload", "bytes": 100.0, "code": 426.0, "result": "aborted",
 			"cause": "server closed the data connection"},
 		{"type": "transfer", "verb": "RETR", "path": "/missing", "code": 550.0, "result": "failed", "cause": "550 No such file", "bytes": 0.0},

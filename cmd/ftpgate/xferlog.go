@@ -25,7 +25,8 @@ import (
 //	  - file-size: the bytes relayed;
 //	  - filename: the path, every white-space or control byte replaced by "_"
 //	    as ProFTPD does, so that the line splits into its fields;
-//	  - transfer-type: "b" (binary): the proxy does not report the TYPE;
+//	  - transfer-type: "a" (ASCII) after a TYPE A the server accepted, else "b"
+//	    (binary); "b" for a deletion;
 //	  - special-action-flag: "_" (no compression or tar);
 //	  - direction: "o" outgoing (RETR), "i" incoming (STOR, STOU, APPE), "d"
 //	    deleted (a DELE that succeeded, as ProFTPD logs it);
@@ -91,19 +92,23 @@ func appendXferlog(buf []byte, ev proxy.Event, loc *time.Location) []byte {
 			service = "ftps"
 		}
 		secs := int64(math.Round(e.Duration.Seconds()))
+		typ := byte('b')
+		if e.ASCII {
+			typ = 'a'
+		}
 		return appendXferlogLine(buf, e.Start.Add(e.Duration).In(loc), secs, e.Client.Addr(), e.Bytes, e.Path,
-			dir, e.User, service, status)
+			typ, dir, e.User, service, status)
 	case proxy.FileCommandEvent:
 		if !isDelete(e) {
 			return buf
 		}
-		return appendXferlogLine(buf, e.Time.In(loc), 0, e.Client.Addr(), 0, e.Path, 'd', e.User, "ftp", 'c')
+		return appendXferlogLine(buf, e.Time.In(loc), 0, e.Client.Addr(), 0, e.Path, 'b', 'd', e.User, "ftp", 'c')
 	}
 	return buf
 }
 
 func appendXferlogLine(buf []byte, now time.Time, secs int64, host netip.Addr, size int64, path string,
-	dir byte, user, service string, status byte) []byte {
+	typ, dir byte, user, service string, status byte) []byte {
 	buf = now.AppendFormat(buf, xferlogTime)
 	buf = append(buf, ' ')
 	buf = strconv.AppendInt(buf, secs, 10)
@@ -117,7 +122,7 @@ func appendXferlogLine(buf []byte, now time.Time, secs int64, host netip.Addr, s
 	buf = strconv.AppendInt(buf, max(size, 0), 10)
 	buf = append(buf, ' ')
 	buf = appendXferlogWord(buf, path, "-")
-	buf = append(buf, " b _ "...)
+	buf = append(buf, ' ', typ, ' ', '_', ' ')
 	buf = append(buf, dir, ' ')
 	if isAnonymous(user) {
 		buf = append(buf, 'a', ' ')

@@ -57,6 +57,13 @@ func TestXferlogFields(t *testing.T) {
 			specialAction: "_", direction: "o", access: "r", username: "alice", service: "ftp", authMethod: "0",
 			authUser: "*", completion: "c"},
 	}, {
+		name: "ASCII download (TYPE A)",
+		ev: proxy.TransferEvent{Start: start, Client: testClient, User: "alice", Verb: "RETR", Path: "/README",
+			Direction: "download", Bytes: 120, Code: 226, Result: "ok", ASCII: true},
+		want: xferlogFields{currentTime: start, transferTime: "0", remoteHost: "198.18.0.10", fileSize: "120",
+			filename: "/README", transferType: "a", specialAction: "_", direction: "o", access: "r", username: "alice",
+			service: "ftp", authMethod: "0", authUser: "*", completion: "c"},
+	}, {
 		name: "aborted upload over TLS, anonymous",
 		ev: proxy.TransferEvent{Start: start, Duration: 61 * time.Second, Client: testClient, User: "anonymous",
 			Verb: "STOR", Path: "/incoming/a", Direction: "upload", Bytes: 4096, Code: 426, Result: "aborted", TLS: true},
