@@ -33,12 +33,7 @@ import (
 //
 // Needs root and FTPGATE_E2E=1.
 func TestColumnForgetsEarlierColumnsConnections(t *testing.T) {
-	if os.Getenv("FTPGATE_E2E") != "1" {
-		t.Skip("set FTPGATE_E2E=1 (as root) to run the benchmark's namespace tests")
-	}
-	if os.Geteuid() != 0 {
-		t.Fatal("FTPGATE_E2E=1 but not root: the test needs network namespaces")
-	}
+	needNamespaces(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	tp, err := newTopology(ctx)
@@ -154,6 +149,19 @@ func TestColumnForgetsEarlierColumnsConnections(t *testing.T) {
 	}
 	if c := res.Cells[tDrops]["routing"]; c != nil && c.Err != "" {
 		t.Fatalf("withGate: %s", c.Err)
+	}
+}
+
+// needNamespaces skips t without FTPGATE_E2E=1 and fails it when that is set but the test
+// cannot build network namespaces (not root): then a missing prerequisite is a failure, as in
+// the e2e suite.
+func needNamespaces(t *testing.T) {
+	t.Helper()
+	if os.Getenv("FTPGATE_E2E") != "1" {
+		t.Skip("set FTPGATE_E2E=1 (as root) to run the benchmark's namespace tests")
+	}
+	if os.Geteuid() != 0 {
+		t.Fatal("FTPGATE_E2E=1 but not root: the benchmark needs network namespaces")
 	}
 }
 
