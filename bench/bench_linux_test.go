@@ -18,12 +18,7 @@ import (
 // written. It asserts no timing. Needs root and FTPGATE_E2E=1 (then a missing prerequisite is
 // a failure, as in the e2e suite).
 func TestQuickRun(t *testing.T) {
-	if os.Getenv("FTPGATE_E2E") != "1" {
-		t.Skip("set FTPGATE_E2E=1 (as root) to run the benchmark's smoke mode")
-	}
-	if os.Geteuid() != 0 {
-		t.Fatal("FTPGATE_E2E=1 but not root: the benchmark needs network namespaces")
-	}
+	needNamespaces(t)
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "bench")
 	if b, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
