@@ -214,16 +214,22 @@ func (r *results) compare() {
 	}
 }
 
-// withGate runs fn with c's ftpgate running (none for routing) and records a start failure
-// under test. The gateway first forgets the connections of the columns before (as if each
-// column had a machine of its own): the redirect column's data connections, client:E ->
+// forgetConnections empties the gateway's conntrack table before a column or variant, as if
+// each had a machine of its own: the redirect column's data connections, client:E ->
 // server:P diverted to gateway:P, leave conntrack entries in TIME_WAIT for 120 s whose reply
 // tuple gateway:P -> client:E is that of a direct connection client:E -> gateway:P; when the
 // client picks the same port E for one (about one data connection in 2,000-5,000), the kernel
 // drops its SYN after ftpgate's pinhole admitted it (no nat chain remaps it), until the old
 // entry expires.
+func (e *env) forgetConnections(ctx context.Context) error {
+	_, err := runIn(ctx, e.tp.Gateway, "conntrack", "--flush")
+	return err
+}
+
+// withGate runs fn with c's ftpgate running (none for routing) and records a start failure
+// under test, on a gateway that has forgotten the columns before (forgetConnections).
 func (e *env) withGate(ctx context.Context, res *results, test string, c column, fn func(*gate) error) {
-	if _, err := runIn(ctx, e.tp.Gateway, "conntrack", "--flush"); err != nil {
+	if err := e.forgetConnections(ctx); err != nil {
 		res.fail(test, c.Name, fmt.Errorf("forget the earlier columns' connections: %w", err))
 		return
 	}

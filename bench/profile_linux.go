@@ -181,6 +181,9 @@ func (e *env) stepVariants(ctx context.Context, dir string, passes int) (string,
 // stepTimes runs the steps subcommand in the client namespace against target, through an
 // ftpgate started with args (none: routing), with conntrack turned on in the gateway if ct.
 func (e *env) stepTimes(ctx context.Context, args []string, target string, ct bool, logPath string) (stepStats, error) {
+	if err := e.forgetConnections(ctx); err != nil {
+		return nil, fmt.Errorf("forget the earlier variants' connections: %w", err)
+	}
 	if ct {
 		f := filepath.Join(e.work, "benchct.nft")
 		if err := os.WriteFile(f, []byte(ctTable), 0o644); err != nil {
