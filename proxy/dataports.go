@@ -46,7 +46,8 @@ type dataPorts struct {
 
 	// Sessions behind one balancer that sends PROXY headers can wait on the
 	// same data port with the same pinhole (balancer, us, port): the kernel
-	// element goes only when the last of them closes it.
+	// element goes only when the last of them closes it. pinMu guards the
+	// map and the states' counts, never across a firewall call.
 	pinMu   sync.Mutex
 	pinRefs map[nat.Pinhole]*pinState
 
@@ -486,9 +487,17 @@ func (dl *dataPort) unpin(ctx context.Context) {
 }
 
 // openPinhole asks the firewall to admit p and counts the reference.
+//
+// The firewall calls of different pinholes run at once, so that the
+// firewall can carry them in one netlink batch; those of one pinhole (shared
+// behind a PROXY-header balancer) run one after the other, in the order
+// they came, so that a late Close never removes the element an Open after it
+// added.
 func (h *dataPorts) openPinhole(ctx context.Context, p nat.Pinhole) error {
-	h.pinMu.Lock()
-	defer h.pinMu.Unlock()
+	st := h.pinUse(p)
+	defer h.pinUnuse(p, st)
+	st.mu.Lock()
+	defer st.mu.Unlock()
 	start := time.Now()
 	err := h.fw.Open(ctx, p, h.conf().PinholeTTL)
 	h.conf().Observer.Observe(PinholeEvent{Op: "open", Pinhole: p, Duration: time.Since(start), Err: err})
@@ -496,25 +505,47 @@ func (h *dataPorts) openPinhole(ctx context.Context, p nat.Pinhole) error {
 		return fmt.Errorf("open pinhole %s: %w", p, err)
 	}
 	h.pinholes.Add(1)
+	ttl := h.conf().PinholeTTL
+	if ttl <= 0 {
+		ttl = nat.DefaultTTL
+	}
+	h.pinMu.Lock()
+	st.refs++
+	st.expires = start.Add(ttl) // every open refreshes the element's timeout
+	h.pinMu.Unlock()
+	return nil
+}
+
+// pinState is one pinhole: how many expectations use it, when the firewall
+// will expire it if nobody comes, and the lock that orders its firewall
+// calls.
+type pinState struct {
+	mu      sync.Mutex // held across each firewall call for this pinhole
+	users   int        // calls holding or waiting for mu; under pinMu
+	refs    int        // opens not yet closed; under pinMu
+	expires time.Time  // under pinMu
+}
+
+// pinUse returns p's state, made if new, counted as in use until pinUnuse.
+func (h *dataPorts) pinUse(p nat.Pinhole) *pinState {
+	h.pinMu.Lock()
+	defer h.pinMu.Unlock()
 	st := h.pinRefs[p]
 	if st == nil {
 		st = &pinState{}
 		h.pinRefs[p] = st
 	}
-	st.refs++
-	ttl := h.conf().PinholeTTL
-	if ttl <= 0 {
-		ttl = nat.DefaultTTL
-	}
-	st.expires = start.Add(ttl) // every open refreshes the element's timeout
-	return nil
+	st.users++
+	return st
 }
 
-// pinState is one open pinhole: how many expectations use it and when the
-// firewall will expire it if nobody comes.
-type pinState struct {
-	refs    int
-	expires time.Time
+// pinUnuse ends a use of p's state; a state nobody uses or holds open goes.
+func (h *dataPorts) pinUnuse(p nat.Pinhole, st *pinState) {
+	h.pinMu.Lock()
+	defer h.pinMu.Unlock()
+	if st.users--; st.users == 0 && st.refs == 0 {
+		delete(h.pinRefs, p)
+	}
 }
 
 // pinholeInfo lists the open pinholes for snapshots.
@@ -523,6 +554,9 @@ func (h *dataPorts) pinholeInfo(now time.Time) []PinholeInfo {
 	defer h.pinMu.Unlock()
 	out := make([]PinholeInfo, 0, len(h.pinRefs))
 	for p, st := range h.pinRefs {
+		if st.refs == 0 {
+			continue // being opened, or closed
+		}
 		out = append(out, PinholeInfo{Pinhole: p, Peer: p.Peer, Local: p.Local, Intercept: p.Intercept,
 			Remaining: max(st.expires.Sub(now), 0), Refs: st.refs})
 	}
@@ -532,15 +566,18 @@ func (h *dataPorts) pinholeInfo(now time.Time) []PinholeInfo {
 
 // closePinhole drops a reference; the last one removes the kernel element.
 func (h *dataPorts) closePinhole(ctx context.Context, p nat.Pinhole) {
-	h.pinMu.Lock()
-	defer h.pinMu.Unlock()
+	st := h.pinUse(p)
+	defer h.pinUnuse(p, st)
+	st.mu.Lock()
+	defer st.mu.Unlock()
 	h.pinholes.Add(-1)
-	if st := h.pinRefs[p]; st != nil {
-		if st.refs--; st.refs > 0 {
-			return
-		}
+	h.pinMu.Lock()
+	st.refs = max(st.refs-1, 0)
+	last := st.refs == 0
+	h.pinMu.Unlock()
+	if !last {
+		return
 	}
-	delete(h.pinRefs, p)
 	start := time.Now()
 	err := h.fw.Close(ctx, p)
 	h.conf().Observer.Observe(PinholeEvent{Op: "close", Pinhole: p, Duration: time.Since(start), Err: err})
