@@ -18,7 +18,9 @@
 // The owned table is created with the owner flag over one lasting netlink
 // connection, so the kernel deletes it when ftpgate exits, even on kill -9,
 // and no pinhole or interception rule can outlive the proxy. Every change
-// is one netlink batch. (tproxy's policy-routing rule and route are not
+// is one netlink batch; Opens and Closes that come while a batch is in
+// flight share the next one (group commit), each with its own result.
+// (tproxy's policy-routing rule and route are not
 // tied to the process: Shutdown and Cleanup remove them.)
 //
 // Package nat never parses FTP, never decides policy (which peer may connect
