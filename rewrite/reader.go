@@ -149,10 +149,7 @@ func (r *Reader) readLine() ([]byte, int, error) {
 		if len(r.pend) > 0 {
 			r.pend = append(r.pend, chunk...)
 			chunk = r.pend
-			r.pend = r.pend[:0]
-			if cap(r.pend) > 2*readBuf {
-				r.pend = nil // a long line is rare: do not keep its buffer
-			}
+			r.dropPend() // chunk keeps the bytes until the next read
 		}
 		size := len(chunk)
 		line := chunk[:len(chunk)-1]
@@ -169,7 +166,7 @@ func (r *Reader) readLine() ([]byte, int, error) {
 		// Too long whatever follows: even a CRLF next leaves more than
 		// maxLine bytes. Drop what we have and skip to the next LF.
 		r.setHead(r.pend, chunk)
-		r.pend = r.pend[:0]
+		r.dropPend()
 		if err == io.EOF {
 			return nil, 0, ErrLineTooLong
 		}
@@ -185,6 +182,16 @@ func (r *Reader) readLine() ([]byte, int, error) {
 		return nil, 0, io.ErrUnexpectedEOF
 	}
 	return nil, 0, err
+}
+
+// dropPend empties pend. A long line is rare (or hostile): the buffer it
+// grew is not kept.
+func (r *Reader) dropPend() {
+	if cap(r.pend) > 2*readBuf {
+		r.pend = nil
+		return
+	}
+	r.pend = r.pend[:0]
 }
 
 // discardLine reads up to and including the next LF, keeping nothing.
