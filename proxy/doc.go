@@ -30,7 +30,8 @@
 // and writes PROXY protocol headers; errors.go lists every error kind and what
 // the client hears for it; events.go defines the Observer and its events;
 // config.go the Config and the modes; snapshot.go the live view for the
-// admin endpoint (progress read from TCP_INFO, tcpinfo_*.go).
+// admin endpoint (progress read from TCP_INFO, tcpinfo_*.go); logcore.go the
+// session logger, whose context stays fields until a line is written.
 //
 // # The modes
 //
@@ -45,6 +46,8 @@
 //	harness_tls_test.go         a throw-away PKI and FTPS clients
 //	transfer_test.go            every data mode, fallbacks, ABOR, a client that never connects
 //	dataports_test.go           one data port shared by several clients
+//	dataports_pinholes_test.go  pinholes of different plans at once, a shared one in order
+//	logcore_test.go             the session logger writes what zap's With would, smaller
 //	security_test.go            bounce, data peers, no password in logs
 //	session_test.go             FEAT, concurrent sessions, shutdown
 //	transparent_test.go         redirect and tproxy: server choice, loops, divert
