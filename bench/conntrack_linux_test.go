@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ftpgate/ftpgate/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -152,17 +153,10 @@ func TestColumnForgetsEarlierColumnsConnections(t *testing.T) {
 	}
 }
 
-// needNamespaces skips t without FTPGATE_E2E=1 and fails it when that is set but the test
-// cannot build network namespaces (not root): then a missing prerequisite is a failure, as in
-// the e2e suite.
+// needNamespaces is the gate of the benchmark's tests, which build network namespaces.
 func needNamespaces(t *testing.T) {
 	t.Helper()
-	if os.Getenv("FTPGATE_E2E") != "1" {
-		t.Skip("set FTPGATE_E2E=1 (as root) to run the benchmark's namespace tests")
-	}
-	if os.Geteuid() != 0 {
-		t.Fatal("FTPGATE_E2E=1 but not root: the benchmark needs network namespaces")
-	}
+	testenv.NeedRoot(t, "the benchmark's namespace tests")
 }
 
 // conntrackHas reports whether the gateway's conntrack table lists a TCP entry containing s.

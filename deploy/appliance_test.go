@@ -7,6 +7,8 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/ftpgate/ftpgate/internal/testenv"
 )
 
 // applianceBinaries are what scripts/build-appliances.sh writes, one per
@@ -69,7 +71,7 @@ func TestApplianceBuilds(t *testing.T) {
 		{"ftpgate-linux-mipsle-softfloat", "/usr/bin/qemu-mipsel-static", "mipsle"},
 	} {
 		if _, err := os.Stat(q.qemu); err != nil {
-			prereq(t, "%s (apt-get install -y qemu-user-static; scripts/install-test-deps.sh does): %v", q.qemu, err)
+			testenv.Prereq(t, "%s (apt-get install -y qemu-user-static; scripts/install-test-deps.sh does): %v", q.qemu, err)
 		}
 		out, err := exec.Command(q.qemu, filepath.Join(dir, q.bin), "version").CombinedOutput()
 		if err != nil {

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/ftpgate/ftpgate/internal/testenv"
 )
 
 // Harness: the static ftpgate binary, the repository root, and the rule for
@@ -15,27 +17,11 @@ import (
 // repoRoot is the module root, one directory up.
 const repoRoot = ".."
 
-// strictPrereqs reports whether a missing prerequisite must fail the test
-// (CI=true or FTPGATE_E2E=1) instead of skipping it.
-func strictPrereqs() bool {
-	ci, e2e := os.Getenv("CI"), os.Getenv("FTPGATE_E2E")
-	return ci == "true" || ci == "1" || e2e == "1" || e2e == "true"
-}
-
-// prereq fails or skips the test, as strictPrereqs says.
-func prereq(t testing.TB, format string, args ...any) {
-	t.Helper()
-	if strictPrereqs() {
-		t.Fatalf("missing prerequisite (CI=true or FTPGATE_E2E=1 makes this a failure): "+format, args...)
-	}
-	t.Skipf("missing prerequisite (skipping; CI=true or FTPGATE_E2E=1 makes this a failure): "+format, args...)
-}
-
 // requireRoot: namespaces, chroot and mounts need it.
 func requireRoot(t testing.TB, why string) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		prereq(t, "%s needs root", why)
+		testenv.Prereq(t, "%s needs root", why)
 	}
 }
 
@@ -44,7 +30,7 @@ func lookPath(t testing.TB, bin, pkg string) string {
 	t.Helper()
 	p, err := exec.LookPath(bin)
 	if err != nil {
-		prereq(t, "%s (apt-get install -y %s; scripts/install-test-deps.sh does): %v", bin, pkg, err)
+		testenv.Prereq(t, "%s (apt-get install -y %s; scripts/install-test-deps.sh does): %v", bin, pkg, err)
 	}
 	return p
 }

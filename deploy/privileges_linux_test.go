@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ftpgate/ftpgate/internal/testenv"
 )
 
 // These tests run the static ftpgate as the unprivileged user nobody
@@ -21,18 +23,18 @@ import (
 func requireSetpriv(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		prereq(t, "running ftpgate as another user in a network namespace needs root")
+		testenv.Prereq(t, "running ftpgate as another user in a network namespace needs root")
 	}
 	for _, bin := range []string{"ip", "nft", "setpriv"} {
 		if _, err := exec.LookPath(bin); err != nil {
-			prereq(t, "the %s binary (apt-get install -y iproute2 nftables util-linux): %v", bin, err)
+			testenv.Prereq(t, "the %s binary (apt-get install -y iproute2 nftables util-linux): %v", bin, err)
 		}
 	}
 	if _, err := user.Lookup("nobody"); err != nil {
-		prereq(t, "the user nobody: %v", err)
+		testenv.Prereq(t, "the user nobody: %v", err)
 	}
 	if _, err := user.LookupGroup("nogroup"); err != nil {
-		prereq(t, "the group nogroup: %v", err)
+		testenv.Prereq(t, "the group nogroup: %v", err)
 	}
 }
 

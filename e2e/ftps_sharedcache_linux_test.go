@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ftpgate/ftpgate/internal/testenv"
 )
 
 const rcloneBin = "/usr/bin/rclone" // Debian's, from scripts/install-test-deps.sh
@@ -38,7 +40,7 @@ func TestFTPSSharedSessionCache(t *testing.T) {
 	requirePrereqs(t, needVsftpd, needFtpgate)
 	if _, err := os.Stat(rcloneBin); err != nil {
 		msg := fmt.Sprintf("rclone: %v; %s", err, installHint)
-		if strict() {
+		if testenv.Strict() {
 			t.Fatal(msg)
 		}
 		t.Skip(msg)

@@ -22,6 +22,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ftpgate/ftpgate/internal/testenv"
 )
 
 // The account and PAM service scripts/install-test-deps.sh creates for the test servers.
@@ -156,11 +158,6 @@ func buildFtpgate(dir string, race bool) (string, error) {
 	return out, nil
 }
 
-// strict reports whether a missing prerequisite is a failure rather than a skip.
-func strict() bool {
-	return os.Getenv("CI") == "true" || os.Getenv("FTPGATE_E2E") == "1"
-}
-
 // Prerequisites a test can ask for.
 const (
 	needVsftpd     = "vsftpd"
@@ -239,7 +236,7 @@ func requirePrereqs(t testing.TB, needs ...string) {
 		return
 	}
 	msg := fmt.Sprintf("e2e prerequisites missing: %s; %s", strings.Join(missing, ", "), installHint)
-	if strict() {
+	if testenv.Strict() {
 		t.Fatal(msg)
 	}
 	t.Skip(msg)

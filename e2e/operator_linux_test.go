@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ftpgate/ftpgate/internal/testenv"
 )
 
 // The operator kit (issue #13) on a live ftpgate: Prometheus metrics, readiness while draining,
@@ -430,7 +432,7 @@ func promtool(t *testing.T) string {
 	const unpacked = "/opt/ftpgate-e2e/prometheus/usr/bin/promtool"
 	if _, err := os.Stat(unpacked); err != nil {
 		msg := "promtool not found on PATH or at " + unpacked + "; " + installHint
-		if strict() {
+		if testenv.Strict() {
 			t.Fatal(msg)
 		}
 		t.Skip(msg)

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ftpgate/ftpgate/internal/testenv"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 	"golang.org/x/sys/unix"
@@ -28,32 +29,15 @@ import (
 // Firewall gets Config.NetNS, every nft runs under "ip netns exec".
 const nsPrefix = "ftpgate-nat-"
 
-// strictPrereqs reports whether a missing prerequisite must fail the test
-// (CI=true or FTPGATE_E2E=1) instead of skipping it.
-func strictPrereqs() bool {
-	ci, e2e := os.Getenv("CI"), os.Getenv("FTPGATE_E2E")
-	return ci == "true" || ci == "1" || e2e == "1" || e2e == "true"
-}
-
-// prereq fails or skips the test, as strictPrereqs says, for a missing
-// prerequisite.
-func prereq(t testing.TB, format string, args ...any) {
-	t.Helper()
-	if strictPrereqs() {
-		t.Fatalf("missing prerequisite (CI=true or FTPGATE_E2E=1 makes this a failure): "+format, args...)
-	}
-	t.Skipf("missing prerequisite (skipping; CI=true or FTPGATE_E2E=1 makes this a failure): "+format, args...)
-}
-
 // requireKernel checks what every kernel test needs: root, ip and nft.
 func requireKernel(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		prereq(t, "kernel tests need root (CAP_NET_ADMIN, CAP_SYS_ADMIN for network namespaces)")
+		testenv.Prereq(t, "kernel tests need root (CAP_NET_ADMIN, CAP_SYS_ADMIN for network namespaces)")
 	}
 	for _, bin := range []string{"ip", "nft"} {
 		if _, err := exec.LookPath(bin); err != nil {
-			prereq(t, "kernel tests need the %s binary (apt-get install -y iproute2 nftables): %v", bin, err)
+			testenv.Prereq(t, "kernel tests need the %s binary (apt-get install -y iproute2 nftables): %v", bin, err)
 		}
 	}
 }
@@ -78,7 +62,7 @@ func newNS(t testing.TB) *testNS {
 	}
 	name := nsPrefix + hex.EncodeToString(b[:])
 	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		prereq(t, "ip netns add %s: %v: %s", name, err, out)
+		testenv.Prereq(t, "ip netns add %s: %v: %s", name, err, out)
 	}
 	t.Cleanup(func() {
 		if out, err := exec.Command("ip", "netns", "delete", name).CombinedOutput(); err != nil {

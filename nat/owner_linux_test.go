@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ftpgate/ftpgate/internal/testenv"
 )
 
 // TestTableDiesWithProcess: a process that created table inet ftpgate is
@@ -48,7 +50,7 @@ func TestNoCapNetAdmin(t *testing.T) {
 	ns := newNS(t)
 	setpriv, err := exec.LookPath("setpriv")
 	if err != nil {
-		prereq(t, "setpriv (util-linux) is needed to drop CAP_NET_ADMIN: %v", err)
+		testenv.Prereq(t, "setpriv (util-linux) is needed to drop CAP_NET_ADMIN: %v", err)
 	}
 	exe, err := os.Executable()
 	if err != nil {

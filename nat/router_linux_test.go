@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ftpgate/ftpgate/internal/testenv"
 )
 
 // router is three namespaces, client — gw — server, with gw forwarding
@@ -64,7 +66,7 @@ func (ns *testNS) sysctl(t testing.TB, settings ...string) {
 	t.Helper()
 	args := append([]string{"netns", "exec", ns.name, "sysctl", "-q", "-w"}, settings...)
 	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-		prereq(t, "sysctl %s in %s: %v: %s", strings.Join(settings, " "), ns.name, err, out)
+		testenv.Prereq(t, "sysctl %s in %s: %v: %s", strings.Join(settings, " "), ns.name, err, out)
 	}
 }
 

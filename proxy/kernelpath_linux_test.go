@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/ftpgate/ftpgate/internal/testenv"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 	"golang.org/x/sys/unix"
@@ -43,12 +44,7 @@ func inOwnNetns(t *testing.T) bool {
 		}
 		return true
 	}
-	if os.Getenv("FTPGATE_E2E") != "1" {
-		t.Skip("set FTPGATE_E2E=1 (as root) to run the kernel data path tests")
-	}
-	if os.Geteuid() != 0 {
-		t.Fatal("the kernel data path tests need root (BPF maps and programs)")
-	}
+	testenv.NeedRoot(t, "the kernel data path tests (BPF maps and programs)")
 	out, err := runChild(t, nil)
 	t.Logf("child in its own network namespace:\n%s", out)
 	if err != nil {
@@ -455,12 +451,7 @@ func TestKernelPathKilled(t *testing.T) {
 		time.Sleep(time.Minute) // the parent kills us
 		return
 	}
-	if os.Getenv("FTPGATE_E2E") != "1" {
-		t.Skip("set FTPGATE_E2E=1 (as root) to run the kernel data path tests")
-	}
-	if os.Geteuid() != 0 {
-		t.Fatal("the kernel data path tests need root (BPF maps and programs)")
-	}
+	testenv.NeedRoot(t, "the kernel data path tests (BPF maps and programs)")
 	out, err := runChild(t, func(line string) bool { return strings.Contains(line, ready) })
 	if err != nil {
 		t.Fatalf("child: %v\n%s", err, out)

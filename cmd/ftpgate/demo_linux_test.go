@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ftpgate/ftpgate/internal/testenv"
 )
 
 // The tests of `ftpgate demo` run the built binary as a user would, as root,
@@ -26,13 +28,7 @@ import (
 // and then fails if they cannot run.
 func requireDemo(t *testing.T) string {
 	t.Helper()
-	e2e, ci := os.Getenv("FTPGATE_E2E"), os.Getenv("CI")
-	if e2e != "1" && e2e != "true" && ci != "1" && ci != "true" {
-		t.Skip("the demo builds network namespaces: set FTPGATE_E2E=1 and run as root")
-	}
-	if os.Geteuid() != 0 {
-		t.Fatal("FTPGATE_E2E=1: the demo tests need root (network namespaces, nftables)")
-	}
+	testenv.NeedRoot(t, "the demo tests (network namespaces, nftables)")
 	return demoBinary(t)
 }
 

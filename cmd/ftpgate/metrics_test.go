@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ftpgate/ftpgate/internal/testenv"
 	"github.com/ftpgate/ftpgate/nat"
 	"github.com/ftpgate/ftpgate/proxy"
 	"github.com/prometheus/client_golang/prometheus"
@@ -303,7 +304,7 @@ func promtool(t *testing.T) string {
 	if _, err := os.Stat(unpacked); err == nil {
 		return unpacked
 	}
-	if os.Getenv("FTPGATE_E2E") == "1" || os.Getenv("CI") == "true" {
+	if testenv.Strict() {
 		t.Fatal("promtool not found on PATH or at " + unpacked + ": run scripts/install-test-deps.sh")
 	}
 	t.Skip("promtool not found (scripts/install-test-deps.sh unpacks it); with FTPGATE_E2E=1 or CI=true this fails")
