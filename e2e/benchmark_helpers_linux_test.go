@@ -17,60 +17,10 @@ import (
 	"time"
 )
 
-// TestBenchmarkDownload1GiB (FTPGATE_BENCH=1; run with -v to see the figures) downloads a
-// 1 GiB file in passive mode directly and through ftpgate, prints MB/s, the ratio and
-// ftpgate's CPU seconds per GiB, then repeats one download through ftpgate with strace attached
-// and prints the syscall summary, which must show splice(2) doing the copying.
-func TestBenchmarkDownload1GiB(t *testing.T) {
-	if os.Getenv("FTPGATE_BENCH") != "1" {
-		t.Skip("set FTPGATE_BENCH=1 to run the 1 GiB throughput benchmark")
-	}
-	requirePrereqs(t, needVsftpd, needCurl, needStrace, needFtpgate)
-	bin := suite.ftpgate
-	if suite.race && os.Getenv("FTPGATE_BIN") == "" {
-		// Figures from a -race binary say little; build a plain one for the benchmark.
-		var err error
-		if bin, err = buildFtpgate(t.TempDir(), false); err != nil {
-			t.Fatalf("build ftpgate without -race: %v", err)
-		}
-	}
-	tp := newTopology(t)
-	srv := startServer(t, tp, vsftpd)
-	// A sparse file: no 1 GiB on disk, and the server reads zero pages.
-	srv.addSparseFile(t, hugeFile, hugeSize)
-	g := startGate(t, tp, gateConfig{Binary: bin})
-
-	const runs = 5
-	direct, err := measureDownloads(t, tp, directV4(), runs, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cpu float64
-	proxied, err := measureDownloads(t, tp, gateV4(), runs, func() float64 { return procCPU(g.proc.Pid()) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	cpu = proxied.cpu
-	t.Logf("1 GiB passive (EPSV) download, %d runs each, median [min..max] MB/s:", runs)
-	t.Logf("  direct (routed):  %s", direct)
-	t.Logf("  through ftpgate:  %s", proxied)
-	t.Logf("  ratio ftpgate/direct (medians): %.2f", proxied.median()/direct.median())
-	t.Logf("  ftpgate CPU: %.2f s per GiB (user+system, %d runs)", cpu/float64(runs), runs)
-
-	// The same download with strace attached to every ftpgate thread.
-	summary, traced, err := straceDownload(t, tp, g)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("through ftpgate under strace -f -c: %.0f MB/s\n%s", traced, summary.text)
-	if summary.calls["splice"] == 0 {
-		t.Errorf("ftpgate made no splice(2) calls for a 1 GiB download; syscall summary:\n%s", summary.text)
-	}
-	if rw := summary.calls["read"] + summary.calls["write"]; rw > summary.calls["splice"] {
-		t.Errorf("ftpgate made %d read/write calls against %d splice calls for a 1 GiB download: the data path is copied in user space\n%s",
-			rw, summary.calls["splice"], summary.text)
-	}
-}
+// Helpers of TestBenchmarkKernelPath (benchmark_kernelpath_linux_test.go): download rates,
+// CPU and syscall counts of ftpgate. The 1 GiB splice throughput, CPU per GiB and splice
+// check through ftpgate are the benchmark's (go run ./bench), which fails a column whose
+// data is copied in user space.
 
 // speeds is a set of download rates in MB/s (10^6 bytes per second).
 type speeds struct {
@@ -86,26 +36,6 @@ func (s speeds) median() float64 {
 
 func (s speeds) String() string {
 	return fmt.Sprintf("%.0f [%.0f..%.0f]", s.median(), slices.Min(s.mbps), slices.Max(s.mbps))
-}
-
-// measureDownloads downloads the huge file runs times to /dev/null, checking the byte count.
-func measureDownloads(t *testing.T, tp *topology, ep endpoint, runs int, cpu func() float64) (speeds, error) {
-	var s speeds
-	var before float64
-	if cpu != nil {
-		before = cpu()
-	}
-	for range runs {
-		mbps, err := curlDownloadRate(tp, ep)
-		if err != nil {
-			return s, err
-		}
-		s.mbps = append(s.mbps, mbps)
-	}
-	if cpu != nil {
-		s.cpu = cpu() - before
-	}
-	return s, nil
 }
 
 // curlDownloadRate downloads the huge file via ep to /dev/null and returns MB/s.
