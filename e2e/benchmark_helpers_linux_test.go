@@ -25,7 +25,6 @@ import (
 // speeds is a set of download rates in MB/s (10^6 bytes per second).
 type speeds struct {
 	mbps []float64
-	cpu  float64 // ftpgate CPU seconds over all runs, if measured
 }
 
 func (s speeds) median() float64 {
