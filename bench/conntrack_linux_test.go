@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ftpgate/ftpgate/internal/nsrun"
 	"github.com/ftpgate/ftpgate/internal/testenv"
 	"golang.org/x/sys/unix"
 )
@@ -50,7 +51,7 @@ func TestColumnForgetsEarlierColumnsConnections(t *testing.T) {
 	const clientPort = 45678
 	nft := func(script string) {
 		t.Helper()
-		cmd := nsCommand(ctx, tp.Gateway, "nft", "-f", "-")
+		cmd := nsrun.Command(ctx, tp.Gateway, "nft", "-f", "-")
 		cmd.Stdin = strings.NewReader(script)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("nft: %v: %s", err, out)

@@ -17,6 +17,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/ftpgate/ftpgate/internal/nsrun"
 )
 
 // Kinds of figure.
@@ -548,7 +550,7 @@ func straceCounts(text string) map[string]int64 {
 // idle holds many logged-in sessions through c's ftpgate (reverse, toward a minimal Go
 // upstream in the server namespace) and records ftpgate's RSS per session.
 func (e *env) idle(ctx context.Context, res *results, c column) error {
-	srvCmd := nsCommand(ctx, e.tp.Server, e.self, "idle-server", "--addr", fmt.Sprintf("%s:%d", serverV4, idlePort))
+	srvCmd := nsrun.Command(ctx, e.tp.Server, e.self, "idle-server", "--addr", fmt.Sprintf("%s:%d", serverV4, idlePort))
 	srv, err := startProcess("idle-server", srvCmd)
 	if err != nil {
 		return err
@@ -574,7 +576,7 @@ func (e *env) idle(ctx context.Context, res *results, c column) error {
 		return err
 	}
 	n := e.sz.idleSessions
-	lg := nsCommand(ctx, e.tp.Client, e.self, "loadgen", "--idle", "--addr", gwLANV4+":21",
+	lg := nsrun.Command(ctx, e.tp.Client, e.self, "loadgen", "--idle", "--addr", gwLANV4+":21",
 		"--sessions", strconv.Itoa(n), "--timeout", "5m")
 	stdin, err := lg.StdinPipe()
 	if err != nil {

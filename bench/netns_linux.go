@@ -17,6 +17,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/ftpgate/ftpgate/internal/nsrun"
 )
 
 // The benchmark's topology. Only 198.18.0.0/15 is used; nothing appears in the root namespace.
@@ -120,32 +122,15 @@ func runIP(ctx context.Context, args ...string) error {
 	return nil
 }
 
-// nsCommand is name run in namespace ns in its own process group (ip netns exec execs it, so
-// the pid is the program's); a cancelled ctx kills the group.
-func nsCommand(ctx context.Context, ns, name string, args ...string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", ns, name}, args...)...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return killGroup(cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = 5 * time.Second
-	return cmd
-}
-
 // runIn runs a command in ns to completion and returns its stdout.
 func runIn(ctx context.Context, ns, name string, args ...string) ([]byte, error) {
-	cmd := nsCommand(ctx, ns, name, args...)
+	cmd := nsrun.Command(ctx, ns, name, args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
 		return stdout.Bytes(), fmt.Errorf("%s in %s: %w: %s", filepath.Base(name), ns, err, tailString(stderr.String(), 5))
 	}
 	return stdout.Bytes(), nil
-}
-
-func killGroup(pid int, sig syscall.Signal) error {
-	if pid <= 1 {
-		return fmt.Errorf("refusing to signal pid %d", pid)
-	}
-	return syscall.Kill(-pid, sig)
 }
 
 // process is a long-running program the benchmark started (vsftpd, ftpgate, strace).
@@ -190,7 +175,7 @@ func (p *process) stop(grace time.Duration) {
 			case <-time.After(grace):
 			}
 		}
-		_ = killGroup(p.pid(), syscall.SIGKILL)
+		_ = nsrun.KillGroup(p.pid(), syscall.SIGKILL)
 		<-p.done
 	})
 }

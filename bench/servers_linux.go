@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -12,12 +11,11 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/ftpgate/ftpgate/internal/nsrun"
 )
 
 // The account and PAM service scripts/install-test-deps.sh creates for the test servers.
@@ -133,7 +131,7 @@ func startVsftpd(ctx context.Context, tp *topology, work, root string) (*process
 	if err != nil {
 		return nil, err
 	}
-	cmd := nsCommand(context.Background(), tp.Server, vsftpdBin, cfg)
+	cmd := nsrun.Command(context.Background(), tp.Server, vsftpdBin, cfg)
 	cmd.Stdout, cmd.Stderr = out, out
 	p, err := startProcess("vsftpd", cmd)
 	if err != nil {
@@ -187,41 +185,8 @@ func probeBanner(ctx context.Context, ns, addr string) error {
 	return nil
 }
 
-// inNetns runs fn on a fresh OS thread switched into namespace ns; sockets fn creates belong to
-// ns. A thread that cannot switch back is never unlocked, so the runtime discards it.
-func inNetns(ns string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("open own netns: %w", err)
-			return
-		}
-		defer orig.Close()
-		target, err := os.Open(filepath.Join("/var/run/netns", ns))
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("open netns %s: %w", ns, err)
-			return
-		}
-		defer target.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter netns %s: %w", ns, err)
-			return
-		}
-		fnErr := fn()
-		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- errors.Join(fnErr, fmt.Errorf("leave netns %s: %w", ns, err))
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- fnErr
-	}()
-	return <-errc
-}
+// inNetns runs fn on an OS thread inside namespace ns (nsrun.Do).
+func inNetns(ns string, fn func() error) error { return nsrun.Do(nsrun.Path(ns), fn) }
 
 func dialIn(ctx context.Context, ns, addr string) (net.Conn, error) {
 	var c net.Conn
@@ -248,7 +213,7 @@ func startGate(ctx context.Context, tp *topology, bin string, args []string, log
 		return nil, err
 	}
 	defer out.Close() // the child holds its own copy
-	cmd := nsCommand(context.Background(), tp.Gateway, bin, args...)
+	cmd := nsrun.Command(context.Background(), tp.Gateway, bin, args...)
 	cmd.Stdout, cmd.Stderr = out, out
 	p, err := startProcess("ftpgate", cmd)
 	if err != nil {

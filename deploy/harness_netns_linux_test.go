@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/ftpgate/ftpgate/internal/nsrun"
 )
 
 // Harness: throw-away network namespaces and programs started in them.
@@ -125,50 +123,11 @@ func startAndWait(t *testing.T, cmd *exec.Cmd, out *syncBuffer, ready string, tr
 	return func() error { return stop(syscall.SIGTERM) }
 }
 
-// inNetns runs fn on an OS thread that has entered ns, then puts the
-// thread back into this process's namespace. Sockets fn opens stay in ns;
-// processes it starts are born there. If the thread cannot go back, it is
-// left locked, so the runtime ends it with its goroutine.
+// inNetns runs fn on an OS thread inside ns (nsrun.Do): sockets fn opens
+// stay in ns, processes it starts are born there.
 func inNetns(t *testing.T, ns string, fn func()) {
 	t.Helper()
-	done := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()))
-		if err != nil {
-			runtime.UnlockOSThread()
-			done <- err
-			return
-		}
-		defer orig.Close()
-		target, err := os.Open(filepath.Join("/run/netns", ns))
-		if err != nil {
-			runtime.UnlockOSThread()
-			done <- err
-			return
-		}
-		defer target.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			done <- fmt.Errorf("setns %s: %w", ns, err)
-			return
-		}
-		returned := false
-		defer func() {
-			if !returned { // fn called t.Fatal (runtime.Goexit): the thread, still in ns, ends with us
-				done <- fmt.Errorf("in namespace %s: the function did not return", ns)
-			}
-		}()
-		fn()
-		returned = true
-		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-			done <- fmt.Errorf("back from %s: %w (thread discarded)", ns, err)
-			return // still locked: the thread dies with this goroutine
-		}
-		runtime.UnlockOSThread()
-		done <- nil
-	}()
-	if err := <-done; err != nil {
+	if err := nsrun.Do(nsrun.Path(ns), func() error { fn(); return nil }); err != nil {
 		t.Fatal(err)
 	}
 }

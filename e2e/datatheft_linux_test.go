@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ftpgate/ftpgate/internal/nsrun"
 )
 
 // TestDataConnectionTheft: while a client's passive transfer is pending, a third host connects
@@ -57,7 +59,7 @@ func testTheft(t *testing.T, tp *topology, g *gate, ep endpoint, m dataMode, int
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	local := filepath.Join(t.TempDir(), bigFile)
-	cmd := nsCommand(ctx, tp.Client, python3Bin, ftplibArgs(ep, m, "pending-get", bigFile, local)...)
+	cmd := nsrun.Command(ctx, tp.Client, python3Bin, ftplibArgs(ep, m, "pending-get", bigFile, local)...)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ftpgate/ftpgate/internal/nsrun"
 	"github.com/ftpgate/ftpgate/internal/testenv"
 )
 
@@ -130,7 +131,7 @@ func (r rclone) run(ctx context.Context, args ...string) error {
 // runEnv runs a program in namespace ns with more environment variables, and returns its
 // combined output.
 func runEnv(ctx context.Context, ns string, env []string, name string, args ...string) ([]byte, error) {
-	cmd := nsCommand(ctx, ns, name, args...)
+	cmd := nsrun.Command(ctx, ns, name, args...)
 	cmd.Env = append(os.Environ(), env...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ftpgate/ftpgate/internal/nsrun"
 )
 
 // Issue #5's acceptance tests: ftpgate as the transparent edge gateway of an operator's
@@ -53,7 +55,7 @@ func TestGatewayTransfers(t *testing.T) {
 			}
 			if mode == "tproxy" {
 				for _, fam := range []string{"-4", "-6"} {
-					out, err := nsCommand(ctx, tp.Proxy, "ip", fam, "rule", "show").CombinedOutput()
+					out, err := nsrun.Command(ctx, tp.Proxy, "ip", fam, "rule", "show").CombinedOutput()
 					if err != nil || !strings.Contains(string(out), fmt.Sprintf("fwmark %#x lookup %d", tproxyMark, tproxyRouteTable)) {
 						t.Errorf("ftpgate in tproxy mode: ip %s rule show has no tproxy rule (%v):\n%s", fam, err, out)
 					}
@@ -257,14 +259,14 @@ func checkGatewayGone(ctx context.Context, t *testing.T, tp *topology, before []
 		t.Errorf("after ftpgate stopped, the gateway's ruleset is not what it was before ftpgate started:\n%s", d)
 	}
 	for _, fam := range []string{"-4", "-6"} {
-		out, err := nsCommand(ctx, tp.Proxy, "ip", fam, "rule", "show").CombinedOutput()
+		out, err := nsrun.Command(ctx, tp.Proxy, "ip", fam, "rule", "show").CombinedOutput()
 		if err != nil {
 			t.Fatalf("ip %s rule show: %v: %s", fam, err, out)
 		}
 		if strings.Contains(string(out), fmt.Sprintf("lookup %d", tproxyRouteTable)) {
 			t.Errorf("after ftpgate stopped, ip %s rule still has tproxy's rule:\n%s", fam, out)
 		}
-		out, _ = nsCommand(ctx, tp.Proxy, "ip", fam, "route", "show", "table", fmt.Sprint(tproxyRouteTable)).CombinedOutput()
+		out, _ = nsrun.Command(ctx, tp.Proxy, "ip", fam, "route", "show", "table", fmt.Sprint(tproxyRouteTable)).CombinedOutput()
 		if s := strings.TrimSpace(string(out)); s != "" && !strings.Contains(s, "does not exist") {
 			t.Errorf("after ftpgate stopped, ip %s route table %d still holds:\n%s", fam, tproxyRouteTable, s)
 		}

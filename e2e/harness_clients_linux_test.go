@@ -16,6 +16,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ftpgate/ftpgate/internal/nsrun"
 )
 
 // dataMode is how the client sets up data connections.
@@ -88,7 +90,7 @@ type getPutter interface {
 
 // runIn runs a client program in namespace ns and returns stdout and stderr.
 func runIn(ctx context.Context, ns, name string, args ...string) (stdout, stderr []byte, err error) {
-	cmd := nsCommand(ctx, ns, name, args...)
+	cmd := nsrun.Command(ctx, ns, name, args...)
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
 	err = cmd.Run()

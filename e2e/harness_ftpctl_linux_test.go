@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ftpgate/ftpgate/internal/nsrun"
 	"golang.org/x/sys/unix"
 )
 
@@ -411,7 +412,7 @@ func expectDropped(ctx context.Context, ns, addr string, d time.Duration) error 
 // listening reports whether something in ns listens on addr (ss).
 func listening(ctx context.Context, t *testing.T, ns string, addr netip.AddrPort) bool {
 	t.Helper()
-	out, err := nsCommand(ctx, ns, "ss", "-Hltn").Output()
+	out, err := nsrun.Command(ctx, ns, "ss", "-Hltn").Output()
 	if err != nil {
 		t.Fatalf("ss -ltn in %s: %v", ns, err)
 	}

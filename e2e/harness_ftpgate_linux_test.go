@@ -21,6 +21,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ftpgate/ftpgate/internal/nsrun"
 )
 
 // gateConfig is one ftpgate command line.
@@ -131,10 +133,10 @@ func startGate(t testing.TB, tp *topology, cfg gateConfig) *gate {
 	if cfg.Unprivileged {
 		bin = copyExecutable(t, bin)
 		caps := "+net_admin,+net_bind_service"
-		cmd = nsCommand(context.Background(), tp.Proxy, "setpriv", append([]string{"--reuid=nobody", "--regid=nogroup",
+		cmd = nsrun.Command(context.Background(), tp.Proxy, "setpriv", append([]string{"--reuid=nobody", "--regid=nogroup",
 			"--clear-groups", "--inh-caps=" + caps, "--ambient-caps=" + caps, "--", bin}, args...)...)
 	} else {
-		cmd = nsCommand(context.Background(), tp.Proxy, bin, args...)
+		cmd = nsrun.Command(context.Background(), tp.Proxy, bin, args...)
 	}
 	cmd.Stdout = g.logs
 	cmd.Stderr = g.logs
@@ -258,7 +260,7 @@ func (g *gate) Vars(ctx context.Context) (gateVars, error) {
 			v.ProcSockets++
 		}
 	}
-	out, err := nsCommand(ctx, g.tp.Proxy, "ss", "-Hltn").Output()
+	out, err := nsrun.Command(ctx, g.tp.Proxy, "ss", "-Hltn").Output()
 	if err != nil {
 		return v, fmt.Errorf("ss -ltn: %w", err)
 	}

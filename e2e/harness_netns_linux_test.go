@@ -7,14 +7,11 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,7 +19,7 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/ftpgate/ftpgate/internal/nsrun"
 )
 
 // Addresses of the test topology. Only 198.18.0.0/15 and fd00::/8 are ever used.
@@ -44,8 +41,6 @@ const (
 	proxyHostV6   = "fd00:0:0:3::1"
 	hostV6        = "fd00:0:0:3::2"
 )
-
-const netnsDir = "/var/run/netns"
 
 // topology is one test's four network namespaces. Every namespace, and every process started
 // in it, is removed in t.Cleanup, also when the test fails.
@@ -163,7 +158,7 @@ func (tp *topology) diagnose(err error) error {
 	defer cancel()
 	var b strings.Builder
 	for _, ns := range []string{tp.Server, tp.Proxy} {
-		ss, _ := nsCommand(ctx, ns, "ss", "-Htan").Output()
+		ss, _ := nsrun.Command(ctx, ns, "ss", "-Htan").Output()
 		fmt.Fprintf(&b, "\nTCP sockets in %s:\n%s", ns, tail(ss, 40))
 	}
 	return fmt.Errorf("%w%s", err, b.String())
@@ -177,42 +172,8 @@ func runIP(ctx context.Context, args ...string) error {
 	return nil
 }
 
-// inNetns runs fn on a fresh OS thread switched into namespace ns. Sockets fn creates belong to
-// ns and can be used from any goroutine afterwards. If the thread cannot be switched back, it is
-// never unlocked, so the runtime discards it instead of reusing it.
-func inNetns(ns string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("open own netns: %w", err)
-			return
-		}
-		defer orig.Close()
-		target, err := os.Open(filepath.Join(netnsDir, ns))
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("open netns %s: %w", ns, err)
-			return
-		}
-		defer target.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter netns %s: %w", ns, err)
-			return
-		}
-		fnErr := fn()
-		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- errors.Join(fnErr, fmt.Errorf("leave netns %s: %w", ns, err))
-			return // thread stays locked and dies with this goroutine
-		}
-		runtime.UnlockOSThread()
-		errc <- fnErr
-	}()
-	return <-errc
-}
+// inNetns runs fn on an OS thread inside namespace ns (nsrun.Do).
+func inNetns(ns string, fn func() error) error { return nsrun.Do(nsrun.Path(ns), fn) }
 
 // dialIn opens a connection from inside namespace ns.
 func dialIn(ctx context.Context, ns, network, addr string) (net.Conn, error) {
@@ -235,23 +196,6 @@ func listenIn(ns, network, addr string) (net.Listener, error) {
 		return err
 	})
 	return l, err
-}
-
-// nsCommand returns a command that runs name in namespace ns (`ip netns exec` execs it, so the
-// command's pid is the program's).
-func nsCommand(ctx context.Context, ns, name string, args ...string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", ns, name}, args...)...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return killGroup(cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = 5 * time.Second
-	return cmd
-}
-
-func killGroup(pid int, sig syscall.Signal) error {
-	if pid <= 1 {
-		return fmt.Errorf("refusing to signal pid %d", pid)
-	}
-	return syscall.Kill(-pid, sig)
 }
 
 // process is a long-running program the test started in a namespace (server, ftpgate, strace).
@@ -316,14 +260,14 @@ func (p *process) Stop(grace time.Duration) error {
 			select {
 			case <-p.done:
 			case <-time.After(grace):
-				_ = killGroup(p.Pid(), syscall.SIGKILL)
+				_ = nsrun.KillGroup(p.Pid(), syscall.SIGKILL)
 				<-p.done
 				p.stopErr = fmt.Errorf("%s (pid %d) did not exit within %s of SIGTERM; killed", p.Name, p.Pid(), grace)
 				return
 			}
 		}
 		// Children it left behind (server sessions) belong to its process group.
-		_ = killGroup(p.Pid(), syscall.SIGKILL)
+		_ = nsrun.KillGroup(p.Pid(), syscall.SIGKILL)
 		if p.err != nil {
 			p.stopErr = fmt.Errorf("%s (pid %d) exited: %w", p.Name, p.Pid(), p.err)
 		}

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ftpgate/ftpgate/internal/nsrun"
 )
 
 // The objects of ftpgate's own table, as package nat names them.
@@ -296,7 +298,7 @@ func diffShapes(before, after []string) string {
 func nftLoad(ctx context.Context, ns, ruleset string) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	cmd := nsCommand(ctx, ns, "nft", "-f", "-")
+	cmd := nsrun.Command(ctx, ns, "nft", "-f", "-")
 	cmd.Stdin = strings.NewReader(ruleset)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("nft -f in %s: %w: %s", ns, err, bytes.TrimSpace(out))

@@ -17,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ftpgate/ftpgate/internal/nsrun"
 )
 
 // Server kinds.
@@ -220,7 +222,7 @@ func (s *ftpServer) run(t testing.TB, ns, bin string, args []string, from, banne
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { out.Close() })
-	cmd := nsCommand(context.Background(), ns, bin, args...)
+	cmd := nsrun.Command(context.Background(), ns, bin, args...)
 	cmd.Stdout, cmd.Stderr = out, out
 	s.proc = startProcess(t, s.Kind, cmd)
 	t.Cleanup(func() {

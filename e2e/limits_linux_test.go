@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ftpgate/ftpgate/internal/nsrun"
 )
 
 // Session limits and the data idle timeout (issue #11), with the real kernel and vsftpd: what an
@@ -105,7 +107,7 @@ func vsftpdConnectsFrom(t *testing.T, srv *ftpServer, addr string) []string {
 // established counts the established TCP connections to local port port in namespace ns (ss).
 func established(ctx context.Context, t *testing.T, ns string, port int) int {
 	t.Helper()
-	out, err := nsCommand(ctx, ns, "ss", "-Htn", "state", "established", fmt.Sprintf("( sport = :%d )", port)).Output()
+	out, err := nsrun.Command(ctx, ns, "ss", "-Htn", "state", "established", fmt.Sprintf("( sport = :%d )", port)).Output()
 	if err != nil {
 		t.Fatalf("ss in %s: %v", ns, err)
 	}
@@ -193,7 +195,7 @@ func TestDataIdleTimeout(t *testing.T) {
 // namespace's removal takes it away.
 func nftIn(ctx context.Context, t *testing.T, ns, ruleset string) {
 	t.Helper()
-	cmd := nsCommand(ctx, ns, "nft", "-f", "-")
+	cmd := nsrun.Command(ctx, ns, "nft", "-f", "-")
 	cmd.Stdin = strings.NewReader(ruleset)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("nft -f in %s: %v\n%s\n%s", ns, err, out, ruleset)

@@ -18,6 +18,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ftpgate/ftpgate/internal/nsrun"
 )
 
 // haproxyConfig is a TCP load balancer in front of the pod, as a cloud balancer with the PROXY
@@ -209,7 +211,7 @@ func startHAProxy(ctx context.Context, t *testing.T, ns, from string) {
 	cfg := filepath.Join(dir, "haproxy.cfg")
 	writeFile(t, cfg, haproxyConfig(clusterHAProxyV4, clusterPodV4))
 	out := &syncBuffer{}
-	cmd := nsCommand(context.Background(), ns, haproxyBin, "-db", "-f", cfg)
+	cmd := nsrun.Command(context.Background(), ns, haproxyBin, "-db", "-f", cfg)
 	cmd.Stdout, cmd.Stderr = out, out
 	p := startProcess(t, "haproxy", cmd)
 	t.Cleanup(func() {

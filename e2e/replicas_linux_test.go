@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ftpgate/ftpgate/internal/nsrun"
 )
 
 // Issue #16's acceptance test: three ftpgate replicas behind one address, as
@@ -229,7 +231,7 @@ func startLoad(t *testing.T, ctx context.Context, clients []string) *loadHub {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 6*time.Minute)
 	script := filepath.Join(filepath.Dir(scriptPath()), "ftpload.py")
 	for j, ns := range clients {
-		cmd := nsCommand(ctx, ns, python3Bin, script, "--user", e2eUser, "--password", e2ePassword, "--timeout", "30")
+		cmd := nsrun.Command(ctx, ns, python3Bin, script, "--user", e2eUser, "--password", e2ePassword, "--timeout", "30")
 		in, err := cmd.StdinPipe()
 		if err != nil {
 			t.Fatal(err)

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ftpgate/ftpgate/internal/nsrun"
 )
 
 // The slow download `ftpgate status` watches: sparse, and limited by curl to
@@ -174,7 +176,7 @@ func TestStatus(t *testing.T) {
 	// --watch redraws in place until SIGINT, with the transfer on screen.
 	var watched syncBuffer
 	var watchErr syncBuffer
-	watch := nsCommand(ctx, tp.Proxy, suite.ftpgate, "status", "--admin", g.admin, "--watch", "--interval", "200ms")
+	watch := nsrun.Command(ctx, tp.Proxy, suite.ftpgate, "status", "--admin", g.admin, "--watch", "--interval", "200ms")
 	watch.Stdout, watch.Stderr = &watched, &watchErr
 	wp := startProcess(t, "ftpgate status --watch", watch)
 	for strings.Count(watched.String(), "\x1b[H\x1b[2J") < 2 {

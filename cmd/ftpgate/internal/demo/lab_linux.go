@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ftpgate/ftpgate/internal/nsrun"
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
@@ -51,50 +52,11 @@ var roles = []string{roleClient, roleGateway, roleServer}
 func nsName(prefix, role string) string { return prefix + "-" + role }
 func nsPath(prefix, role string) string { return filepath.Join(netnsDir, nsName(prefix, role)) }
 
-// onThread runs fn on a fresh OS thread. If fn leaves the thread in another
-// network namespace than it started in and restoring fails, the thread is
-// never unlocked, so the runtime discards it instead of reusing it.
-func onThread(fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- fmt.Errorf("own network namespace: %w", err)
-			return // stays locked: discarded
-		}
-		defer orig.Close()
-		ferr := fn()
-		if err := netns.Set(orig); err != nil {
-			errc <- errors.Join(ferr, fmt.Errorf("restore network namespace: %w", err))
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
-
-// inNetns runs fn with the calling OS thread inside the named namespace.
-func inNetns(path string, fn func() error) error {
-	return onThread(func() error {
-		h, err := netns.GetFromPath(path)
-		if err != nil {
-			return fmt.Errorf("open %s: %w", path, err)
-		}
-		defer h.Close()
-		if err := netns.Set(h); err != nil {
-			return fmt.Errorf("enter %s: %w", path, err)
-		}
-		return fn()
-	})
-}
-
 // createNamespace creates the named namespace path (as `ip netns add` does)
 // and returns a handle to it.
 func createNamespace(name string) (netns.NsHandle, error) {
 	var h netns.NsHandle
-	err := onThread(func() error {
+	err := nsrun.OnThread(func() error {
 		var err error
 		h, err = netns.NewNamed(name) // switches this thread into it
 		if err != nil {
@@ -176,7 +138,7 @@ func buildNetwork(prefix string) error {
 			return fmt.Errorf("default route of %s via %s: %w", l.peer, l.gwAddr, err)
 		}
 	}
-	return inNetns(nsPath(prefix, roleGateway), func() error {
+	return nsrun.Do(nsPath(prefix, roleGateway), func() error {
 		// /proc/sys/net shows the namespace of the thread that opens it.
 		if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0); err != nil {
 			return fmt.Errorf("enable forwarding in the gateway: %w", err)
