@@ -1,21 +1,17 @@
 package proxy
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/textproto"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/ftpgate/ftpgate/internal/testpki"
 	"go.uber.org/zap/zaptest/observer"
 )
 
@@ -24,67 +20,21 @@ import (
 
 // testPKI is a throwaway certificate authority.
 type testPKI struct {
+	ca   *testpki.CA
 	pool *x509.CertPool
-	ca   *x509.Certificate
-	key  *ecdsa.PrivateKey
 }
 
 func newTestPKI(t *testing.T, name string) *testPKI {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(ca)
-	return &testPKI{pool: pool, ca: ca, key: key}
+	ca := testpki.NewCA(t, name)
+	return &testPKI{ca: ca, pool: ca.Pool()}
 }
 
 // leaf issues a certificate for the loopback addresses ftpgate and the fake
 // server use.
 func (p *testPKI) leaf(t *testing.T, cn string) *tls.Certificate {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: cn},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("127.0.0.2")},
-		DNSNames:     []string{"ftp.test"},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.ca, &key.PublicKey, p.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
+	return p.ca.Issue(t, cn, "127.0.0.1", "127.0.0.2", "ftp.test")
 }
 
 // tlsSetup is the PKI of one TLS test: ftpgate's certificate (clientPKI,
