@@ -5,6 +5,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"testing"
 )
 
 // readProcStatusCapEff reads CapEff from /proc/self/status, the kernel's
@@ -20,4 +21,20 @@ func readProcStatusCapEff() (uint64, error) {
 		}
 	}
 	return 0, fmt.Errorf("no CapEff in /proc/self/status")
+}
+
+// TestEffectiveCapabilitiesOfThisProcess reads the real set: the test runs
+// as root with CAP_NET_ADMIN (kernel tests need it) or as a user without.
+func TestEffectiveCapabilitiesOfThisProcess(t *testing.T) {
+	have, err := effectiveCapabilities()
+	if err != nil {
+		t.Fatal(err)
+	}
+	status, err := readProcStatusCapEff()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if have != status {
+		t.Errorf("capget says %#x, /proc/self/status CapEff %#x", have, status)
+	}
 }

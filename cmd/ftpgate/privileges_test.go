@@ -88,19 +88,3 @@ func TestCapabilityReadError(t *testing.T) {
 		t.Fatal(err)
 	}
 }
-
-// TestEffectiveCapabilitiesOfThisProcess reads the real set: the test runs
-// as root with CAP_NET_ADMIN (kernel tests need it) or as a user without.
-func TestEffectiveCapabilitiesOfThisProcess(t *testing.T) {
-	have, err := effectiveCapabilities()
-	if err != nil {
-		t.Fatal(err)
-	}
-	status, err := readProcStatusCapEff()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if have != status {
-		t.Errorf("capget says %#x, /proc/self/status CapEff %#x", have, status)
-	}
-}
