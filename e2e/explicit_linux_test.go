@@ -242,6 +242,9 @@ func TestExplicitProxy(t *testing.T) {
 		if err != nil || n != 2 {
 			t.Fatalf("%d audit records of failed proxy logins, want 2: %v", n, err)
 		}
+		if err := waitRecords(ctx, ga, "proxy login failed", 2); err != nil {
+			t.Fatal(err)
+		}
 		if recs := ga.logs.Records("proxy login failed"); len(recs) != 2 {
 			t.Fatalf("%d proxy login failures logged, want 2", len(recs))
 		}

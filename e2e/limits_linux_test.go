@@ -66,6 +66,9 @@ func TestSessionLimitPerClient(t *testing.T) {
 	if n := len(vsftpdConnectsFrom(t, srv, proxyServerV4)) - len(baseConnects); n != perClient {
 		t.Errorf("vsftpd logged %d connections from ftpgate, want %d: a refused session must not reach the server", n, perClient)
 	}
+	if err := waitRecords(ctx, g, "session refused", idle-perClient); err != nil {
+		t.Error(err)
+	}
 	refusals := g.logs.Records("session refused")
 	if len(refusals) != idle-perClient {
 		t.Errorf("ftpgate logged %d \"session refused\" records, want %d\n%s", len(refusals), idle-perClient, excerpt(refusals, 5))
