@@ -476,9 +476,16 @@ func (e *env) spliceCheck(ctx context.Context, res *results, c column) error {
 	res.at(tSplice, c.Name).Note = fmt.Sprintf("%d splice, %d read/write", calls["splice"], rw)
 	// The splice relay must move the bytes in the kernel: the read/write calls left are the
 	// control channel's, a few dozen, where a copy in user space (32 KiB at a time) makes
-	// one of each per 32 KiB. (The kernel column redirects in BPF and copies past its cap in
-	// user space: it has no splice to check.)
-	if !slices.Contains(c.args, "kernel") && (calls["splice"] == 0 || int64(rw) > e.sz.big/(64<<10)) {
+	// one of each per 32 KiB. The kernel column's data never reaches ftpgate: no splice, and
+	// the control channel's read/write calls only.
+	copied := int64(rw) > e.sz.big/(64<<10)
+	if slices.Contains(c.args, "kernel") {
+		if calls["splice"] != 0 || copied {
+			return fmt.Errorf("the data went through ftpgate: %d splice, %d read/write calls for one download", calls["splice"], rw)
+		}
+		return nil
+	}
+	if calls["splice"] == 0 || copied {
 		return fmt.Errorf("the data was copied in user space: %d splice, %d read/write calls for one download", calls["splice"], rw)
 	}
 	return nil

@@ -188,7 +188,8 @@ Notes:
 - pinholes: nat's BenchmarkPinholesUnderLoad, 1,000 plans at once on one firewall (one netlink connection) in
   a namespace of its own, each opening a pinhole, holding it 1–20 or 100–200 ms and closing it; the figure is
   the median of a plan's Open plus Close with the 100–200 ms holds, the other loads in the note.
-- the kernel column is measured once `+"`ftpgate run -h`"+` lists --data-path (with `+"`--data-path kernel`"+`, reverse).
+- the kernel column is ftpgate reverse with `+"`--data-path kernel`"+`: the gateway's firewall forwards each passive
+  data connection itself (an exact DNAT and SNAT per transfer), so its splice row shows no splice at all.
 `, e.sz.profileTransfers, maxHandshakes)
 	if !e.o.scale {
 		md.WriteString("- the scale tests (1,000 concurrent and 8,000 idle sessions, pinholes under load) run with `--scale`.\n")

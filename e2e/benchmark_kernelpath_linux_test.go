@@ -22,7 +22,7 @@ import (
 //
 //	routing   the proxy namespace forwards client to server (the limit of the topology)
 //	splice    through ftpgate with the splice relay (--data-path splice)
-//	kernel    through ftpgate with BPF socket redirection (--data-path kernel)
+//	sockmap   through ftpgate with BPF socket redirection (--data-path sockmap)
 //	flow-nat  design (b), prototyped by hand: exact DNAT of the client's flows to the server
 //	          (control and data port) plus SNAT to the proxy's address, in the proxy namespace;
 //	          conntrack forwards the bytes, no proxy process takes part
@@ -53,7 +53,7 @@ func TestBenchmarkKernelPath(t *testing.T) {
 	srv.addSparseFile(t, hugeFile, hugeSize)
 	// Two gates side by side; --firewall none, as two own tables cannot share a namespace.
 	kernel := startGate(t, tp, gateConfig{Binary: bin, Firewall: "none", PassivePorts: "40100-40199",
-		Listen: []string{hostPort(proxyClientV4, 21)}, AdminListen: "127.0.0.1:9122", Extra: []string{"--data-path", "kernel"}})
+		Listen: []string{hostPort(proxyClientV4, 21)}, AdminListen: "127.0.0.1:9122", Extra: []string{"--data-path", "sockmap"}})
 	splice := startGate(t, tp, gateConfig{Binary: bin, Firewall: "none", PassivePorts: "40000-40099",
 		Listen: []string{hostPort(proxyClientV4, 2121)}, AdminListen: "127.0.0.1:9121", Extra: []string{"--data-path", "splice"}})
 	const natPort = 2200
@@ -70,13 +70,13 @@ func TestBenchmarkKernelPath(t *testing.T) {
 	ways := []way{
 		{"routing", directV4(), nil},
 		{"splice", endpoint{"ftpgate-splice", proxyClientV4, 2121, proxyClientV4}, splice},
-		{"kernel", gateV4(), kernel},
+		{"sockmap", gateV4(), kernel},
 		{"flow-nat", endpoint{"flow-nat", proxyClientV4, natPort, proxyClientV4}, nil},
 	}
-	if only := os.Getenv("FTPGATE_BENCH_ONLY"); only != "" { // e.g. "kernel,splice", to profile one way
+	if only := os.Getenv("FTPGATE_BENCH_ONLY"); only != "" { // e.g. "sockmap,splice", to profile one way
 		ways = slices.DeleteFunc(ways, func(w way) bool { return !slices.Contains(strings.Split(only, ","), w.name) })
 		if len(ways) == 0 {
-			t.Fatalf("FTPGATE_BENCH_ONLY=%s names none of routing, splice, kernel, flow-nat", only)
+			t.Fatalf("FTPGATE_BENCH_ONLY=%s names none of routing, splice, sockmap, flow-nat", only)
 		}
 	}
 	rates := map[string][]float64{}

@@ -39,6 +39,25 @@ const (
 	// ownSetInterfaces holds Intercept.Interfaces when there are several.
 	ownSetInterfaces = "intercept_interfaces"
 
+	// Kernel-forwarded data flows inside OwnTable (Config.Flows):
+	//
+	// ownChainFlowPre (nat prerouting, just before dstnat) DNATs an
+	// expected flow by ownMapFlowDNAT4/6 (peer . local address . port ->
+	// target address . port); ownChainFlowPost (nat postrouting, srcnat)
+	// SNATs it by ownMapFlowSNAT4/6 (peer . target address . port ->
+	// source address); ownChainFlowForward (filter forward) logs the SYN,
+	// FIN and RST packets of the flows in ownSetFlowLog4/6 (conntrack's
+	// original peer . local address . port) to the flow log.
+	ownChainFlowPre     = "flow_prerouting"
+	ownChainFlowPost    = "flow_postrouting"
+	ownChainFlowForward = "flow_forward"
+	ownMapFlowDNAT4     = "flow_dnat4"
+	ownMapFlowDNAT6     = "flow_dnat6"
+	ownMapFlowSNAT4     = "flow_snat4"
+	ownMapFlowSNAT6     = "flow_snat6"
+	ownSetFlowLog4      = "flow_log4"
+	ownSetFlowLog6      = "flow_log6"
+
 	// DefaultExternalFamily is the family of the operator's table in
 	// external-set mode when Config.Family is empty.
 	DefaultExternalFamily = "inet"

@@ -208,6 +208,10 @@ type Config struct {
 	// none, and Pinholes cannot divert.
 	Intercept Intercept
 
+	// Flows turns on kernel-forwarded data flows (own-table mode only):
+	// the firewall then also implements FlowForwarder.
+	Flows FlowConfig
+
 	// NetNS is an optional network namespace fd for the netlink
 	// connections (tests); zero means the current namespace. It is only
 	// used while New or Cleanup runs, and never closed.
@@ -237,6 +241,9 @@ func (c Config) Validate() error {
 	}
 	if err := c.Intercept.validate(c.mode()); err != nil {
 		return err
+	}
+	if c.Flows.Enabled && c.mode() != ModeOwnTable {
+		return fmt.Errorf("kernel-forwarded data flows need firewall mode %s, not %s", ModeOwnTable, c.mode())
 	}
 	if c.mode() != ModeExternalSet {
 		for _, f := range []struct{ name, val string }{

@@ -29,6 +29,8 @@ type kernelFirewall struct {
 	own *nftables.Table
 	// divert4 and divert6 are the divert maps, nil without interception.
 	divert4, divert6 *nftables.Set
+	// flows is the state of kernel-forwarded flows, nil unless Config.Flows.
+	flows *flowState
 	// routing is tproxy's policy routing, nil in other modes.
 	routing *policyRouting
 
@@ -77,6 +79,9 @@ func newKernel(ctx context.Context, cfg Config, log *zap.Logger) (Firewall, erro
 	}
 	if err == nil && cfg.Intercept.Mode == InterceptTProxy {
 		f.routing, err = addPolicyRouting(cfg.NetNS, cfg.Intercept.TProxyMark, cfg.Intercept.RouteTable, log)
+	}
+	if err == nil && f.flows != nil {
+		f.startFlowLog()
 	}
 	if err != nil {
 		// Closing the lasting connection makes the kernel delete the
@@ -138,6 +143,12 @@ func (f *kernelFirewall) createOwnTable(pinholes bool) error {
 	f.own = c.AddTable(&nftables.Table{Name: OwnTable, Family: nftables.TableFamilyINet, Flags: nftables.TableFlagOwner})
 	if pinholes {
 		if err := f.queuePinholeObjects(); err != nil {
+			_ = c.Flush() // discard the batch
+			return err
+		}
+	}
+	if pinholes && f.cfg.Flows.Enabled {
+		if err := f.queueFlowObjects(); err != nil {
 			_ = c.Flush() // discard the batch
 			return err
 		}
@@ -233,6 +244,11 @@ func (f *kernelFirewall) Shutdown(ctx context.Context) error {
 	}
 	f.closed = true
 	var errs []error
+	if f.flows != nil && f.flows.reader != nil {
+		if err := f.flows.reader.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close the flow log: %w", err))
+		}
+	}
 	if f.cfg.Mode == ModeExternalSet {
 		if err := f.removeOurs(); err != nil {
 			errs = append(errs, err)

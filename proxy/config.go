@@ -119,8 +119,10 @@ type Config struct {
 	// firewall's default.
 	PinholeTTL time.Duration
 	// DataPath is how plain data connections are relayed: DataPathSplice
-	// (the zero value) or DataPathKernel, BPF socket redirection chosen per
-	// transfer with a fallback to splice (kernelpath.go).
+	// (the zero value); DataPathKernel, the firewall forwarding passive
+	// flows itself where the host routes (flowpath.go); or DataPathSockmap,
+	// BPF socket redirection (kernelpath.go). Both kernel paths are chosen
+	// per transfer, with a logged fallback to splice.
 	DataPath string
 
 	// ProxyProtocol is the PROXY protocol of load balancers in front.

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"sync"
 
+	"github.com/ftpgate/ftpgate/nat"
 	"github.com/ftpgate/ftpgate/rewrite"
 	"go.uber.org/zap"
 )
@@ -27,6 +28,11 @@ type dataPlan struct {
 	// named its port (dialAhead), until the transfer takes it.
 	ahead       chan legResult
 	cancelAhead context.CancelFunc
+
+	// The kernel data path (flowpath.go): wantFlow when the plan may be
+	// forwarded, flow once the firewall forwards it (and nothing is dialed).
+	wantFlow bool
+	flow     *nat.FlowWatch
 }
 
 func (p *dataPlan) clientPassive() bool { return p.clientLn != nil }
@@ -47,6 +53,12 @@ func (p *dataPlan) release() {
 	p.clientLn.release()
 	p.serverLn.release()
 	p.clientLn, p.serverLn = nil, nil
+	if p.flow != nil {
+		// The forwarded connection runs on in conntrack; only the
+		// expectation and the log go.
+		p.flow.Close(context.Background())
+		p.flow = nil
+	}
 	if p.ahead != nil { // dialed ahead, never used
 		p.cancelAhead()
 		closeWhenDialed(p.ahead)
@@ -125,6 +137,8 @@ func (s *session) handlePassive(ctx context.Context, cmd rewrite.Command) error 
 
 	s.closePlan()
 	plan := &dataPlan{clientMode: cmd.Verb}
+	why := s.flowVeto(s.serverLegPassive(true))
+	plan.wantFlow = why == ""
 	// The client's data port and its pinhole are set up while the server
 	// answers our EPSV or PASV: neither depends on the other.
 	var advAP netip.AddrPort
@@ -137,6 +151,15 @@ func (s *session) handlePassive(ctx context.Context, cmd rewrite.Command) error 
 	if clientErr != nil {
 		return s.legFailed(plan, clientErr)
 	}
+	if plan.wantFlow {
+		// The server named its port: the kernel forwards the client there,
+		// or the server leg is dialed after all.
+		why = s.openFlow(ctx, plan)
+		if why != "" && plan.serverPassive() {
+			s.dialAhead(plan)
+		}
+	}
+	s.noFlow(why)
 	dl := plan.clientLn
 	port := advAP.Port()
 	var text string
@@ -193,6 +216,9 @@ func (s *session) handleActive(ctx context.Context, cmd rewrite.Command) error {
 		return s.ctl.replyf(501, "%s refused: %s.", cmd.Verb, d.Reason)
 	}
 	s.closePlan()
+	if s.cfg.DataPath == DataPathKernel {
+		s.noFlow("the client leg is active")
+	}
 	plan := &dataPlan{clientMode: cmd.Verb, clientAddr: target}
 	if err := s.setupServerLeg(ctx, plan, false, nil); err != nil {
 		return s.legFailed(plan, err)
@@ -222,12 +248,26 @@ func (s *session) setupServerLeg(ctx context.Context, plan *dataPlan, clientPass
 	if err := s.ensureServerProt(ctx); err != nil {
 		return err
 	}
-	passive := s.cfg.ServerMode == ServerPassive || s.cfg.PreserveClientAddress ||
-		(s.cfg.ServerMode == ServerClient && clientPassive)
-	if passive {
+	if s.serverLegPassive(clientPassive) {
 		return s.serverPassive(ctx, plan, meanwhile)
 	}
 	return s.serverActive(ctx, plan)
+}
+
+// serverLegPassive reports whether the server leg of a plan is passive (we
+// dial the server), given the client leg's mode.
+func (s *session) serverLegPassive(clientPassive bool) bool {
+	return s.cfg.ServerMode == ServerPassive || s.cfg.PreserveClientAddress ||
+		(s.cfg.ServerMode == ServerClient && clientPassive)
+}
+
+// serverPortKnown starts the server leg's connection once the server named
+// its passive port, unless the kernel may forward the plan (handlePassive
+// then decides).
+func (s *session) serverPortKnown(plan *dataPlan) {
+	if !plan.wantFlow {
+		s.dialAhead(plan)
+	}
 }
 
 // passiveClientLeg reserves the data port the client will connect to and
@@ -275,7 +315,7 @@ func (s *session) serverPassive(ctx context.Context, plan *dataPlan, meanwhile f
 				return legErrorf("server sent an invalid EPSV reply")
 			}
 			plan.serverMode, plan.serverAddr = "EPSV", netip.AddrPortFrom(srvIP, port)
-			s.dialAhead(plan)
+			s.serverPortKnown(plan)
 			return nil
 		}
 		if rep.Code == 530 || !s.loggedIn {
@@ -322,7 +362,7 @@ func (s *session) serverPassive(ctx context.Context, plan *dataPlan, meanwhile f
 		}
 	}
 	plan.serverMode, plan.serverAddr = "PASV", ap
-	s.dialAhead(plan)
+	s.serverPortKnown(plan)
 	return nil
 }
 

@@ -9,16 +9,17 @@ import (
 	"go.uber.org/zap"
 )
 
-// The kernel data path (Config.DataPath "kernel"): the bytes of a plain data
-// connection never enter ftpgate. Both legs stay ftpgate's own TCP
-// connections, as with the splice relay, so it works wherever the relay
-// works (sidecar to 127.0.0.1, DMZ host without forwarding); the kernel moves
-// every segment that arrives on the source leg straight to the other leg's
-// send queue (BPF socket redirection, kernelpath_linux.go). ftpgate still
-// learns when the data ended (the source's end-of-file) and how many bytes
-// moved (a counter the BPF program keeps), so the final reply waits for the
-// data and the records stay exact. It is chosen per transfer; a transfer it
-// cannot serve is spliced as before, with a log line saying why.
+// BPF socket redirection (Config.DataPath "sockmap"), the first of the two
+// kernel data paths measured (flowpath.go has the one DataPathKernel
+// chooses): the bytes of a plain data connection never enter ftpgate. Both
+// legs stay ftpgate's own TCP connections, as with the splice relay, so it
+// works wherever the relay works (sidecar to 127.0.0.1, DMZ host without
+// forwarding); the kernel moves every segment that arrives on the source
+// leg straight to the other leg's send queue (kernelpath_linux.go). ftpgate
+// still learns when the data ended (the source's end-of-file) and how many
+// bytes moved (a counter the BPF program keeps), so the final reply waits
+// for the data and the records stay exact. It is chosen per transfer; a
+// transfer it cannot serve is spliced as before, with a log line saying why.
 //
 // Measured on Linux 6.18 (veth, 2 vCPUs; e2e TestBenchmarkKernelPath): the
 // kernel's redirect to a socket's egress moves about 100-130 MB/s at some
@@ -26,22 +27,23 @@ import (
 // (about 0.8x of plain routing). Redirected data outruns the destination,
 // so the relay bounds the kernel's backlog (16 MiB) and finishes such a
 // transfer in user space (copy mode, logged). Setting up costs about 160 µs
-// per transfer. Keep splice, the default, unless a later kernel measures
-// better.
+// per transfer. Keep splice, or the forwarded flows of DataPathKernel where
+// the host routes, unless a later kernel measures better.
 
 // Data paths (Config.DataPath).
 const (
-	DataPathSplice = "splice" // splice(2) through ftpgate; the default
-	DataPathKernel = "kernel" // BPF socket redirection; the bytes never enter ftpgate
+	DataPathSplice  = "splice"  // splice(2) through ftpgate; the default
+	DataPathKernel  = "kernel"  // the kernel forwards passive flows itself (flowpath.go); splice otherwise
+	DataPathSockmap = "sockmap" // BPF socket redirection between ftpgate's two legs
 )
 
 // validateDataPath reports whether p names a data path.
 func validateDataPath(p string) error {
 	switch p {
-	case "", DataPathSplice, DataPathKernel:
+	case "", DataPathSplice, DataPathKernel, DataPathSockmap:
 		return nil
 	}
-	return fmt.Errorf("data path %q: want splice or kernel", p)
+	return fmt.Errorf("data path %q: want splice, kernel or sockmap", p)
 }
 
 // kernelRelay is one transfer's kernel data path, set up and ready: run moves
@@ -64,7 +66,7 @@ var errSourceEnded = errors.New("the source leg has ended already")
 // relay (or the user-space copy of TLS legs). toServer says that dst is the
 // server's leg (an upload). The result comes on done either way.
 func (s *session) startRelay(dst, src net.Conn, toServer bool, limit int64, done chan<- relayResult) {
-	if s.cfg.DataPath == DataPathKernel {
+	if s.cfg.DataPath == DataPathSockmap {
 		if s.startKernelRelay(dst, src, limit, done) {
 			return
 		}

@@ -197,7 +197,7 @@ func waitFDs(t *testing.T, what string, all, bpf int) {
 
 func kernelHarness(t *testing.T, tweak func(*fakeFTP, *Config)) *harness {
 	return newHarness(t, ServerPassive, func(f *fakeFTP, c *Config) {
-		c.DataPath = DataPathKernel
+		c.DataPath = DataPathSockmap
 		if tweak != nil {
 			tweak(f, c)
 		}

@@ -32,6 +32,9 @@ type Stats struct {
 type Server struct {
 	cfg atomic.Pointer[Config] // swapped by Reload; each session pins the one it began with
 	fw  nat.Firewall
+	// flows is fw when it can forward data flows in the kernel
+	// (flowpath.go); nil otherwise.
+	flows nat.FlowForwarder
 	log *zap.Logger
 	obs Observer
 
@@ -77,6 +80,7 @@ func New(cfg Config, fw nat.Firewall, log *zap.Logger) (*Server, error) {
 	if _, err := rand.Read(s.ticketKey[:]); err != nil {
 		return nil, fmt.Errorf("session ticket key: %w", err)
 	}
+	s.flows, _ = fw.(nat.FlowForwarder)
 	s.cfg.Store(&cfg)
 	s.ports = newDataPorts(s.dataPortsConfig(&cfg), fw)
 	return s, nil

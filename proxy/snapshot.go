@@ -100,7 +100,7 @@ type flight struct {
 	verb, path, direction string
 	start                 time.Time
 	size                  int64
-	dst                   *net.TCPConn // the socket the bytes leave on, TLS or not
+	dst                   *net.TCPConn // the socket the bytes leave on, TLS or not; nil for a forwarded flow
 	dstBase               int64        // its acknowledged-bytes count when the relay began
 }
 
@@ -136,8 +136,10 @@ func (s *Server) Snapshot() Snapshot {
 			ti := &TransferInfo{Verb: f.verb, Path: f.path, Direction: f.direction, Start: f.start,
 				Elapsed: now.Sub(f.start), Size: f.size}
 			ti.Bytes = -1
-			if n, ok := bytesAcked(f.dst); ok {
-				ti.Bytes = max(n-f.dstBase, 0)
+			if f.dst != nil { // nil: the kernel forwards the data
+				if n, ok := bytesAcked(f.dst); ok {
+					ti.Bytes = max(n-f.dstBase, 0)
+				}
 			}
 			info.Transfer = ti
 		}

@@ -50,7 +50,7 @@ func (s *session) handleTransfer(ctx context.Context, cmd rewrite.Command) error
 		}
 	}()
 	var err error
-	if plan.serverPassive() {
+	if plan.serverPassive() && plan.flow == nil {
 		srvConn, err = plan.takeAhead(ctx)
 		if err != nil {
 			s.peerWarn("data connection to server failed", zap.Stringer("addr", plan.serverAddr), zap.Error(err))
@@ -76,6 +76,10 @@ func (s *session) handleTransfer(ctx context.Context, cmd rewrite.Command) error
 			rec.refused, rec.cause = true, "the server refused the transfer"
 		}
 		return nil
+	}
+	up := upload(cmd.Verb)
+	if plan.flow != nil {
+		return s.forwardedTransfer(ctx, cmd, plan, up, size, &rec)
 	}
 
 	clientListens, serverListens := plan.clientPassive(), !plan.serverPassive() // connectLegs ends the listening
@@ -110,7 +114,6 @@ func (s *session) handleTransfer(ctx context.Context, cmd rewrite.Command) error
 		return s.dataTLSFailed(ctx, err, early, srvConn, cliConn)
 	}
 	rec.tls = s.ftps.dataClient != nil
-	up := upload(cmd.Verb)
 	fl := &flight{verb: cmd.Verb, path: cmd.Arg, direction: "download", start: rec.start, size: size, dst: cliConn}
 	if up {
 		fl.direction, fl.dst = "upload", srvConn
@@ -128,6 +131,29 @@ func (s *session) handleTransfer(ctx context.Context, cmd rewrite.Command) error
 	// and pinholes go now, off the path of the first byte.
 	plan.release()
 	res, final, abort, err := s.awaitTransfer(ctx, done, early, srvConn, cliConn)
+	return s.endTransfer(ctx, cmd, plan, up, res, final, abort, err, &rec)
+}
+
+// forwardedTransfer runs a transfer whose data the kernel forwards
+// (flowpath.go), after the server's 150 went to the client.
+func (s *session) forwardedTransfer(ctx context.Context, cmd rewrite.Command, plan *dataPlan, up bool, size int64, rec *transferRecord) error {
+	if port := plan.clientLn.addr.Port(); port != 0 {
+		defer s.srv.ports.hold(port)() // in use until the flow ends
+	}
+	fl := &flight{verb: cmd.Verb, path: cmd.Arg, direction: "download", start: rec.start, size: size}
+	if up {
+		fl.direction = "upload"
+	}
+	s.seen.flight.Store(fl)
+	defer s.seen.flight.Store(nil)
+	res, final, abort, err := s.awaitFlow(ctx, plan, up, size)
+	return s.endTransfer(ctx, cmd, plan, up, res, final, abort, err, rec)
+}
+
+// endTransfer records a transfer whose data has ended and gives the client
+// the final reply (passing an ABOR's second reply on after it).
+func (s *session) endTransfer(ctx context.Context, cmd rewrite.Command, plan *dataPlan, up bool, res relayResult,
+	final *rewrite.Reply, abort *rewrite.Command, err error, rec *transferRecord) error {
 	rec.bytes, rec.aborted = res.n, abort != nil
 	if err != nil {
 		rec.cause = err.Error()
@@ -491,6 +517,9 @@ func (s *session) logTransfer(cmd rewrite.Command, plan *dataPlan, up bool, res 
 		zap.String("client_mode", plan.clientMode),
 		zap.String("server_mode", plan.serverMode),
 		zap.Int("code", final.Code),
+	}
+	if plan.flow != nil {
+		fields = append(fields, zap.String("data_path", DataPathKernel))
 	}
 	if abort != nil {
 		fields = append(fields, zap.Bool("aborted", true))

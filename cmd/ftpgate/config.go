@@ -397,6 +397,9 @@ func (fc fileConfig) settings() (proxy.Config, nat.Config, error) {
 		Set4:   fc.Firewall.Set4,
 		Set6:   fc.Firewall.Set6,
 	}
+	// The kernel data path forwards flows in the own table; in the other
+	// firewall modes every transfer says why it is spliced.
+	nc.Flows.Enabled = fc.DataPath == proxy.DataPathKernel && nc.Mode != nat.ModeExternalSet && nc.Mode != nat.ModeNone
 	if pc.Mode == "" {
 		pc.Mode = proxy.ModeReverse
 		if fc.Upstream == "" {

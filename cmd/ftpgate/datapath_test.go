@@ -21,7 +21,7 @@ func TestDataPathSetting(t *testing.T) {
 		{"flag", []string{"--upstream", "198.18.1.2:21", "--firewall", "none", "--data-path", "kernel"}, proxy.DataPathKernel, false},
 		{"file", []string{"--config", file}, proxy.DataPathKernel, false},
 		{"flag over file", []string{"--config", file, "--data-path", "splice"}, proxy.DataPathSplice, false},
-		{"bad", []string{"--upstream", "198.18.1.2:21", "--firewall", "none", "--data-path", "ebpf"}, "want splice or kernel", true},
+		{"bad", []string{"--upstream", "198.18.1.2:21", "--firewall", "none", "--data-path", "ebpf"}, "want splice, kernel or sockmap", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fc, err := newRunFlags().parse(tc.args)

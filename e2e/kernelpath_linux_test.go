@@ -1,0 +1,106 @@
+//go:build linux
+
+package e2e
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestKernelDataPath: with --data-path kernel on the routing proxy namespace, passive
+// downloads (EPSV, PASV) and uploads with curl and ftplib against vsftpd are forwarded by the
+// kernel: the files arrive whole (sha256), ftpgate's transfer records carry the exact byte
+// counts and data_path "kernel", and ftpgate's process reads and writes far fewer bytes than
+// moved (the control channel only). An active-mode transfer is spliced, with a log line
+// saying why. Nothing is left in the flow maps afterwards.
+func TestKernelDataPath(t *testing.T) {
+	t.Parallel()
+	requirePrereqs(t, needVsftpd, needCurl, needPython, needFtpgate)
+	tp := newTopology(t)
+	srv := startServer(t, tp, vsftpd)
+	g := startGate(t, tp, gateConfig{Extra: []string{"--data-path", "kernel"}})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	ep := gateV4()
+	io0 := procIO(g.proc.Pid())
+	moved := int64(0)
+	for _, tc := range []struct {
+		name string
+		c    getPutter
+		m    dataMode
+	}{
+		{"curl/EPSV", curlClient{tp.Client}, modeEPSV},
+		{"curl/PASV", curlClient{tp.Client}, modePASV},
+		{"ftplib/EPSV", ftplibClient{tp.Client}, modeEPSV},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			local := filepath.Join(t.TempDir(), bigFile)
+			if err := tc.c.Get(ctx, ep, tc.m, bigFile, local); err != nil {
+				t.Fatal(tp.diagnose(err))
+			}
+			if err := sameFile(local, bigFile); err != nil {
+				t.Fatalf("download: %v", err)
+			}
+			remote := "up-" + strings.ReplaceAll(tc.name, "/", "-") + ".bin"
+			if err := tc.c.Put(ctx, ep, tc.m, filepath.Join(suite.fixtures, bigFile), remote); err != nil {
+				t.Fatal(tp.diagnose(err))
+			}
+			if err := sameFile(filepath.Join(srv.Root, remote), bigFile); err != nil {
+				t.Fatalf("upload, on the server: %v", err)
+			}
+			checkTransferLog(t, g, "STOR", remote, bigSize)
+			moved += 2 * bigSize
+		})
+	}
+	if l := g.logs.Find("kernel data path not used"); l != "" {
+		t.Errorf("a passive transfer was spliced:\n%s", l)
+	}
+	var kernel int
+	for _, r := range g.logs.Records("transfer") {
+		if r.str("data_path") != "kernel" {
+			t.Errorf("transfer record without data_path kernel: %s", r)
+			continue
+		}
+		if n, _ := r.num("bytes"); n != bigSize {
+			t.Errorf("transfer record: bytes %v, want %d: %s", r["bytes"], bigSize, r)
+		}
+		kernel++
+	}
+	if kernel != 6 {
+		t.Errorf("%d transfers forwarded by the kernel, want 6", kernel)
+	}
+	// The control channels' bytes only: a relayed transfer would count each byte twice.
+	if io := procIO(g.proc.Pid()) - io0; io > moved/100 {
+		t.Errorf("ftpgate read and wrote %d bytes while %d moved: the data went through it", io, moved)
+	}
+
+	t.Run("active is spliced", func(t *testing.T) {
+		local := filepath.Join(t.TempDir(), oneFile)
+		if err := (curlClient{tp.Client}).Get(ctx, ep, modeEPRT, oneFile, local); err != nil {
+			t.Fatal(tp.diagnose(err))
+		}
+		if err := sameFile(local, oneFile); err != nil {
+			t.Fatalf("download: %v", err)
+		}
+		if !g.logs.Contains("kernel data path not used: the client leg is active; splicing instead") {
+			t.Error("no log line says why the active transfer was spliced")
+		}
+	})
+	if err := waitRecords(ctx, g, "session end", 7); err != nil {
+		t.Fatal(err)
+	}
+	maps, err := nftMapElements(ctx, tp.Proxy, "inet", "ftpgate", "flow_dnat4", "flow_snat4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sets, err := nftSetElements(ctx, tp.Proxy, "inet", "ftpgate", "flow_log4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(maps)+len(sets) != 0 {
+		t.Errorf("flow elements left after the transfers: %v %v", maps, sets)
+	}
+}
