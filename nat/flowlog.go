@@ -1,0 +1,150 @@
+package nat
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"time"
+)
+
+// FlowPacket is one TCP packet of a kernel-forwarded data flow that the
+// firewall copied to ftpgate (an nft "log group N" rule; see ListenFlowLog).
+//
+// The exact payload bytes that one direction of a flow carried are
+// (FIN.Seq + FIN.Payload) - (SYN.Seq + 1), in uint32 arithmetic, where SYN
+// is that direction's SYN (or SYN-ACK) and FIN its FIN.
+type FlowPacket struct {
+	Src, Dst netip.AddrPort // as in the packet's headers (IPv4 or IPv6)
+	Flags    uint8          // the TCP flags byte: TCPFin, TCPSyn, TCPRst, TCPAck...
+	Seq      uint32         // sequence number
+	Payload  int            // TCP payload bytes in this packet (a FIN may carry data)
+	Time     time.Time      // when it was logged: the kernel's timestamp if the message has one, else receive time
+}
+
+// TCP flags, as in FlowPacket.Flags.
+const (
+	TCPFin = 0x01
+	TCPSyn = 0x02
+	TCPRst = 0x04
+	TCPPsh = 0x08
+	TCPAck = 0x10
+)
+
+// FlowLog reads the packets that the firewall logs to one NFLOG group.
+// Create it with ListenFlowLog; end it with Close.
+type FlowLog struct {
+	closeOnce sync.Once
+	stop      func() error // set by ListenFlowLog
+	closeErr  error
+}
+
+// Close unbinds the group, ends the reader goroutine and waits for it:
+// deliver and lost are not called after Close returns. Closing again
+// returns the first result.
+func (l *FlowLog) Close() error {
+	l.closeOnce.Do(func() {
+		if l.stop != nil {
+			l.closeErr = l.stop()
+		}
+	})
+	return l.closeErr
+}
+
+// Why parseFlowPacket rejects a packet. errLengthUnknown is apart: the
+// packet is TCP of the flow, but its length cannot be known, so byte counts
+// built on the log cannot be trusted.
+var (
+	errNotTCP        = errors.New("not TCP")
+	errTruncated     = errors.New("truncated")
+	errMalformed     = errors.New("malformed")
+	errLengthUnknown = errors.New("length unknown")
+)
+
+const (
+	ipProtoTCP   = 6
+	tcpHeaderMin = 20
+)
+
+// parseFlowPacket reads a logged packet that starts at its network header
+// (NFULA_PAYLOAD): IPv4, options included, or IPv6 without extension
+// headers, carrying TCP. Only the headers need be there (the firewall
+// copies a prefix of each packet); the payload size comes from the IP
+// length field. Time is left zero. Any input gives a packet or an error,
+// never a panic.
+func parseFlowPacket(b []byte) (FlowPacket, error) {
+	if len(b) == 0 {
+		return FlowPacket{}, fmt.Errorf("%w: empty packet", errTruncated)
+	}
+	var (
+		p       FlowPacket
+		src     netip.Addr
+		dst     netip.Addr
+		tcp     []byte
+		tcpSize int // TCP header and payload, from the IP header
+	)
+	switch b[0] >> 4 {
+	case 4:
+		if len(b) < 20 {
+			return p, fmt.Errorf("%w: IPv4 header of %d bytes", errTruncated, len(b))
+		}
+		ihl := int(b[0]&0x0f) * 4
+		if ihl < 20 {
+			return p, fmt.Errorf("%w: IPv4 header length %d", errMalformed, ihl)
+		}
+		if len(b) < ihl {
+			return p, fmt.Errorf("%w: IPv4 header of %d bytes, %d captured", errTruncated, ihl, len(b))
+		}
+		if b[9] != ipProtoTCP {
+			return p, fmt.Errorf("%w: IPv4 protocol %d", errNotTCP, b[9])
+		}
+		if frag := binary.BigEndian.Uint16(b[6:8]); frag&0x3fff != 0 { // MF or an offset
+			return p, fmt.Errorf("%w: an IPv4 fragment", errNotTCP)
+		}
+		total := int(binary.BigEndian.Uint16(b[2:4]))
+		if total == 0 {
+			// A GSO packet beyond 64 KiB (BIG TCP) has no length field.
+			return p, fmt.Errorf("%w: IPv4 total length 0 (a BIG TCP packet)", errLengthUnknown)
+		}
+		if total < ihl {
+			return p, fmt.Errorf("%w: IPv4 total length %d under header length %d", errMalformed, total, ihl)
+		}
+		src = netip.AddrFrom4([4]byte(b[12:16]))
+		dst = netip.AddrFrom4([4]byte(b[16:20]))
+		tcp, tcpSize = b[ihl:], total-ihl
+	case 6:
+		if len(b) < 40 {
+			return p, fmt.Errorf("%w: IPv6 header of %d bytes", errTruncated, len(b))
+		}
+		size := int(binary.BigEndian.Uint16(b[4:6]))
+		if size == 0 {
+			// A jumbogram (BIG TCP), with or without its hop-by-hop option.
+			return p, fmt.Errorf("%w: IPv6 payload length 0 (a BIG TCP packet)", errLengthUnknown)
+		}
+		if b[6] != ipProtoTCP {
+			return p, fmt.Errorf("%w: IPv6 next header %d (extension headers are not followed)", errNotTCP, b[6])
+		}
+		src = netip.AddrFrom16([16]byte(b[8:24]))
+		dst = netip.AddrFrom16([16]byte(b[24:40]))
+		tcp, tcpSize = b[40:], size
+	default:
+		return p, fmt.Errorf("%w: IP version %d", errNotTCP, b[0]>>4)
+	}
+	if len(tcp) < tcpHeaderMin {
+		return p, fmt.Errorf("%w: TCP header, %d bytes captured", errTruncated, len(tcp))
+	}
+	doff := int(tcp[12]>>4) * 4
+	if doff < tcpHeaderMin {
+		return p, fmt.Errorf("%w: TCP data offset %d", errMalformed, doff)
+	}
+	if tcpSize < doff {
+		return p, fmt.Errorf("%w: TCP segment of %d bytes under its header length %d", errMalformed, tcpSize, doff)
+	}
+	p.Src = netip.AddrPortFrom(src, binary.BigEndian.Uint16(tcp[0:2]))
+	p.Dst = netip.AddrPortFrom(dst, binary.BigEndian.Uint16(tcp[2:4]))
+	p.Seq = binary.BigEndian.Uint32(tcp[4:8])
+	p.Flags = tcp[13]
+	p.Payload = tcpSize - doff
+	return p, nil
+}
