@@ -14,11 +14,15 @@ import (
 //
 // The exact payload bytes that one direction of a flow carried are
 // (FIN.Seq + FIN.Payload) - (SYN.Seq + 1), in uint32 arithmetic, where SYN
-// is that direction's SYN (or SYN-ACK) and FIN its FIN.
+// is that direction's SYN (or SYN-ACK) and FIN its FIN. The peer's FIN,
+// when it was sent after the whole flow arrived (the usual close of an FTP
+// data connection), acknowledges the same: its Ack is FIN.Seq +
+// FIN.Payload + 1.
 type FlowPacket struct {
 	Src, Dst netip.AddrPort // as in the packet's headers (IPv4 or IPv6)
 	Flags    uint8          // the TCP flags byte: TCPFin, TCPSyn, TCPRst, TCPAck...
 	Seq      uint32         // sequence number
+	Ack      uint32         // acknowledgment number (meaningful with TCPAck)
 	Payload  int            // TCP payload bytes in this packet (a FIN may carry data)
 	Time     time.Time      // when it was logged: the kernel's timestamp if the message has one, else receive time
 }
@@ -144,6 +148,7 @@ func parseFlowPacket(b []byte) (FlowPacket, error) {
 	p.Src = netip.AddrPortFrom(src, binary.BigEndian.Uint16(tcp[0:2]))
 	p.Dst = netip.AddrPortFrom(dst, binary.BigEndian.Uint16(tcp[2:4]))
 	p.Seq = binary.BigEndian.Uint32(tcp[4:8])
+	p.Ack = binary.BigEndian.Uint32(tcp[8:12])
 	p.Flags = tcp[13]
 	p.Payload = tcpSize - doff
 	return p, nil

@@ -63,8 +63,8 @@ const (
 //
 // The group is configured to copy 128 bytes of each packet and to send
 // each message at once. Only one socket per network namespace can bind a
-// group: a second ListenFlowLog on a bound group fails (EBUSY). Binding
-// needs CAP_NET_ADMIN. log may be nil.
+// group: a second ListenFlowLog on a bound group fails, saying so (the
+// kernel answers EPERM). Binding needs CAP_NET_ADMIN. log may be nil.
 func ListenFlowLog(group uint16, deliver func(FlowPacket), lost func(error), log *zap.Logger) (*FlowLog, error) {
 	if deliver == nil {
 		return nil, fmt.Errorf("listen NFLOG group %d: no deliver function", group)
@@ -115,15 +115,29 @@ func bindAttrs() []netfilter.Attribute {
 	}
 }
 
-// bindError says what the kernel's usual refusals of a bind mean.
+// bindError says what the kernel's refusals of a bind mean. A group bound
+// by another socket is refused with EPERM (EBUSY if the same socket binds
+// it twice), as is a process without CAP_NET_ADMIN.
 func bindError(err error) error {
 	switch {
 	case errors.Is(err, unix.EBUSY):
+		return fmt.Errorf("the group is bound already by this socket: %w", err)
+	case errors.Is(err, unix.EPERM) && hasNetAdmin():
 		return fmt.Errorf("the group is bound already by another socket in this network namespace: %w", err)
 	case errors.Is(err, unix.EPERM):
 		return fmt.Errorf("needs CAP_NET_ADMIN: %w", err)
 	}
 	return err
+}
+
+// hasNetAdmin reports whether the calling thread has CAP_NET_ADMIN
+// effective.
+func hasNetAdmin() bool {
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}, &data[0]); err != nil {
+		return false
+	}
+	return data[unix.CAP_NET_ADMIN/32].Effective&(1<<(unix.CAP_NET_ADMIN%32)) != 0
 }
 
 // flowReader owns the NFLOG socket of one group.
@@ -247,10 +261,6 @@ func (r *flowReader) handle(m netlink.Message, received time.Time) {
 		return
 	}
 	rec, err := decodeLogRecord(ad)
-	if err != nil {
-		r.log.Debug("skip a malformed NFLOG message", zap.Error(err))
-		return
-	}
 	if rec.hasSeq {
 		if r.seqSeen && rec.seq != r.nextSeq {
 			missing := rec.seq - r.nextSeq
@@ -258,6 +268,10 @@ func (r *flowReader) handle(m netlink.Message, received time.Time) {
 			r.lost(fmt.Errorf("NFLOG group %d: %d log messages lost (message %d, expected %d)", r.group, missing, rec.seq, r.nextSeq))
 		}
 		r.seqSeen, r.nextSeq = true, rec.seq+1
+	}
+	if err != nil {
+		r.log.Debug("skip a malformed NFLOG message", zap.Error(err))
+		return
 	}
 	p, err := parseFlowPacket(rec.payload)
 	if err != nil {
@@ -286,9 +300,12 @@ type logRecord struct {
 	hasSeq  bool
 }
 
-// decodeLogRecord reads the attributes of an NFLOG packet message.
+// decodeLogRecord reads the attributes of an NFLOG packet message. A
+// malformed attribute is an error, but the others are still read (the
+// message number counts the message all the same).
 func decodeLogRecord(ad *netlink.AttributeDecoder) (logRecord, error) {
 	var rec logRecord
+	var errs []error
 	for ad.Next() {
 		switch ad.Type() {
 		case nfulaPayload:
@@ -296,7 +313,8 @@ func decodeLogRecord(ad *netlink.AttributeDecoder) (logRecord, error) {
 		case nfulaTimestamp:
 			b := ad.Bytes()
 			if len(b) != 16 {
-				return rec, fmt.Errorf("timestamp of %d bytes", len(b))
+				errs = append(errs, fmt.Errorf("timestamp of %d bytes", len(b)))
+				continue
 			}
 			sec := int64(binary.BigEndian.Uint64(b[0:8]))
 			usec := int64(binary.BigEndian.Uint64(b[8:16]))
@@ -304,15 +322,14 @@ func decodeLogRecord(ad *netlink.AttributeDecoder) (logRecord, error) {
 		case nfulaSeq:
 			b := ad.Bytes()
 			if len(b) != 4 {
-				return rec, fmt.Errorf("sequence number of %d bytes", len(b))
+				errs = append(errs, fmt.Errorf("message number of %d bytes", len(b)))
+				continue
 			}
 			rec.seq, rec.hasSeq = binary.BigEndian.Uint32(b), true
 		}
 	}
-	if err := ad.Err(); err != nil {
-		return rec, err
-	}
-	return rec, nil
+	errs = append(errs, ad.Err())
+	return rec, errors.Join(errs...)
 }
 
 // stop ends the reader, unbinds the group and closes the socket.

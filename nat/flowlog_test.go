@@ -8,12 +8,13 @@ import (
 )
 
 // tcpSegment is a TCP header of hdrLen bytes (options zero) with the given
-// ports, sequence number and flags.
-func tcpSegment(sport, dport uint16, seq uint32, flags uint8, hdrLen int) []byte {
+// ports, sequence and acknowledgment numbers and flags.
+func tcpSegment(sport, dport uint16, seq, ack uint32, flags uint8, hdrLen int) []byte {
 	b := make([]byte, hdrLen)
 	binary.BigEndian.PutUint16(b[0:2], sport)
 	binary.BigEndian.PutUint16(b[2:4], dport)
 	binary.BigEndian.PutUint32(b[4:8], seq)
+	binary.BigEndian.PutUint32(b[8:12], ack)
 	b[12] = byte(hdrLen/4) << 4
 	b[13] = flags
 	return b
@@ -71,8 +72,8 @@ type flowPacketCase struct {
 
 func flowPacketCases() []flowPacketCase {
 	ap := netip.MustParseAddrPort
-	synSeg := tcpSegment(40001, 21000, 0xfffffff0, TCPSyn, 40)
-	finSeg := tcpSegment(21000, 40001, 12345, TCPFin|TCPAck|TCPPsh, 32)
+	synSeg := tcpSegment(40001, 21000, 0xfffffff0, 0, TCPSyn, 40)
+	finSeg := tcpSegment(21000, 40001, 12345, 0x80000001, TCPFin|TCPAck|TCPPsh, 32)
 	v4Syn := ipv4Packet("198.18.0.1", "198.18.1.2", 0, ipProtoTCP, synSeg, 0)
 	v4Fin := ipv4Packet("198.18.1.2", "198.18.0.1", 12, ipProtoTCP, finSeg, 1400)
 	v6Fin := ipv6Packet("fd00::1", "fd00::2", ipProtoTCP, finSeg, 77)
@@ -85,22 +86,22 @@ func flowPacketCases() []flowPacketCase {
 		{
 			name: "IPv4 with options, FIN carrying data",
 			in:   v4Fin,
-			want: FlowPacket{Src: ap("198.18.1.2:21000"), Dst: ap("198.18.0.1:40001"), Flags: TCPFin | TCPAck | TCPPsh, Seq: 12345, Payload: 1400},
+			want: FlowPacket{Src: ap("198.18.1.2:21000"), Dst: ap("198.18.0.1:40001"), Flags: TCPFin | TCPAck | TCPPsh, Seq: 12345, Ack: 0x80000001, Payload: 1400},
 		},
 		{
 			name: "IPv4 capture cut after the TCP header's first 20 bytes",
 			in:   v4Fin[:32+20],
-			want: FlowPacket{Src: ap("198.18.1.2:21000"), Dst: ap("198.18.0.1:40001"), Flags: TCPFin | TCPAck | TCPPsh, Seq: 12345, Payload: 1400},
+			want: FlowPacket{Src: ap("198.18.1.2:21000"), Dst: ap("198.18.0.1:40001"), Flags: TCPFin | TCPAck | TCPPsh, Seq: 12345, Ack: 0x80000001, Payload: 1400},
 		},
 		{
 			name: "IPv4 RST",
-			in:   ipv4Packet("127.0.0.1", "127.0.0.1", 0, ipProtoTCP, tcpSegment(1, 2, 3, TCPRst, 20), 0),
+			in:   ipv4Packet("127.0.0.1", "127.0.0.1", 0, ipProtoTCP, tcpSegment(1, 2, 3, 0, TCPRst, 20), 0),
 			want: FlowPacket{Src: ap("127.0.0.1:1"), Dst: ap("127.0.0.1:2"), Flags: TCPRst, Seq: 3},
 		},
 		{
 			name: "IPv6 FIN with data",
 			in:   v6Fin,
-			want: FlowPacket{Src: ap("[fd00::1]:21000"), Dst: ap("[fd00::2]:40001"), Flags: TCPFin | TCPAck | TCPPsh, Seq: 12345, Payload: 77},
+			want: FlowPacket{Src: ap("[fd00::1]:21000"), Dst: ap("[fd00::2]:40001"), Flags: TCPFin | TCPAck | TCPPsh, Seq: 12345, Ack: 0x80000001, Payload: 77},
 		},
 		{name: "empty", in: nil, err: errTruncated},
 		{name: "IPv4 header cut", in: v4Syn[:19], err: errTruncated},

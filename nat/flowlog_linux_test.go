@@ -1,0 +1,360 @@
+package nat
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ftpgate/ftpgate/internal/nsrun"
+	"github.com/mdlayher/netlink"
+	"github.com/ti-mo/netfilter"
+	vnl "github.com/vishvananda/netlink"
+	"go.uber.org/goleak"
+)
+
+// flowLogCollector keeps what a FlowLog delivered.
+type flowLogCollector struct {
+	mu      sync.Mutex
+	packets []FlowPacket
+	lost    []error
+}
+
+func (c *flowLogCollector) deliver(p FlowPacket) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.packets = append(c.packets, p)
+}
+
+func (c *flowLogCollector) lose(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.lost = append(c.lost, err)
+}
+
+// find returns the first packet from src to dst whose flags, masked by
+// mask, are want.
+func (c *flowLogCollector) find(src, dst netip.AddrPort, mask, want uint8) (FlowPacket, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, p := range c.packets {
+		if p.Src == src && p.Dst == dst && p.Flags&mask == want {
+			return p, true
+		}
+	}
+	return FlowPacket{}, false
+}
+
+func (c *flowLogCollector) dump() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var b strings.Builder
+	for _, p := range c.packets {
+		fmt.Fprintf(&b, "  %v -> %v flags %#02x seq %d payload %d\n", p.Src, p.Dst, p.Flags, p.Seq, p.Payload)
+	}
+	return b.String()
+}
+
+// loadFlowLogRules loads a table into ns that logs the SYN, FIN and RST
+// packets to and from port on the output hook (every loopback packet
+// passes it once) to NFLOG group.
+func loadFlowLogRules(t *testing.T, ns *testNS, port int, group uint16) {
+	t.Helper()
+	rules := fmt.Sprintf(`table inet ftpgate_flowlog_test {
+	chain out {
+		type filter hook output priority filter; policy accept;
+		tcp dport %[1]d tcp flags & (syn | fin | rst) != 0 log group %[2]d
+		tcp sport %[1]d tcp flags & (syn | fin | rst) != 0 log group %[2]d
+	}
+}
+`, port, group)
+	file := filepath.Join(t.TempDir(), "flowlog.nft")
+	if err := os.WriteFile(file, []byte(rules), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ns.nft(t, "-f", file)
+}
+
+// listenFlowLogIn binds group inside ns.
+func listenFlowLogIn(t *testing.T, ns *testNS, group uint16, c *flowLogCollector) (*FlowLog, error) {
+	var l *FlowLog
+	err := nsrun.Do(nsrun.Path(ns.name), func() (err error) {
+		l, err = ListenFlowLog(group, c.deliver, c.lose, testLogger(t))
+		return err
+	})
+	return l, err
+}
+
+// exchange sends up bytes from a client to a server on addr and down bytes
+// back, each side half-closing its write side when done and reading to
+// EOF, then closing; it returns the client's and the server's addresses.
+func exchange(t *testing.T, ns *testNS, addr string, up, down int) (client, server netip.AddrPort) {
+	t.Helper()
+	var ln net.Listener
+	var cc net.Conn
+	if err := nsrun.Do(nsrun.Path(ns.name), func() (err error) {
+		if ln, err = net.Listen("tcp", addr); err != nil {
+			return err
+		}
+		cc, err = net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second)
+		return err
+	}); err != nil {
+		if ln != nil {
+			ln.Close()
+		}
+		t.Fatalf("connect to %s in %s: %v", addr, ns.name, err)
+	}
+	defer ln.Close()
+	sc, err := ln.Accept()
+	if err != nil {
+		cc.Close()
+		t.Fatalf("accept: %v", err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	cc.SetDeadline(deadline)
+	sc.SetDeadline(deadline)
+
+	type result struct {
+		got int64
+		err error
+	}
+	side := func(c net.Conn, send int, res chan<- result) {
+		defer c.Close()
+		werr := make(chan error, 1)
+		go func() {
+			_, err := io.CopyN(c, zeroReader{}, int64(send))
+			if err == nil {
+				err = c.(*net.TCPConn).CloseWrite()
+			}
+			werr <- err
+		}()
+		got, rerr := io.Copy(io.Discard, c)
+		res <- result{got, errors.Join(rerr, <-werr)}
+	}
+	cres, sres := make(chan result, 1), make(chan result, 1)
+	go side(cc, up, cres)
+	go side(sc, down, sres)
+	cr, sr := <-cres, <-sres
+	if cr.err != nil || sr.err != nil {
+		t.Fatalf("exchange: client: %v; server: %v", cr.err, sr.err)
+	}
+	if cr.got != int64(down) || sr.got != int64(up) {
+		t.Fatalf("exchange: client got %d bytes (want %d), server got %d (want %d)", cr.got, down, sr.got, up)
+	}
+	return cc.LocalAddr().(*net.TCPAddr).AddrPort(), cc.RemoteAddr().(*net.TCPAddr).AddrPort()
+}
+
+type zeroReader struct{}
+
+func (zeroReader) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
+
+// limitGSO keeps the GSO packets of ns's loopback within 64 KiB, as on a
+// NIC by default: a bigger one (BIG TCP, which loopback may do) has no IP
+// length, so its payload cannot be counted.
+func limitGSO(t *testing.T, ns *testNS) {
+	t.Helper()
+	if err := nsrun.Do(nsrun.Path(ns.name), func() error {
+		lo, err := vnl.LinkByName("lo")
+		if err != nil {
+			return err
+		}
+		if err := vnl.LinkSetGSOMaxSize(lo, 65536); err != nil {
+			return fmt.Errorf("gso_max_size: %w", err)
+		}
+		if err := vnl.LinkSetGSOIPv4MaxSize(lo, 65536); err != nil {
+			return fmt.Errorf("gso_ipv4_max_size: %w", err)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("limit GSO on lo in %s: %v", ns.name, err)
+	}
+}
+
+// TestFlowLogCountsBytes proves that the SYN, SYN-ACK and FIN packets the
+// firewall logs tell the exact payload bytes of each direction of a real
+// TCP connection, over IPv4 and IPv6; and that where a FIN's length cannot
+// be known (a BIG TCP packet) the loss is reported, never a wrong count.
+func TestFlowLogCountsBytes(t *testing.T) {
+	const (
+		group = 7
+		port  = 20021
+		up    = 3_000_000
+		down  = 12_345
+	)
+	for _, tc := range []struct {
+		name   string
+		addr   string
+		bigTCP bool // leave loopback's GSO size as the kernel set it
+	}{
+		{"IPv4", "127.0.0.1", false},
+		{"IPv6", "::1", false},
+		{"IPv4 loopback GSO as is", "127.0.0.1", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ns := newNS(t)
+			if !tc.bigTCP {
+				limitGSO(t, ns)
+			}
+			loadFlowLogRules(t, ns, port, group)
+			defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+
+			var c flowLogCollector
+			l, err := listenFlowLogIn(t, ns, group, &c)
+			if err != nil {
+				t.Fatalf("ListenFlowLog(%d): %v", group, err)
+			}
+			defer l.Close()
+
+			client, server := exchange(t, ns, net.JoinHostPort(tc.addr, fmt.Sprint(port)), up, down)
+
+			// Wait for both SYNs and, for each direction, its FIN or a
+			// loss report.
+			const synMask = TCPSyn | TCPAck | TCPFin | TCPRst
+			var syn, synAck, finUp, finDown FlowPacket
+			var okSyn, okSynAck, okUp, okDown, lost bool
+			waitFor(10*time.Second, func() bool {
+				syn, okSyn = c.find(client, server, synMask, TCPSyn)
+				synAck, okSynAck = c.find(server, client, synMask, TCPSyn|TCPAck)
+				finUp, okUp = c.find(client, server, TCPFin, TCPFin)
+				finDown, okDown = c.find(server, client, TCPFin, TCPFin)
+				c.mu.Lock()
+				lost = len(c.lost) > 0
+				c.mu.Unlock()
+				return okSyn && okSynAck && (okUp || lost) && (okDown || lost)
+			})
+			if !okSyn || !okSynAck || !(okUp && okDown || lost) {
+				t.Fatalf("SYN, SYN-ACK and both FINs of %v <-> %v not all logged, and no loss reported; the log has:\n%s", client, server, c.dump())
+			}
+			if rst, found := c.find(client, server, TCPRst, TCPRst); found {
+				t.Errorf("unexpected RST %+v", rst)
+			}
+			for _, d := range []struct {
+				name     string
+				syn, fin FlowPacket
+				ok       bool
+				want     int
+			}{
+				{"client to server", syn, finUp, okUp, up},
+				{"server to client", synAck, finDown, okDown, down},
+			} {
+				if !d.ok {
+					t.Logf("%s: FIN not delivered; lost reported: %v", d.name, c.lost)
+					continue
+				}
+				got := d.fin.Seq + uint32(d.fin.Payload) - (d.syn.Seq + 1)
+				if got != uint32(d.want) {
+					t.Errorf("%s: (FIN.seq %d + %d) - (SYN.seq %d + 1) = %d bytes, want %d; the log has:\n%s",
+						d.name, d.fin.Seq, d.fin.Payload, d.syn.Seq, got, d.want, c.dump())
+				}
+				if d.syn.Time.IsZero() || d.fin.Time.IsZero() {
+					t.Errorf("%s: packet without a time: SYN %v, FIN %v", d.name, d.syn.Time, d.fin.Time)
+				}
+			}
+
+			// One binder per group and namespace.
+			var c2 flowLogCollector
+			if l2, err := listenFlowLogIn(t, ns, group, &c2); err == nil {
+				l2.Close()
+				t.Errorf("a second ListenFlowLog(%d) in the namespace succeeded", group)
+			} else if !strings.Contains(err.Error(), "bound already by another socket") {
+				t.Errorf("a second ListenFlowLog(%d): %v; want it to say the group is bound already", group, err)
+			} else {
+				t.Logf("second bind: %v", err)
+			}
+
+			if err := l.Close(); err != nil {
+				t.Fatalf("Close: %v", err)
+			}
+			if err := l.Close(); err != nil {
+				t.Errorf("second Close: %v", err)
+			}
+			c.mu.Lock()
+			if !tc.bigTCP && len(c.lost) > 0 {
+				t.Errorf("lost reported: %v", c.lost)
+			}
+			c.mu.Unlock()
+
+			// Close unbound the group: it can be bound again.
+			l3, err := listenFlowLogIn(t, ns, group, &c2)
+			if err != nil {
+				t.Fatalf("ListenFlowLog(%d) after Close: %v", group, err)
+			}
+			if err := l3.Close(); err != nil {
+				t.Errorf("Close: %v", err)
+			}
+		})
+	}
+}
+
+// TestFlowReaderHandle feeds one reader NFLOG messages as the kernel
+// writes them.
+func TestFlowReaderHandle(t *testing.T) {
+	var c flowLogCollector
+	r := &flowReader{group: 3, deliver: c.deliver, lost: c.lose, log: testLogger(t)}
+	seg := tcpSegment(40001, 21000, 100, 0, TCPSyn, 20)
+	syn := ipv4Packet("198.18.0.1", "198.18.1.2", 0, ipProtoTCP, seg, 0)
+	fin := ipv4Packet("198.18.0.1", "198.18.1.2", 0, ipProtoTCP, tcpSegment(40001, 21000, 5000, 1, TCPFin|TCPAck, 20), 10)
+	udp := ipv4Packet("198.18.0.1", "198.18.1.2", 0, 17, make([]byte, 8), 0)
+	big := withBytes(fin, 2, 0, 3, 0)
+	logged := time.Unix(1700000000, 123456000)
+	ts := make([]byte, 16)
+	binary.BigEndian.PutUint64(ts[0:8], uint64(logged.Unix()))
+	binary.BigEndian.PutUint64(ts[8:16], uint64(logged.Nanosecond()/1000))
+
+	msg := func(typ netfilter.MessageType, seq uint32, ts, payload []byte) netlink.Message {
+		attrs := []netfilter.Attribute{
+			{Type: 1, Data: []byte{0x08, 0x00, 3, 0}}, // NFULA_PACKET_HDR
+			{Type: nfulaSeq, Data: netfilter.Uint32Bytes(seq)},
+		}
+		if ts != nil {
+			attrs = append(attrs, netfilter.Attribute{Type: nfulaTimestamp, Data: ts})
+		}
+		attrs = append(attrs, netfilter.Attribute{Type: nfulaPayload, Data: payload})
+		m, err := netfilter.MarshalNetlink(netfilter.Header{
+			SubsystemID: netfilter.NFSubsysULOG, MessageType: typ, Family: netfilter.ProtoIPv4, ResourceID: 3,
+		}, attrs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	received := time.Unix(1800000000, 0)
+	r.handle(msg(nfulnlMsgPacket, 0, ts, syn), received)
+	r.handle(msg(nfulnlMsgPacket, 1, nil, udp), received)    // skipped
+	r.handle(msg(nfulnlMsgPacket, 4, nil, fin), received)    // 2 and 3 lost
+	r.handle(msg(nfulnlMsgPacket, 5, nil, big), received)    // length unknown
+	r.handle(msg(nfulnlMsgConfig, 6, nil, syn), received)    // not a packet message
+	r.handle(msg(nfulnlMsgPacket, 6, ts[:8], syn), received) // bad timestamp
+	r.handle(netlink.Message{Data: []byte{2, 0}}, received)  // too short for nfgenmsg
+	r.handle(msg(nfulnlMsgPacket, 7, nil, fin), received)    // in sequence again
+
+	if len(c.packets) != 3 {
+		t.Fatalf("delivered %d packets, want 3:\n%s", len(c.packets), c.dump())
+	}
+	if p := c.packets[0]; p.Flags != TCPSyn || p.Seq != 100 || !p.Time.Equal(logged) {
+		t.Errorf("first packet %+v, want the SYN with seq 100 at the kernel's time %v", p, logged)
+	}
+	if p := c.packets[1]; p.Flags != TCPFin|TCPAck || p.Payload != 10 || !p.Time.Equal(received) {
+		t.Errorf("second packet %+v, want the FIN with 10 bytes at the receive time %v", p, received)
+	}
+	if len(c.lost) != 2 {
+		t.Fatalf("lost called %d times (%v), want 2: the sequence gap and the packet of unknown length", len(c.lost), c.lost)
+	}
+	if !strings.Contains(c.lost[0].Error(), "2 log messages lost") {
+		t.Errorf("lost[0] = %v, want it to count 2 lost messages", c.lost[0])
+	}
+	if !errors.Is(c.lost[1], errLengthUnknown) {
+		t.Errorf("lost[1] = %v, want a length-unknown error", c.lost[1])
+	}
+}
