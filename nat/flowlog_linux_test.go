@@ -17,8 +17,8 @@ import (
 	"github.com/ftpgate/ftpgate/internal/nsrun"
 	"github.com/mdlayher/netlink"
 	"github.com/ti-mo/netfilter"
-	vnl "github.com/vishvananda/netlink"
 	"go.uber.org/goleak"
+	"golang.org/x/sys/unix"
 )
 
 // flowLogCollector keeps what a FlowLog delivered.
@@ -96,7 +96,10 @@ func listenFlowLogIn(t *testing.T, ns *testNS, group uint16, c *flowLogCollector
 // exchange sends up bytes from a client to a server on addr and down bytes
 // back, each side half-closing its write side when done and reading to
 // EOF, then closing; it returns the client's and the server's addresses.
-func exchange(t *testing.T, ns *testNS, addr string, up, down int) (client, server netip.AddrPort) {
+// With tail > 0 each side sends its last tail bytes (at most) only once
+// all before them were acknowledged, corked, so that its FIN rides on a
+// small packet with them; with tail 0 the FIN comes as TCP sends it.
+func exchange(t *testing.T, ns *testNS, addr string, up, down, tail int) (client, server netip.AddrPort) {
 	t.Helper()
 	var ln net.Listener
 	var cc net.Conn
@@ -126,22 +129,16 @@ func exchange(t *testing.T, ns *testNS, addr string, up, down int) (client, serv
 		got int64
 		err error
 	}
-	side := func(c net.Conn, send int, res chan<- result) {
+	side := func(c *net.TCPConn, send int, res chan<- result) {
 		defer c.Close()
 		werr := make(chan error, 1)
-		go func() {
-			_, err := io.CopyN(c, zeroReader{}, int64(send))
-			if err == nil {
-				err = c.(*net.TCPConn).CloseWrite()
-			}
-			werr <- err
-		}()
+		go func() { werr <- sendThenFIN(c, send, min(tail, send), deadline) }()
 		got, rerr := io.Copy(io.Discard, c)
 		res <- result{got, errors.Join(rerr, <-werr)}
 	}
 	cres, sres := make(chan result, 1), make(chan result, 1)
-	go side(cc, up, cres)
-	go side(sc, down, sres)
+	go side(cc.(*net.TCPConn), up, cres)
+	go side(sc.(*net.TCPConn), down, sres)
 	cr, sr := <-cres, <-sres
 	if cr.err != nil || sr.err != nil {
 		t.Fatalf("exchange: client: %v; server: %v", cr.err, sr.err)
@@ -152,6 +149,49 @@ func exchange(t *testing.T, ns *testNS, addr string, up, down int) (client, serv
 	return cc.LocalAddr().(*net.TCPAddr).AddrPort(), cc.RemoteAddr().(*net.TCPAddr).AddrPort()
 }
 
+// sendThenFIN writes send zero bytes to c and half-closes it; the last
+// tail of them go corked after the rest was acknowledged (see exchange).
+func sendThenFIN(c *net.TCPConn, send, tail int, deadline time.Time) error {
+	if _, err := io.CopyN(c, zeroReader{}, int64(send-tail)); err != nil {
+		return err
+	}
+	if tail > 0 {
+		rc, err := c.SyscallConn()
+		if err != nil {
+			return err
+		}
+		for {
+			var queued int
+			var qerr error
+			if err := rc.Control(func(fd uintptr) {
+				queued, qerr = unix.IoctlGetInt(int(fd), unix.SIOCOUTQ)
+			}); err != nil {
+				return err
+			}
+			if qerr != nil {
+				return fmt.Errorf("SIOCOUTQ: %w", qerr)
+			}
+			if queued == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("%d bytes still unacknowledged at the deadline", queued)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		var serr error
+		if err := rc.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_CORK, 1)
+		}); err != nil || serr != nil {
+			return errors.Join(err, serr)
+		}
+		if _, err := io.CopyN(c, zeroReader{}, int64(tail)); err != nil {
+			return err
+		}
+	}
+	return c.CloseWrite()
+}
+
 type zeroReader struct{}
 
 func (zeroReader) Read(p []byte) (int, error) {
@@ -159,32 +199,12 @@ func (zeroReader) Read(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// limitGSO keeps the GSO packets of ns's loopback within 64 KiB, as on a
-// NIC by default: a bigger one (BIG TCP, which loopback may do) has no IP
-// length, so its payload cannot be counted.
-func limitGSO(t *testing.T, ns *testNS) {
-	t.Helper()
-	if err := nsrun.Do(nsrun.Path(ns.name), func() error {
-		lo, err := vnl.LinkByName("lo")
-		if err != nil {
-			return err
-		}
-		if err := vnl.LinkSetGSOMaxSize(lo, 65536); err != nil {
-			return fmt.Errorf("gso_max_size: %w", err)
-		}
-		if err := vnl.LinkSetGSOIPv4MaxSize(lo, 65536); err != nil {
-			return fmt.Errorf("gso_ipv4_max_size: %w", err)
-		}
-		return nil
-	}); err != nil {
-		t.Fatalf("limit GSO on lo in %s: %v", ns.name, err)
-	}
-}
-
 // TestFlowLogCountsBytes proves that the SYN, SYN-ACK and FIN packets the
 // firewall logs tell the exact payload bytes of each direction of a real
-// TCP connection, over IPv4 and IPv6; and that where a FIN's length cannot
-// be known (a BIG TCP packet) the loss is reported, never a wrong count.
+// TCP connection, over IPv4 and IPv6, FINs carrying data included; and
+// that where a FIN's length cannot be known the loss is reported, never a
+// wrong count: loopback sends TCP packets beyond 64 KiB (BIG TCP), whose
+// IP length is 0, and with a natural close the FIN may ride on one.
 func TestFlowLogCountsBytes(t *testing.T) {
 	const (
 		group = 7
@@ -193,19 +213,16 @@ func TestFlowLogCountsBytes(t *testing.T) {
 		down  = 12_345
 	)
 	for _, tc := range []struct {
-		name   string
-		addr   string
-		bigTCP bool // leave loopback's GSO size as the kernel set it
+		name string
+		addr string
+		tail int // bytes on each FIN packet; 0: a natural close
 	}{
-		{"IPv4", "127.0.0.1", false},
-		{"IPv6", "::1", false},
-		{"IPv4 loopback GSO as is", "127.0.0.1", true},
+		{"IPv4 FIN with data", "127.0.0.1", 100},
+		{"IPv6 FIN with data", "::1", 100},
+		{"IPv4 natural close", "127.0.0.1", 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ns := newNS(t)
-			if !tc.bigTCP {
-				limitGSO(t, ns)
-			}
 			loadFlowLogRules(t, ns, port, group)
 			defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 
@@ -216,7 +233,7 @@ func TestFlowLogCountsBytes(t *testing.T) {
 			}
 			defer l.Close()
 
-			client, server := exchange(t, ns, net.JoinHostPort(tc.addr, fmt.Sprint(port)), up, down)
+			client, server := exchange(t, ns, net.JoinHostPort(tc.addr, fmt.Sprint(port)), up, down, tc.tail)
 
 			// Wait for both SYNs and, for each direction, its FIN or a
 			// loss report.
@@ -257,6 +274,9 @@ func TestFlowLogCountsBytes(t *testing.T) {
 					t.Errorf("%s: (FIN.seq %d + %d) - (SYN.seq %d + 1) = %d bytes, want %d; the log has:\n%s",
 						d.name, d.fin.Seq, d.fin.Payload, d.syn.Seq, got, d.want, c.dump())
 				}
+				if tc.tail > 0 && d.fin.Payload != tc.tail {
+					t.Errorf("%s: the FIN carried %d bytes, want %d", d.name, d.fin.Payload, tc.tail)
+				}
 				if d.syn.Time.IsZero() || d.fin.Time.IsZero() {
 					t.Errorf("%s: packet without a time: SYN %v, FIN %v", d.name, d.syn.Time, d.fin.Time)
 				}
@@ -280,7 +300,7 @@ func TestFlowLogCountsBytes(t *testing.T) {
 				t.Errorf("second Close: %v", err)
 			}
 			c.mu.Lock()
-			if !tc.bigTCP && len(c.lost) > 0 {
+			if tc.tail > 0 && len(c.lost) > 0 {
 				t.Errorf("lost reported: %v", c.lost)
 			}
 			c.mu.Unlock()
