@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"sync"
 	"time"
@@ -23,9 +24,16 @@ type FlowPacket struct {
 	Flags    uint8          // the TCP flags byte: TCPFin, TCPSyn, TCPRst, TCPAck...
 	Seq      uint32         // sequence number
 	Ack      uint32         // acknowledgment number (meaningful with TCPAck)
-	Payload  int            // TCP payload bytes in this packet (a FIN may carry data)
+	Payload  int            // TCP payload bytes in this packet (a FIN may carry data); PayloadUnknown if the IP header has no length
 	Time     time.Time      // when it was logged: the kernel's timestamp if the message has one, else receive time
 }
+
+// PayloadUnknown is FlowPacket.Payload for a packet beyond 64 KiB (a BIG
+// TCP GSO or GRO packet) whose IP header has no length: IPv4 with total
+// length 0, or IPv6 with payload length 0 and no jumbo option. The byte
+// count of its direction cannot be known from it (ListenFlowLog also calls
+// lost); the peer's FIN's Ack may still tell it.
+const PayloadUnknown = -1
 
 // TCP flags, as in FlowPacket.Flags.
 const (
@@ -56,27 +64,27 @@ func (l *FlowLog) Close() error {
 	return l.closeErr
 }
 
-// Why parseFlowPacket rejects a packet. errLengthUnknown is apart: the
-// packet is TCP of the flow, but its length cannot be known, so byte counts
-// built on the log cannot be trusted.
+// Why parseFlowPacket rejects a packet.
 var (
-	errNotTCP        = errors.New("not TCP")
-	errTruncated     = errors.New("truncated")
-	errMalformed     = errors.New("malformed")
-	errLengthUnknown = errors.New("length unknown")
+	errNotTCP    = errors.New("not TCP")
+	errTruncated = errors.New("truncated")
+	errMalformed = errors.New("malformed")
 )
 
 const (
-	ipProtoTCP   = 6
-	tcpHeaderMin = 20
+	ipProtoTCP    = 6
+	ipProtoHopOpt = 0 // IPv6 hop-by-hop options header
+	tcpHeaderMin  = 20
+	ipv6Jumbo     = 0xc2 // the jumbo payload option (RFC 2675)
 )
 
 // parseFlowPacket reads a logged packet that starts at its network header
 // (NFULA_PAYLOAD): IPv4, options included, or IPv6 without extension
-// headers, carrying TCP. Only the headers need be there (the firewall
-// copies a prefix of each packet); the payload size comes from the IP
-// length field. Time is left zero. Any input gives a packet or an error,
-// never a panic.
+// headers (but for a hop-by-hop header with a jumbo payload option, which
+// BIG TCP may add), carrying TCP. Only the headers need be there (the
+// firewall copies a prefix of each packet); the payload size comes from
+// the IP length field, or is PayloadUnknown. Time is left zero. Any input
+// gives a packet or an error, never a panic.
 func parseFlowPacket(b []byte) (FlowPacket, error) {
 	if len(b) == 0 {
 		return FlowPacket{}, fmt.Errorf("%w: empty packet", errTruncated)
@@ -86,7 +94,7 @@ func parseFlowPacket(b []byte) (FlowPacket, error) {
 		src     netip.Addr
 		dst     netip.Addr
 		tcp     []byte
-		tcpSize int // TCP header and payload, from the IP header
+		tcpSize int // TCP header and payload, from the IP header; -1: unknown
 	)
 	switch b[0] >> 4 {
 	case 4:
@@ -107,31 +115,37 @@ func parseFlowPacket(b []byte) (FlowPacket, error) {
 			return p, fmt.Errorf("%w: an IPv4 fragment", errNotTCP)
 		}
 		total := int(binary.BigEndian.Uint16(b[2:4]))
-		if total == 0 {
-			// A GSO packet beyond 64 KiB (BIG TCP) has no length field.
-			return p, fmt.Errorf("%w: IPv4 total length 0 (a BIG TCP packet)", errLengthUnknown)
-		}
-		if total < ihl {
+		switch {
+		case total == 0: // beyond 64 KiB
+			tcpSize = -1
+		case total < ihl:
 			return p, fmt.Errorf("%w: IPv4 total length %d under header length %d", errMalformed, total, ihl)
+		default:
+			tcpSize = total - ihl
 		}
 		src = netip.AddrFrom4([4]byte(b[12:16]))
 		dst = netip.AddrFrom4([4]byte(b[16:20]))
-		tcp, tcpSize = b[ihl:], total-ihl
+		tcp = b[ihl:]
 	case 6:
 		if len(b) < 40 {
 			return p, fmt.Errorf("%w: IPv6 header of %d bytes", errTruncated, len(b))
 		}
-		size := int(binary.BigEndian.Uint16(b[4:6]))
-		if size == 0 {
-			// A jumbogram (BIG TCP), with or without its hop-by-hop option.
-			return p, fmt.Errorf("%w: IPv6 payload length 0 (a BIG TCP packet)", errLengthUnknown)
-		}
-		if b[6] != ipProtoTCP {
-			return p, fmt.Errorf("%w: IPv6 next header %d (extension headers are not followed)", errNotTCP, b[6])
-		}
 		src = netip.AddrFrom16([16]byte(b[8:24]))
 		dst = netip.AddrFrom16([16]byte(b[24:40]))
+		size := int(binary.BigEndian.Uint16(b[4:6]))
 		tcp, tcpSize = b[40:], size
+		next := b[6]
+		if size == 0 && next == ipProtoHopOpt {
+			var err error
+			if next, tcp, tcpSize, err = ipv6JumboHeader(b[40:]); err != nil {
+				return p, err
+			}
+		} else if size == 0 {
+			tcpSize = -1 // beyond 64 KiB, without a jumbo option
+		}
+		if next != ipProtoTCP {
+			return p, fmt.Errorf("%w: IPv6 next header %d (extension headers are not followed)", errNotTCP, next)
+		}
 	default:
 		return p, fmt.Errorf("%w: IP version %d", errNotTCP, b[0]>>4)
 	}
@@ -142,7 +156,7 @@ func parseFlowPacket(b []byte) (FlowPacket, error) {
 	if doff < tcpHeaderMin {
 		return p, fmt.Errorf("%w: TCP data offset %d", errMalformed, doff)
 	}
-	if tcpSize < doff {
+	if tcpSize >= 0 && tcpSize < doff {
 		return p, fmt.Errorf("%w: TCP segment of %d bytes under its header length %d", errMalformed, tcpSize, doff)
 	}
 	p.Src = netip.AddrPortFrom(src, binary.BigEndian.Uint16(tcp[0:2]))
@@ -150,6 +164,41 @@ func parseFlowPacket(b []byte) (FlowPacket, error) {
 	p.Seq = binary.BigEndian.Uint32(tcp[4:8])
 	p.Ack = binary.BigEndian.Uint32(tcp[8:12])
 	p.Flags = tcp[13]
-	p.Payload = tcpSize - doff
+	p.Payload = PayloadUnknown
+	if tcpSize >= 0 {
+		p.Payload = tcpSize - doff
+	}
 	return p, nil
+}
+
+// ipv6JumboHeader reads the hop-by-hop options header h of an IPv6 packet
+// whose payload length is 0, and returns the next header, what follows h,
+// and the size of that from the jumbo payload option (-1 if there is none).
+func ipv6JumboHeader(h []byte) (next byte, rest []byte, size int, err error) {
+	if len(h) < 8 {
+		return 0, nil, 0, fmt.Errorf("%w: IPv6 hop-by-hop header, %d bytes captured", errTruncated, len(h))
+	}
+	hlen := (int(h[1]) + 1) * 8
+	if len(h) < hlen {
+		return 0, nil, 0, fmt.Errorf("%w: IPv6 hop-by-hop header of %d bytes, %d captured", errTruncated, hlen, len(h))
+	}
+	size = -1
+	for opts := h[2:hlen]; len(opts) > 0; {
+		if opts[0] == 0 { // Pad1
+			opts = opts[1:]
+			continue
+		}
+		if len(opts) < 2 || len(opts) < 2+int(opts[1]) {
+			return 0, nil, 0, fmt.Errorf("%w: IPv6 hop-by-hop option overruns its header", errMalformed)
+		}
+		if opts[0] == ipv6Jumbo && opts[1] == 4 {
+			jumbo := int64(binary.BigEndian.Uint32(opts[2:6]))
+			if jumbo < int64(hlen) || jumbo > math.MaxInt32 {
+				return 0, nil, 0, fmt.Errorf("%w: IPv6 jumbo payload length %d", errMalformed, jumbo)
+			}
+			size = int(jumbo) - hlen
+		}
+		opts = opts[2+int(opts[1]):]
+	}
+	return h[0], h[hlen:], size, nil
 }

@@ -57,8 +57,9 @@ const (
 // for each logged TCP packet, from one reader goroutine, in order. lost
 // (may be nil) is called, from the same goroutine, when log messages were
 // lost: the kernel dropped some because the socket's buffer was full
-// (ENOBUFS), the group's message numbers jumped, or a packet's length could
-// not be known; the consumer should stop trusting counts made until then.
+// (ENOBUFS), or the group's message numbers jumped; or a packet's payload
+// length is unknown (it is delivered with Payload PayloadUnknown). The
+// consumer should stop trusting counts made until then.
 // Other packets (not TCP, truncated) are skipped with a debug log.
 //
 // The group is configured to copy 128 bytes of each packet and to send
@@ -275,15 +276,15 @@ func (r *flowReader) handle(m netlink.Message, received time.Time) {
 	}
 	p, err := parseFlowPacket(rec.payload)
 	if err != nil {
-		if errors.Is(err, errLengthUnknown) {
-			r.log.Warn("a logged TCP packet of unknown length", zap.Error(err))
-			r.lost(fmt.Errorf("NFLOG group %d: %w", r.group, err))
-			return
-		}
 		if ce := r.log.Check(zap.DebugLevel, "skip a logged packet"); ce != nil {
 			ce.Write(zap.Error(err))
 		}
 		return
+	}
+	if p.Payload == PayloadUnknown {
+		r.log.Warn("a logged TCP packet beyond 64 KiB without an IP length (BIG TCP)",
+			zap.Stringer("src", p.Src), zap.Stringer("dst", p.Dst), zap.Uint8("flags", p.Flags))
+		r.lost(fmt.Errorf("NFLOG group %d: the payload length of a TCP packet %v -> %v is unknown (a BIG TCP packet, beyond 64 KiB)", r.group, p.Src, p.Dst))
 	}
 	p.Time = received
 	if !rec.time.IsZero() {

@@ -54,6 +54,14 @@ func ipv6Packet(src, dst string, next byte, seg []byte, payload int) []byte {
 	return append(b, seg...)
 }
 
+// jumboHeader is an IPv6 hop-by-hop header, followed by TCP, with a jumbo
+// payload option of size.
+func jumboHeader(size uint32) []byte {
+	h := []byte{ipProtoTCP, 0, ipv6Jumbo, 4, 0, 0, 0, 0}
+	binary.BigEndian.PutUint32(h[4:8], size)
+	return h
+}
+
 // withBytes returns a copy of b with b[i] = v for each pair.
 func withBytes(b []byte, iv ...int) []byte {
 	b = append([]byte(nil), b...)
@@ -111,14 +119,36 @@ func flowPacketCases() []flowPacketCase {
 		{name: "IPv4 UDP", in: ipv4Packet("198.18.0.1", "198.18.0.2", 0, 17, make([]byte, 8), 0), err: errNotTCP},
 		{name: "IPv4 first fragment", in: withBytes(v4Syn, 6, 0x20), err: errNotTCP},
 		{name: "IPv4 later fragment", in: withBytes(v4Syn, 6, 0x00, 7, 0x10), err: errNotTCP},
-		{name: "IPv4 total length 0", in: withBytes(v4Syn, 2, 0, 3, 0), err: errLengthUnknown},
+		{
+			name: "IPv4 total length 0 (beyond 64 KiB)",
+			in:   withBytes(v4Syn, 2, 0, 3, 0),
+			want: FlowPacket{Src: ap("198.18.0.1:40001"), Dst: ap("198.18.1.2:21000"), Flags: TCPSyn, Seq: 0xfffffff0, Payload: PayloadUnknown},
+		},
 		{name: "IPv4 total length under header", in: withBytes(v4Syn, 2, 0, 3, 16), err: errMalformed},
 		{name: "IPv4 total length under TCP header", in: withBytes(v4Syn, 2, 0, 3, 40), err: errMalformed},
 		{name: "TCP data offset under 20", in: withBytes(v4Syn, 20+12, 0x40), err: errMalformed},
 		{name: "IPv6 header cut", in: v6Fin[:39], err: errTruncated},
 		{name: "IPv6 TCP header cut", in: v6Fin[:50], err: errTruncated},
 		{name: "IPv6 hop-by-hop header", in: ipv6Packet("fd00::1", "fd00::2", 0, make([]byte, 48), 0), err: errNotTCP},
-		{name: "IPv6 payload length 0", in: withBytes(v6Fin, 4, 0, 5, 0), err: errLengthUnknown},
+		{
+			name: "IPv6 payload length 0 (beyond 64 KiB)",
+			in:   withBytes(v6Fin, 4, 0, 5, 0),
+			want: FlowPacket{Src: ap("[fd00::1]:21000"), Dst: ap("[fd00::2]:40001"), Flags: TCPFin | TCPAck | TCPPsh, Seq: 12345, Ack: 0x80000001, Payload: PayloadUnknown},
+		},
+		{
+			name: "IPv6 jumbo option",
+			in:   ipv6Packet("fd00::1", "fd00::2", ipProtoHopOpt, append(jumboHeader(8+32+70000), finSeg...), -(8 + 32)),
+			want: FlowPacket{Src: ap("[fd00::1]:21000"), Dst: ap("[fd00::2]:40001"), Flags: TCPFin | TCPAck | TCPPsh, Seq: 12345, Ack: 0x80000001, Payload: 70000},
+		},
+		{
+			name: "IPv6 hop-by-hop header without a jumbo option",
+			in:   ipv6Packet("fd00::1", "fd00::2", ipProtoHopOpt, append([]byte{ipProtoTCP, 0, 1, 4, 0, 0, 0, 0}, finSeg...), -(8 + 32)),
+			want: FlowPacket{Src: ap("[fd00::1]:21000"), Dst: ap("[fd00::2]:40001"), Flags: TCPFin | TCPAck | TCPPsh, Seq: 12345, Ack: 0x80000001, Payload: PayloadUnknown},
+		},
+		{name: "IPv6 jumbo under its header", in: ipv6Packet("fd00::1", "fd00::2", ipProtoHopOpt, append(jumboHeader(4), finSeg...), -(8 + 32)), err: errMalformed},
+		{name: "IPv6 hop-by-hop option overrun", in: ipv6Packet("fd00::1", "fd00::2", ipProtoHopOpt, append([]byte{ipProtoTCP, 0, 1, 9, 0, 0, 0, 0}, finSeg...), -(8 + 32)), err: errMalformed},
+		{name: "IPv6 hop-by-hop header cut", in: ipv6Packet("fd00::1", "fd00::2", ipProtoHopOpt, []byte{ipProtoTCP, 1, 0xc2, 4, 0, 1, 0, 0}, -8), err: errTruncated},
+		{name: "IPv6 jumbo, UDP after it", in: withBytes(ipv6Packet("fd00::1", "fd00::2", ipProtoHopOpt, append(jumboHeader(8+8+100), make([]byte, 8)...), -16), 40, 17), err: errNotTCP},
 		{name: "IP version 5", in: withBytes(v4Syn, 0, 0x55), err: errNotTCP},
 	}
 }
@@ -155,7 +185,7 @@ func FuzzParseFlowPacket(f *testing.F) {
 		if !p.Src.IsValid() || !p.Dst.IsValid() || p.Src.Addr().Is4() != (b[0]>>4 == 4) {
 			t.Fatalf("addresses %v -> %v from IP version %d", p.Src, p.Dst, b[0]>>4)
 		}
-		if p.Payload < 0 || p.Payload > 0xffff {
+		if p.Payload < PayloadUnknown {
 			t.Fatalf("payload %d bytes", p.Payload)
 		}
 		if !p.Time.IsZero() {
