@@ -152,6 +152,8 @@ type flowReader struct {
 	stopping atomic.Bool
 	wg       sync.WaitGroup
 
+	earlyLost error // an ENOBUFS seen by configure, for run to report
+
 	// Used by run only.
 	seqSeen bool
 	nextSeq uint32
@@ -209,6 +211,11 @@ func (r *flowReader) configure(attrs []netfilter.Attribute) ([]netlink.Message, 
 		// An error answer comes back as err: nothing else is asked on
 		// this socket, so it is this request's.
 		msgs, err := r.c.Receive()
+		if errors.Is(err, unix.ENOBUFS) {
+			// Packets were lost while waiting; run reports it.
+			r.earlyLost = err
+			continue
+		}
 		if err != nil {
 			return early, err
 		}
@@ -224,6 +231,9 @@ func (r *flowReader) configure(attrs []netfilter.Attribute) ([]netlink.Message, 
 // run reads the socket until stop, delivering early's packets first.
 func (r *flowReader) run(early []netlink.Message) {
 	defer r.wg.Done()
+	if r.earlyLost != nil {
+		r.dropped(r.earlyLost)
+	}
 	for _, m := range early {
 		r.handle(m, time.Now())
 	}
@@ -235,8 +245,7 @@ func (r *flowReader) run(early []netlink.Message) {
 				return
 			}
 			if errors.Is(err, unix.ENOBUFS) {
-				r.log.Warn("the kernel dropped flow log messages: the socket's receive buffer was full")
-				r.lost(fmt.Errorf("NFLOG group %d: the kernel dropped log messages (socket receive buffer full): %w", r.group, err))
+				r.dropped(err)
 				continue
 			}
 			r.log.Error("read the flow log", zap.Error(err))
@@ -248,6 +257,12 @@ func (r *flowReader) run(early []netlink.Message) {
 			r.handle(m, now)
 		}
 	}
+}
+
+// dropped reports the ENOBUFS err: the kernel dropped log messages.
+func (r *flowReader) dropped(err error) {
+	r.log.Warn("the kernel dropped flow log messages: the socket's receive buffer was full")
+	r.lost(fmt.Errorf("NFLOG group %d: the kernel dropped log messages (socket receive buffer full): %w", r.group, err))
 }
 
 // handle delivers the packet of one message, if it is a packet message
