@@ -40,16 +40,17 @@ const (
 	// flowLogCopyRange is how much of each packet the kernel copies: the
 	// largest IPv4 (60) plus TCP (60) header.
 	flowLogCopyRange = 128
-	// flowLogRcvBuf is the socket's receive buffer. A message is about
-	// 300 bytes (its skb about 1 KiB of the buffer), so it holds some
-	// thousands of messages while the reader is late.
-	flowLogRcvBuf = 4 << 20
 	// flowLogReplyWait bounds the wait for the kernel's answer to a
 	// configuration message.
 	flowLogReplyWait = 5 * time.Second
 	// flowLogRetry is the pause after a receive error other than a loss.
 	flowLogRetry = 100 * time.Millisecond
 )
+
+// flowLogRcvBuf is the socket's receive buffer. A message is about 300
+// bytes (its skb about 1 KiB of the buffer), so it holds some thousands of
+// messages while the reader is late. A variable for the loss test.
+var flowLogRcvBuf = 4 << 20
 
 // ListenFlowLog binds NFLOG group group in the calling thread's network
 // namespace (a caller in another namespace than the process's locks its

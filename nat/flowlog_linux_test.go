@@ -382,3 +382,95 @@ func TestFlowReaderHandle(t *testing.T) {
 		t.Errorf("lost[1] = %v, want it to name the packet of unknown length", c.lost[1])
 	}
 }
+
+// TestFlowLogReportsLoss proves that messages the kernel drops because the
+// reader is late are reported: with a tiny receive buffer and deliver
+// stalled, some connections' packets overrun the socket.
+func TestFlowLogReportsLoss(t *testing.T) {
+	const (
+		group = 9
+		port  = 20031
+		conns = 50
+	)
+	ns := newNS(t)
+	loadFlowLogRules(t, ns, port, group)
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+
+	saved := flowLogRcvBuf
+	flowLogRcvBuf = 4096
+	var c flowLogCollector
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	unblock := func() { releaseOnce.Do(func() { close(release) }) }
+	deliver := func(p FlowPacket) {
+		<-release
+		c.deliver(p)
+	}
+	var l *FlowLog
+	err := nsrun.Do(nsrun.Path(ns.name), func() (err error) {
+		l, err = ListenFlowLog(group, deliver, c.lose, testLogger(t))
+		return err
+	})
+	flowLogRcvBuf = saved
+	if err != nil {
+		t.Fatalf("ListenFlowLog(%d): %v", group, err)
+	}
+	defer l.Close()
+	defer unblock()
+
+	// connect opens and closes n connections to port in ns.
+	var ln net.Listener
+	if err := nsrun.Do(nsrun.Path(ns.name), func() (err error) {
+		ln, err = net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		return err
+	}); err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	accepted := make(chan struct{})
+	go func() {
+		defer close(accepted)
+		for {
+			s, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s.Close()
+		}
+	}()
+	defer func() { ln.Close(); <-accepted }()
+	connect := func(n int) {
+		t.Helper()
+		if err := nsrun.Do(nsrun.Path(ns.name), func() error {
+			for range n {
+				cc, err := net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second)
+				if err != nil {
+					return err
+				}
+				cc.Close()
+			}
+			return nil
+		}); err != nil {
+			t.Fatalf("connect: %v", err)
+		}
+	}
+
+	connect(conns) // overruns the socket while deliver is stalled
+	unblock()
+	var overrun, gap bool
+	_, ok := waitFor(10*time.Second, func() bool {
+		connect(1) // numbered messages after the loss show the gap
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for _, err := range c.lost {
+			overrun = overrun || errors.Is(err, unix.ENOBUFS)
+			gap = gap || strings.Contains(err.Error(), "log messages lost")
+		}
+		return overrun && gap
+	})
+	if !ok {
+		t.Fatalf("after %d connections with the reader stalled: ENOBUFS reported %v, a numbering gap reported %v; lost: %v", conns, overrun, gap, c.lost)
+	}
+	c.mu.Lock()
+	t.Logf("delivered %d packets; lost reported %d times, first: %v", len(c.packets), len(c.lost), c.lost[0])
+	c.mu.Unlock()
+}
