@@ -85,14 +85,6 @@ type FlowForwarder interface {
 	OpenFlow(ctx context.Context, f Flow, ttl time.Duration) (*FlowWatch, error)
 }
 
-// Flow packet TCP flags (FlowPacket.Flags).
-const (
-	FlagFIN = 0x01
-	FlagSYN = 0x02
-	FlagRST = 0x04
-	FlagACK = 0x10
-)
-
 // FlowWatch is one open flow: its logged packets come on C, in order, until
 // Close. It holds the flow's kernel state until Close.
 type FlowWatch struct {
@@ -156,7 +148,7 @@ type FlowBytes struct {
 
 // Note takes one packet of the direction into account.
 func (b *FlowBytes) Note(p FlowPacket) {
-	if p.Flags&FlagSYN != 0 {
+	if p.Flags&TCPSyn != 0 {
 		if !b.haveISN {
 			b.isn, b.haveISN = p.Seq, true
 		}
@@ -165,13 +157,17 @@ func (b *FlowBytes) Note(p FlowPacket) {
 	if !b.haveISN || b.ended {
 		return
 	}
-	off := p.Seq + uint32(p.Payload) - b.isn - 1
+	payload := p.Payload
+	if payload == PayloadUnknown { // a packet beyond 64 KiB; the log reported it as lost
+		payload = 0
+	}
+	off := p.Seq + uint32(payload) - b.isn - 1
 	if d := off - b.last; d < 1<<31 {
 		b.n += int64(d)
 		b.last = off
 	}
-	if p.Flags&(FlagFIN|FlagRST) != 0 {
-		b.ended, b.reset = true, p.Flags&FlagRST != 0
+	if p.Flags&(TCPFin|TCPRst) != 0 {
+		b.ended, b.reset = true, p.Flags&TCPRst != 0
 	}
 }
 

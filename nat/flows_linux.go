@@ -127,7 +127,7 @@ func flowLogRule(v6 bool, set *nftables.Set, group uint16, sample bool) []expr.A
 	pick := []expr.Any{
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
 		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1,
-			Mask: []byte{FlagFIN | FlagSYN | FlagRST}, Xor: []byte{0}},
+			Mask: []byte{TCPFin | TCPSyn | TCPRst}, Xor: []byte{0}},
 		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{0}},
 	}
 	if sample {
@@ -155,7 +155,15 @@ const flowSnaplen = 128
 // usable, and FlowsUsable says why.
 func (f *kernelFirewall) startFlowLog() {
 	fs := f.flows
-	fs.reader, fs.readErr = ListenFlowLog(f.cfg.Flows.group(), f.cfg.NetNS, fs.dispatch, fs.overrun, f.log)
+	listen := func() error {
+		fs.reader, fs.readErr = ListenFlowLog(f.cfg.Flows.group(), fs.dispatch, fs.overrun, f.log)
+		return nil
+	}
+	if f.cfg.NetNS == 0 {
+		listen()
+	} else if err := inNetNS(f.cfg.NetNS, listen); err != nil {
+		fs.readErr = err
+	}
 	if fs.readErr != nil {
 		f.log.Warn("kernel-forwarded data flows unavailable: cannot read the flow log", zap.Error(fs.readErr))
 	}
@@ -213,15 +221,21 @@ func readIn(netns int, path string) ([]byte, error) {
 		return os.ReadFile(path)
 	}
 	var b []byte
-	err := nsrun.OnThread(func() error {
-		if err := unix.Setns(netns, unix.CLONE_NEWNET); err != nil {
-			return fmt.Errorf("enter the firewall's network namespace: %w", err)
-		}
-		var err error
+	err := inNetNS(netns, func() (err error) {
 		b, err = os.ReadFile(path)
 		return err
 	})
 	return b, err
+}
+
+// inNetNS runs fn on a thread inside the network namespace netns.
+func inNetNS(netns int, fn func() error) error {
+	return nsrun.OnThread(func() error {
+		if err := unix.Setns(netns, unix.CLONE_NEWNET); err != nil {
+			return fmt.Errorf("enter the firewall's network namespace: %w", err)
+		}
+		return fn()
+	})
 }
 
 // OpenFlow adds the flow's DNAT, SNAT and log elements in one batch.

@@ -11,8 +11,8 @@ import (
 // retransmitted SYNs and FINs change nothing, and nothing counts before the
 // SYN.
 func TestFlowBytes(t *testing.T) {
-	syn := func(seq uint32) FlowPacket { return FlowPacket{Flags: FlagSYN, Seq: seq} }
-	fin := func(seq uint32, payload int) FlowPacket { return FlowPacket{Flags: FlagFIN | FlagACK, Seq: seq, Payload: payload} }
+	syn := func(seq uint32) FlowPacket { return FlowPacket{Flags: TCPSyn, Seq: seq} }
+	fin := func(seq uint32, payload int) FlowPacket { return FlowPacket{Flags: TCPFin | TCPAck, Seq: seq, Payload: payload} }
 	for _, tc := range []struct {
 		name    string
 		pkts    []FlowPacket
@@ -26,7 +26,7 @@ func TestFlowBytes(t *testing.T) {
 		{"fin with data", []FlowPacket{syn(1000), fin(1001+4000, 1000)}, true, false, 5000, true},
 		{"wraps", []FlowPacket{syn(0xffffff00), fin(0x101, 0)}, true, false, 0x200, true},
 		{"retransmissions", []FlowPacket{syn(7), syn(99), fin(8+10, 0), fin(8+20, 0)}, true, false, 10, true},
-		{"reset", []FlowPacket{syn(7), {Flags: FlagRST, Seq: 8 + 123}}, true, true, 123, true},
+		{"reset", []FlowPacket{syn(7), {Flags: TCPRst, Seq: 8 + 123}}, true, true, 123, true},
 		{"fin before syn", []FlowPacket{fin(10, 0)}, false, false, 0, false},
 		{"samples past 4 GiB", []FlowPacket{syn(100), {Seq: 101 + 1<<31 - 1}, {Seq: 101}, {Seq: 101 + 1<<31 + 1<<30 + 1<<29},
 			{Seq: 101 + 1<<30}, fin(101+1<<30+5, 0)}, true, false, 1<<32 + 1<<30 + 5, true},

@@ -65,7 +65,7 @@ func (s *session) flowVeto(serverPassive bool) string {
 
 // noFlow logs why a transfer that asked for the kernel path is relayed.
 func (s *session) noFlow(why string) {
-	if why != "-" {
+	if why != "" && why != "-" {
 		s.log.Info("kernel data path not used: "+why+"; splicing instead", zap.String("reason", why))
 	}
 }
@@ -111,7 +111,7 @@ func (s *session) awaitFlow(ctx context.Context, plan *dataPlan, up bool, size i
 		case p := <-w.C:
 			if p.Src.Addr() == fl.Peer && p.Dst == fl.Target {
 				toServer.Note(p)
-				if p.Flags&nat.FlagSYN != 0 {
+				if p.Flags&nat.TCPSyn != 0 {
 					// One connection per flow: no later one is forwarded.
 					if err := w.Started(ctx); err != nil {
 						s.log.Warn("kernel data path: removing the flow's forwarding", zap.Error(err))
