@@ -331,4 +331,3 @@ func (f *kernelFirewall) changeFlow(ctx context.Context, queue func() error) err
 	}
 	return f.flush(queue())
 }
-

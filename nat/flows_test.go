@@ -12,7 +12,9 @@ import (
 // SYN.
 func TestFlowBytes(t *testing.T) {
 	syn := func(seq uint32) FlowPacket { return FlowPacket{Flags: TCPSyn, Seq: seq} }
-	fin := func(seq uint32, payload int) FlowPacket { return FlowPacket{Flags: TCPFin | TCPAck, Seq: seq, Payload: payload} }
+	fin := func(seq uint32, payload int) FlowPacket {
+		return FlowPacket{Flags: TCPFin | TCPAck, Seq: seq, Payload: payload}
+	}
 	for _, tc := range []struct {
 		name    string
 		pkts    []FlowPacket

@@ -35,8 +35,8 @@ type Server struct {
 	// flows is fw when it can forward data flows in the kernel
 	// (flowpath.go); nil otherwise.
 	flows nat.FlowForwarder
-	log *zap.Logger
-	obs Observer
+	log   *zap.Logger
+	obs   Observer
 
 	lnMu      sync.Mutex
 	listeners []*ctrlListener
