@@ -300,7 +300,7 @@ func (f *kernelFirewall) OpenFlow(ctx context.Context, fl Flow, ttl time.Duratio
 		return err
 	}
 	w.close = func(ctx context.Context) error {
-		defer forget()
+		forget() // the transfer is over: its late packets go nowhere
 		startMu.Lock()
 		defer startMu.Unlock()
 		// Without destroy (before Linux 6.3) removing an absent element

@@ -153,10 +153,16 @@ func (s *session) handlePassive(ctx context.Context, cmd rewrite.Command) error 
 	}
 	if plan.wantFlow {
 		// The server named its port: the kernel forwards the client there,
-		// or the server leg is dialed after all.
-		why = s.openFlow(ctx, plan)
-		if why != "" && plan.serverPassive() {
-			s.dialAhead(plan)
+		// or the client connects to us after all (a flow is never
+		// diverted: flowVeto).
+		if why = s.openFlow(ctx, plan); why != "" {
+			if plan.serverPassive() {
+				s.dialAhead(plan)
+			}
+			if err := plan.clientLn.admit(ctx, netip.AddrPort{}); err != nil {
+				s.log.Error("pinhole for client", zap.Error(err))
+				return s.legFailed(plan, legErrorf("firewall refused the data port"))
+			}
 		}
 	}
 	s.noFlow(why)
@@ -290,6 +296,11 @@ func (s *session) passiveClientLeg(ctx context.Context, plan *dataPlan) (netip.A
 	}
 	plan.clientLn = dl
 	advAP, divert := s.advertised(dl.addr)
+	if plan.wantFlow {
+		// The kernel will forward the connection, never to us: the
+		// pinhole comes only if it does not (admitFallback).
+		return advAP, nil
+	}
 	var via netip.AddrPort // where the client will connect, when the firewall diverts it here
 	if divert {
 		via = advAP

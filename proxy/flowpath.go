@@ -92,12 +92,11 @@ func (s *session) openFlow(ctx context.Context, plan *dataPlan) string {
 	return ""
 }
 
-// awaitFlow runs a transfer the kernel forwards, after the server's first
+// awaitFlow runs a transfer the kernel forwards (w), after the server's first
 // reply (150) went to the client: it follows the flow's logged packets and
 // the server's replies until the final reply has come and the data has
 // ended, passing an ABOR on meanwhile. It returns what awaitTransfer does.
-func (s *session) awaitFlow(ctx context.Context, plan *dataPlan, up bool, size int64) (res relayResult, final *rewrite.Reply, abort *rewrite.Command, err error) {
-	w := plan.flow
+func (s *session) awaitFlow(ctx context.Context, w *nat.FlowWatch, up bool, size int64) (res relayResult, final *rewrite.Reply, abort *rewrite.Command, err error) {
 	fl := w.Flow()
 	var toServer, toClient nat.FlowBytes
 	sender := &toClient
@@ -106,16 +105,21 @@ func (s *session) awaitFlow(ctx context.Context, plan *dataPlan, up bool, size i
 	}
 	cmds := s.ctl.cmds
 	var endWait <-chan time.Time
+	synSeen := false
 	for final == nil || (sender.Started() && !sender.Ended() && endWait != nil) {
 		select {
 		case p := <-w.C:
 			if p.Src.Addr() == fl.Peer && p.Dst == fl.Target {
 				toServer.Note(p)
-				if p.Flags&nat.TCPSyn != 0 {
+				if p.Flags&nat.TCPSyn != 0 && !synSeen {
+					synSeen = true
 					// One connection per flow: no later one is forwarded.
-					if err := w.Started(ctx); err != nil {
-						s.log.Warn("kernel data path: removing the flow's forwarding", zap.Error(err))
-					}
+					// Off the transfer's path; Close waits for it.
+					go func() {
+						if err := w.Started(context.Background()); err != nil {
+							s.log.Warn("kernel data path: removing the flow's forwarding", zap.Error(err))
+						}
+					}()
 				}
 			} else {
 				toClient.Note(p)

@@ -137,16 +137,26 @@ func (s *session) handleTransfer(ctx context.Context, cmd rewrite.Command) error
 // forwardedTransfer runs a transfer whose data the kernel forwards
 // (flowpath.go), after the server's 150 went to the client.
 func (s *session) forwardedTransfer(ctx context.Context, cmd rewrite.Command, plan *dataPlan, up bool, size int64, rec *transferRecord) error {
-	if port := plan.clientLn.addr.Port(); port != 0 {
-		defer s.srv.ports.hold(port)() // in use until the flow ends
-	}
+	// The flow is ours to close now, after the client had its reply and
+	// off the session's path: the port stays in use until its log element
+	// is gone, so that no new flow on it loses its own to a late delete.
+	w, unhold := plan.flow, s.srv.ports.hold(plan.clientLn.addr.Port())
+	plan.flow = nil
+	defer func() {
+		go func() {
+			if err := w.Close(context.Background()); err != nil {
+				s.log.Warn("kernel data path: removing the flow", zap.Error(err))
+			}
+			unhold()
+		}()
+	}()
 	fl := &flight{verb: cmd.Verb, path: cmd.Arg, direction: "download", start: rec.start, size: size}
 	if up {
 		fl.direction = "upload"
 	}
 	s.seen.flight.Store(fl)
 	defer s.seen.flight.Store(nil)
-	res, final, abort, err := s.awaitFlow(ctx, plan, up, size)
+	res, final, abort, err := s.awaitFlow(ctx, w, up, size)
 	return s.endTransfer(ctx, cmd, plan, up, res, final, abort, err, rec)
 }
 
