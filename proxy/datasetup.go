@@ -31,8 +31,9 @@ type dataPlan struct {
 
 	// The kernel data path (flowpath.go): wantFlow when the plan may be
 	// forwarded, flow once the firewall forwards it (and nothing is dialed).
-	wantFlow bool
-	flow     *nat.FlowWatch
+	wantFlow  bool
+	flow      *nat.FlowWatch
+	forwarded bool // the kernel forwarded (or forwards) its data connection
 }
 
 func (p *dataPlan) clientPassive() bool { return p.clientLn != nil }

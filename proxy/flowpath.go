@@ -85,7 +85,7 @@ func (s *session) openFlow(ctx context.Context, plan *dataPlan) string {
 		s.log.Warn("kernel data path: the firewall refused the flow", zap.Error(err))
 		return "the firewall refused the flow"
 	}
-	plan.flow = w
+	plan.flow, plan.forwarded = w, true
 	if ce := s.log.Check(zap.DebugLevel, "kernel data path"); ce != nil {
 		ce.Write(zap.Stringer("flow", w.Flow()))
 	}

@@ -528,7 +528,7 @@ func (s *session) logTransfer(cmd rewrite.Command, plan *dataPlan, up bool, res 
 		zap.String("server_mode", plan.serverMode),
 		zap.Int("code", final.Code),
 	}
-	if plan.flow != nil {
+	if plan.forwarded {
 		fields = append(fields, zap.String("data_path", DataPathKernel))
 	}
 	if abort != nil {
