@@ -15,7 +15,8 @@ import (
 // kernel: the files arrive whole (sha256), ftpgate's transfer records carry the exact byte
 // counts and data_path "kernel", and ftpgate's process reads and writes far fewer bytes than
 // moved (the control channel only). An active-mode transfer is spliced, with a log line
-// saying why. Nothing is left in the flow maps afterwards.
+// saying why; an ABOR ends a forwarded download and the session goes on. Nothing is left in
+// the flow maps afterwards.
 func TestKernelDataPath(t *testing.T) {
 	t.Parallel()
 	requirePrereqs(t, needVsftpd, needCurl, needPython, needFtpgate)
@@ -89,7 +90,30 @@ func TestKernelDataPath(t *testing.T) {
 			t.Error("no log line says why the active transfer was spliced")
 		}
 	})
-	if err := waitRecords(ctx, g, "session end", 7); err != nil {
+	t.Run("abort", func(t *testing.T) {
+		// ABOR of a forwarded download: the server ends the data connection, the client hears
+		// both replies, the record says aborted, and the session goes on.
+		srv.addSparseFile(t, hugeFile, hugeSize)
+		local := filepath.Join(t.TempDir(), bigFile)
+		out, transcript, err := runIn(ctx, tp.Client, python3Bin, ftplibArgs(ep, modeEPSV, "abort-get", hugeFile, bigFile, local)...)
+		if err != nil {
+			t.Fatalf("ftplib abort-get: %v\nstdout: %s\ntranscript:\n%s", err, out, tail(transcript, 25))
+		}
+		if !strings.Contains(string(out), `"aborted"`) {
+			t.Fatalf("no abort record in %s", out)
+		}
+		if err := sameFile(local, bigFile); err != nil {
+			t.Fatalf("download after ABOR: %v", err)
+		}
+		rec, err := g.logs.Wait(ctx, "transfer", func(r logRecord) bool { return r["aborted"] == true })
+		if err != nil {
+			t.Fatalf("no aborted transfer record: %v\n%s", err, g.logs.Tail(20))
+		}
+		if n, _ := rec.num("bytes"); rec.str("data_path") != "kernel" || n >= hugeSize {
+			t.Errorf("aborted transfer record: %s", rec)
+		}
+	})
+	if err := waitRecords(ctx, g, "session end", 8); err != nil {
 		t.Fatal(err)
 	}
 	maps, err := nftMapElements(ctx, tp.Proxy, "inet", "ftpgate", "flow_dnat4", "flow_snat4")

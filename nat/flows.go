@@ -94,6 +94,7 @@ type FlowWatch struct {
 	ch      chan FlowPacket
 	lost    atomic.Bool
 	started func(context.Context) error
+	reset   func(context.Context) error
 	close   func(context.Context) error
 	once    sync.Once
 	err     error
@@ -110,6 +111,11 @@ func (w *FlowWatch) Lost() bool { return w.lost.Load() }
 // Started removes the flow's DNAT and SNAT: the connection that came keeps
 // its translation in conntrack; no later one is forwarded.
 func (w *FlowWatch) Started(ctx context.Context) error { return w.started(ctx) }
+
+// Reset ends the forwarded connection: the firewall answers its next
+// packet either way with a TCP reset, as a relay that closes both legs
+// would (an ABOR). Close ends that too.
+func (w *FlowWatch) Reset(ctx context.Context) error { return w.reset(ctx) }
 
 // Close removes what is left of the flow's kernel state and stops the
 // packets; the forwarded connection itself runs on. Later calls return the

@@ -24,11 +24,12 @@ var _ FlowForwarder = (*kernelFirewall)(nil)
 // flowState is the kernel firewall's side of forwarded flows: the maps and
 // sets in the owned table, the flow log reader and the open watches.
 type flowState struct {
-	dnat4, dnat6 *nftables.Set // (peer . local . port) -> target address . port
-	snat4, snat6 *nftables.Set // (peer . target . port), after DNAT -> source address
-	log4, log6   *nftables.Set // (peer . local . port) of conntrack's original tuple: log its SYN/FIN/RST
-	reader       *FlowLog
-	readErr      error // why there is no reader
+	dnat4, dnat6   *nftables.Set // (peer . local . port) -> target address . port
+	snat4, snat6   *nftables.Set // (peer . target . port), after DNAT -> source address
+	log4, log6     *nftables.Set // (peer . local . port) of conntrack's original tuple: log its SYN/FIN/RST
+	reset4, reset6 *nftables.Set // the same: answer its packets with a reset
+	reader         *FlowLog
+	readErr        error // why there is no reader
 
 	mu      sync.Mutex
 	watches map[flowKey]*FlowWatch
@@ -69,7 +70,8 @@ func (f *kernelFirewall) queueFlowObjects() error {
 	fs.dnat4, fs.dnat6 = mk(ownMapFlowDNAT4, key4, &d4), mk(ownMapFlowDNAT6, key6, &d6)
 	fs.snat4, fs.snat6 = mk(ownMapFlowSNAT4, key4, &nftables.TypeIPAddr), mk(ownMapFlowSNAT6, key6, &nftables.TypeIP6Addr)
 	fs.log4, fs.log6 = mk(ownSetFlowLog4, key4, nil), mk(ownSetFlowLog6, key6, nil)
-	for _, s := range []*nftables.Set{fs.dnat4, fs.dnat6, fs.snat4, fs.snat6, fs.log4, fs.log6} {
+	fs.reset4, fs.reset6 = mk(ownSetFlowReset4, key4, nil), mk(ownSetFlowReset6, key6, nil)
+	for _, s := range []*nftables.Set{fs.dnat4, fs.dnat6, fs.snat4, fs.snat6, fs.log4, fs.log6, fs.reset4, fs.reset6} {
 		if err := c.AddSet(s, nil); err != nil {
 			return fmt.Errorf("add set %s: %w", s.Name, err)
 		}
@@ -89,7 +91,8 @@ func (f *kernelFirewall) queueFlowObjects() error {
 		[][]expr.Any{snatRule(false, fs.snat4), snatRule(true, fs.snat6)})
 	group := f.cfg.Flows.group()
 	addChain(ownChainFlowForward, nftables.ChainTypeFilter, nftables.ChainHookForward, nftables.ChainPriorityFilter,
-		[][]expr.Any{flowLogRule(false, fs.log4, group, false), flowLogRule(true, fs.log6, group, false),
+		[][]expr.Any{flowResetRule(false, fs.reset4), flowResetRule(true, fs.reset6),
+			flowLogRule(false, fs.log4, group, false), flowLogRule(true, fs.log6, group, false),
 			flowLogRule(false, fs.log4, group, true), flowLogRule(true, fs.log6, group, true)})
 	f.flows = fs
 	return nil
@@ -117,13 +120,6 @@ func snatRule(v6 bool, set *nftables.Set) []expr.Any {
 // than 2 GiB apart would take some 8,000 packets of BIG TCP's 256 KiB in a
 // row without one, a chance of about e^-32.
 func flowLogRule(v6 bool, set *nftables.Set, group uint16, sample bool) []expr.Any {
-	src, dst, regs := expr.CtKeySRCIP, expr.CtKeyDSTIP, [3]uint32{1, 9, 10}
-	if v6 {
-		src, dst, regs = expr.CtKeySRCIP6, expr.CtKeyDSTIP6, [3]uint32{1, 2, 3}
-	}
-	orig := func(key expr.CtKey, reg uint32) *expr.Ct {
-		return &expr.Ct{Register: reg, Key: key, Direction: 0, OptDirection: true}
-	}
 	pick := []expr.Any{
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
 		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1,
@@ -136,12 +132,47 @@ func flowLogRule(v6 bool, set *nftables.Set, group uint16, sample bool) []expr.A
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(0)},
 		}
 	}
-	return slices.Concat(matchNFProto(v6), matchTCP(), pick, []expr.Any{
-		orig(src, regs[0]), orig(dst, regs[1]), orig(expr.CtKeyPROTODST, regs[2]),
-		&expr.Lookup{SourceRegister: 1, SetName: set.Name, SetID: set.ID},
+	return slices.Concat(matchNFProto(v6), matchTCP(), pick, ctOriginalKeyMatch(v6, set), []expr.Any{
 		&expr.Log{Group: group, Snaplen: flowSnaplen, Key: 1<<unix.NFTA_LOG_GROUP | 1<<unix.NFTA_LOG_SNAPLEN},
 	})
 }
+
+// flowResetRule is "ct status dnat ct original ip saddr . ct original ip
+// daddr . ct original proto-dst @set reject with tcp reset" (ip6 with v6):
+// every packet of a flow in set, either way, is answered with a reset, so
+// both ends learn that the transfer is over (an ABOR).
+func flowResetRule(v6 bool, set *nftables.Set) []expr.Any {
+	return slices.Concat(matchNFProto(v6), matchTCP(), []expr.Any{
+		&expr.Ct{Register: 1, Key: expr.CtKeySTATUS},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(ctStatusDNAT), Xor: binaryutil.NativeEndian.PutUint32(0)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(0)},
+	}, ctOriginalKeyMatch(v6, set), []expr.Any{
+		&expr.Reject{Type: unix.NFT_REJECT_TCP_RST},
+	})
+}
+
+// ctStatusDNAT is conntrack's IPS_DST_NAT status bit.
+const ctStatusDNAT = 1 << 5
+
+// ctOriginalKeyMatch is "ct original ip saddr . ct original ip daddr . ct
+// original proto-dst @set" (ip6 with v6), registers as pinholeKeyMatch's.
+func ctOriginalKeyMatch(v6 bool, set *nftables.Set) []expr.Any {
+	src, dst, regs := expr.CtKeySRCIP, expr.CtKeyDSTIP, [3]uint32{1, 9, 10}
+	if v6 {
+		src, dst, regs = expr.CtKeySRCIP6, expr.CtKeyDSTIP6, [3]uint32{1, 2, 3}
+	}
+	orig := func(key expr.CtKey, reg uint32) *expr.Ct {
+		return &expr.Ct{Register: reg, Key: key, Direction: 0, OptDirection: true}
+	}
+	return []expr.Any{
+		orig(src, regs[0]), orig(dst, regs[1]), orig(expr.CtKeyPROTODST, regs[2]),
+		&expr.Lookup{SourceRegister: 1, SetName: set.Name, SetID: set.ID},
+	}
+}
+
+// flowResetFor is how long a reset flow's packets are answered with resets.
+const flowResetFor = time.Minute
 
 // flowSampleEvery is how many packets of a flow go by for one the flow
 // log samples.
@@ -252,9 +283,9 @@ func (f *kernelFirewall) OpenFlow(ctx context.Context, fl Flow, ttl time.Duratio
 		return nil, fmt.Errorf("open flow %s: %w", n, err)
 	}
 	fs := f.flows
-	dnat, snat, logSet := fs.dnat4, fs.snat4, fs.log4
+	dnat, snat, logSet, resetSet := fs.dnat4, fs.snat4, fs.log4, fs.reset4
 	if !n.Peer.Is4() {
-		dnat, snat, logSet = fs.dnat6, fs.snat6, fs.log6
+		dnat, snat, logSet, resetSet = fs.dnat6, fs.snat6, fs.log6, fs.reset6
 	}
 	key := appendAddrPort(n.Peer.AsSlice(), n.Local)
 	natKey := appendAddrPort(n.Peer.AsSlice(), n.Target)
@@ -306,11 +337,17 @@ func (f *kernelFirewall) OpenFlow(ctx context.Context, fl Flow, ttl time.Duratio
 		// Without destroy (before Linux 6.3) removing an absent element
 		// fails the batch: remove only what is still there.
 		return f.changeFlow(ctx, func() error {
-			err := f.queueRemove(logSet, key)
+			err := errors.Join(f.queueRemove(logSet, key), f.queueRemove(resetSet, key))
 			if !started {
 				err = errors.Join(err, f.queueRemove(dnat, key), f.queueRemove(snat, natKey))
 			}
 			return err
+		})
+	}
+	w.reset = func(ctx context.Context) error {
+		// Timeout: the reset must not outlive a Close that never comes.
+		return f.changeFlow(ctx, func() error {
+			return f.conn.SetAddElements(resetSet, []nftables.SetElement{{Key: key, Timeout: flowResetFor}})
 		})
 	}
 	if ce := f.log.Check(zap.DebugLevel, "flow open"); ce != nil {

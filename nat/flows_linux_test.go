@@ -31,6 +31,8 @@ func TestFlowForwarding(t *testing.T) {
 		"snat ip6 to ip6 saddr . ip6 daddr . tcp dport map @flow_snat6",
 		"ct original ip saddr . ct original ip daddr . ct original proto-dst @flow_log4 log group 4655",
 		"ct original ip6 saddr . ct original ip6 daddr . ct original proto-dst @flow_log6 log group 4655",
+		"ct status dnat ct original ip saddr . ct original ip daddr . ct original proto-dst @flow_reset4 reject with tcp reset",
+		"numgen random mod 256 0 ct original ip saddr . ct original ip daddr . ct original proto-dst @flow_log4 log group 4655",
 	} {
 		if !strings.Contains(table, want) {
 			t.Errorf("table inet %s lacks %q:\n%s", OwnTable, want, table)
@@ -130,6 +132,65 @@ func TestFlowForwarding(t *testing.T) {
 				t.Errorf("elements of the flow left after Close:\n%s", table)
 			}
 		})
+	}
+}
+
+// TestFlowReset: Reset answers the forwarded connection's packets with TCP
+// resets both ways: the client's next write fails, and so does the
+// server's, as when a relay closes both legs for an ABOR.
+func TestFlowReset(t *testing.T) {
+	r := newRouter(t)
+	ff := newFirewall(t, r.gw, Config{Flows: FlowConfig{Enabled: true}}).(FlowForwarder)
+	ln := listenIn(t, r.server, "198.18.1.2:30003", SocketOptions{})
+	defer ln.Close()
+	serverErr := make(chan error, 1)
+	accepted := make(chan struct{})
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			serverErr <- err
+			return
+		}
+		defer c.Close()
+		close(accepted)
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		buf := make([]byte, 64<<10)
+		for { // a download's server: it writes until the connection fails
+			if _, err := c.Write(buf); err != nil {
+				serverErr <- err
+				return
+			}
+		}
+	}()
+	f := Flow{Peer: netip.MustParseAddr("198.18.0.2"), Local: netip.MustParseAddrPort("198.18.0.1:40003"),
+		Target: netip.MustParseAddrPort("198.18.1.2:30003"), Source: netip.MustParseAddr("198.18.1.1")}
+	w, err := ff.OpenFlow(context.Background(), f, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close(context.Background())
+	c, err := dialOnly(r.client, "198.18.0.2", "198.18.0.1:40003")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	<-accepted
+	// The client stops reading, as ftplib does before ABOR: the server blocks in a write.
+	time.Sleep(100 * time.Millisecond)
+	if err := w.Reset(context.Background()); err != nil {
+		t.Fatalf("Reset: %v", err)
+	}
+	select {
+	case err := <-serverErr:
+		if !strings.Contains(err.Error(), "reset") {
+			t.Errorf("server's write: %v, want a reset", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the server's blocked write did not fail within 5s of the reset")
+	}
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.Copy(io.Discard, c); err == nil || !strings.Contains(err.Error(), "reset") {
+		t.Errorf("client read after the reset: %v, want a reset", err)
 	}
 }
 

@@ -146,6 +146,11 @@ func (s *session) awaitFlow(ctx context.Context, w *nat.FlowWatch, up bool, size
 			if ev.err == nil && ev.cmd.Verb == "ABOR" && abort == nil {
 				c := ev.cmd
 				abort = &c
+				// As the relay closes both legs: the server, blocked in a
+				// write or not, hears at once that its transfer ended.
+				if err := w.Reset(ctx); err != nil {
+					s.log.Warn("kernel data path: resetting the flow for ABOR", zap.Error(err))
+				}
 				if err := s.sendAbort(c); err != nil {
 					return res, nil, nil, err
 				}
