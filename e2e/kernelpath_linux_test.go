@@ -14,8 +14,8 @@ import (
 // downloads (EPSV, PASV) and uploads with curl and ftplib against vsftpd are forwarded by the
 // kernel: the files arrive whole (sha256), ftpgate's transfer records carry the exact byte
 // counts and data_path "kernel", and ftpgate's process reads and writes far fewer bytes than
-// moved (the control channel only). An active-mode transfer is spliced, with a log line
-// saying why; an ABOR ends a forwarded download and the session goes on. Nothing is left in
+// moved (the control channel only). An active-mode transfer, and one of an IPv6 client to
+// the IPv4 server, are spliced, with a log line saying why; an ABOR ends a forwarded download and the session goes on. Nothing is left in
 // the flow maps afterwards.
 func TestKernelDataPath(t *testing.T) {
 	t.Parallel()
@@ -78,6 +78,18 @@ func TestKernelDataPath(t *testing.T) {
 		t.Errorf("ftpgate read and wrote %d bytes while %d moved: the data went through it", io, moved)
 	}
 
+	t.Run("IPv6 client, IPv4 server: spliced", func(t *testing.T) {
+		local := filepath.Join(t.TempDir(), oneFile)
+		if err := (curlClient{tp.Client}).Get(ctx, gateV6(), modeEPSV, oneFile, local); err != nil {
+			t.Fatal(tp.diagnose(err))
+		}
+		if err := sameFile(local, oneFile); err != nil {
+			t.Fatalf("download: %v", err)
+		}
+		if !g.logs.Contains("kernel data path not used: the client and the server are of different address families; splicing instead") {
+			t.Error("no log line says why the IPv6 client's transfer was spliced")
+		}
+	})
 	t.Run("active is spliced", func(t *testing.T) {
 		local := filepath.Join(t.TempDir(), oneFile)
 		if err := (curlClient{tp.Client}).Get(ctx, ep, modeEPRT, oneFile, local); err != nil {
@@ -113,14 +125,14 @@ func TestKernelDataPath(t *testing.T) {
 			t.Errorf("aborted transfer record: %s", rec)
 		}
 	})
-	if err := waitRecords(ctx, g, "session end", 8); err != nil {
+	if err := waitRecords(ctx, g, "session end", 9); err != nil {
 		t.Fatal(err)
 	}
-	maps, err := nftMapElements(ctx, tp.Proxy, "inet", "ftpgate", "flow_dnat4", "flow_snat4")
+	maps, err := nftMapElements(ctx, tp.Proxy, "inet", "ftpgate", "flow_dnat4", "flow_snat4", "flow_dnat6", "flow_snat6")
 	if err != nil {
 		t.Fatal(err)
 	}
-	sets, err := nftSetElements(ctx, tp.Proxy, "inet", "ftpgate", "flow_log4")
+	sets, err := nftSetElements(ctx, tp.Proxy, "inet", "ftpgate", "flow_log4", "flow_log6", "flow_reset4", "flow_reset6")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,13 @@
 // pinhole, close it, shut everything down. Fake implements the same seam in
 // memory for tests of the proxy.
 //
+// With Config.Flows the owned table also forwards data flows itself (the
+// kernel data path, FlowForwarder): exactly one expected connection (peer,
+// local address, local port) is DNAT'ed to the server's data endpoint and
+// SNAT'ed to our address, and its SYN, FIN and RST packets (and one in
+// 256) are logged to an NFLOG group that FlowLog reads, so the proxy
+// learns the end of data and the exact byte count from sequence numbers.
+//
 // A pinhole admits exactly one expected data connection, (peer address,
 // local address, local port), for a few seconds; there are no wildcards.
 // In transparent mode a pinhole may also divert exactly the flow (peer,

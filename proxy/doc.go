@@ -22,7 +22,8 @@
 //	transfer.go    a transfer: 150, connecting the legs, the final reply, ABOR, records
 //	tls_data.go    TLS on the data legs, when PROT P asks for it
 //	relay.go       the relay: splice for plain legs, a user-space copy for TLS
-//	kernelpath*.go the opt-in kernel data path (BPF sockmap redirection), falling back to relay.go
+//	flowpath.go    --data-path kernel: the firewall forwards the data connection itself (no relay)
+//	kernelpath*.go --data-path sockmap: BPF socket redirection between the legs, falling back to relay.go
 //
 // FTPS on the control channel lives in tls.go (configuration), tls_control.go
 // (AUTH, PBSZ, PROT, CCC and the handshakes; the per-session state sessionTLS)

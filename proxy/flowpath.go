@@ -56,6 +56,8 @@ func (s *session) flowVeto(serverPassive bool) string {
 		return "the upload size cap needs the relay to count the bytes"
 	case s.ftps.dataClient != nil:
 		return "TLS data"
+	case s.clientHop.Addr().Unmap().Is4() != s.serverPeer.Addr().Unmap().Is4():
+		return "the client and the server are of different address families"
 	}
 	if err := s.srv.flows.FlowsUsable(!s.clientHop.Addr().Unmap().Is4()); err != nil {
 		return err.Error()
