@@ -54,6 +54,7 @@ type fileConfig struct {
 	Explicit               explicitConfig      `yaml:"explicit"`   // explicit.go
 	replicaConfig          `yaml:",inline"`    // replicas.go: replicas, replica_index
 	DataPath               string              `yaml:"data_path"` // datapath.go
+	Procs                  int                 `yaml:"procs"`     // procs.go
 }
 
 type firewallConfig struct {
@@ -298,6 +299,7 @@ func newRunFlags() *runFlags {
 	addLimitFlags(fs, fc)
 	addExplicitFlags(fs, fc) // explicit.go
 	addDataPathFlag(fs, fc)
+	addProcsFlag(fs, fc)
 	return f
 }
 
@@ -366,6 +368,7 @@ func (f *runFlags) parse(args []string) (fileConfig, error) {
 	limitOverrides(over, fc, &base)
 	explicitOverrides(over, fc, &base) // explicit.go
 	over("data-path", func() { base.DataPath = fc.DataPath })
+	over("procs", func() { base.Procs = fc.Procs })
 	return base.withCredentials()
 }
 

@@ -93,6 +93,10 @@ func cmdRun(args []string) int {
 		return 2
 	}
 	defer log.Sync()
+	if err := setProcs(fc.Procs, log); err != nil {
+		fmt.Fprintf(os.Stderr, "ftpgate run: %v\n", err)
+		return 2
+	}
 	pcfg, nc, err := fc.settings()
 	pc := &wiredConfig{Config: pcfg}
 	if err != nil {
