@@ -167,7 +167,8 @@ Written by `+"`%s`"+` (scripts/bench.sh); do not edit by hand.
 Topology: three network namespaces on this host, client ── gateway ── server (vsftpd), 198.18.0.0/15.
 "routing" is the gateway forwarding with no middlebox, the physical limit of the topology. ftpgate runs
 in the gateway namespace with its own nftables table (pinholes on): "reverse" listens on the gateway's
-address; "redirect" intercepts the client's connections to the server's address (transparent).
+address; "redirect" intercepts the client's connections to the server's address (transparent); all run
+with ftpgate's defaults (so --procs is half the CPUs).
 Each figure is the median of the rounds with [min..max]; ratios are to routing in the same round:
 for throughput a fraction of routing (higher is better), for times a multiple of routing (lower is
 better). CPU is ftpgate's utime+stime from /proc during the transfer, per GiB moved.
