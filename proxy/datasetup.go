@@ -299,7 +299,7 @@ func (s *session) passiveClientLeg(ctx context.Context, plan *dataPlan) (netip.A
 	advAP, divert := s.advertised(dl.addr)
 	if plan.wantFlow {
 		// The kernel will forward the connection, never to us: the
-		// pinhole comes only if it does not (admitFallback).
+		// pinhole comes only if it does not (handlePassive).
 		return advAP, nil
 	}
 	var via netip.AddrPort // where the client will connect, when the firewall diverts it here
