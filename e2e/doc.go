@@ -24,6 +24,7 @@
 //	IPv6 clients to IPv6 servers                                          TestIPv6EndToEnd                         ipv6_linux_test.go
 //	ABOR as urgent data in the middle of a download                       TestAbort                                abort_linux_test.go
 //	--data-path sockmap vs splice, routing, flow NAT (FTPGATE_BENCH=1)     TestBenchmarkKernelPath                  benchmark_kernelpath_linux_test.go
+//	--data-path kernel: forwarded flows, exact counts, fallbacks, ABOR     TestKernelDataPath                       kernelpath_linux_test.go
 //	own-table pinholes: closed ports, one exact element, gone on connect  TestOwnTablePinholes                     pinholes_linux_test.go
 //	pinhole expiry (--pinhole-ttl), 425 after --data-timeout              TestPinholeExpiry                        pinholes_linux_test.go
 //	kill -9: the owned table and its pinholes go with the process         TestKillNine                             killnine_linux_test.go
