@@ -12,7 +12,6 @@ import (
 	"github.com/ftpgate/ftpgate/policy"
 	"github.com/ftpgate/ftpgate/rewrite"
 	"go.uber.org/zap"
-	"golang.org/x/sync/errgroup"
 	"golang.org/x/time/rate"
 )
 
@@ -105,14 +104,13 @@ func (s *session) run(parent context.Context) {
 	s.oobInline()
 	// The start phase (connect.go): the server, its greeting and, when
 	// ftpgate greets the client itself (explicit mode, lazy connect), the
-	// login up to the server's choice. It starts the control readers on g.
-	g := new(errgroup.Group)
-	err := s.open(ctx, g)
+	// login up to the server's choice. It starts the control readers.
+	err := s.open(ctx)
 	if err == nil {
 		err = s.loop(ctx)
 	}
 	cancel()
-	s.end(g, err)
+	s.end(err)
 }
 
 // oobInline has the client's urgent data (Telnet Synch) arrive in line.
@@ -124,13 +122,13 @@ func (s *session) oobInline() {
 
 // end closes the session's connections, waits for its readers and records
 // its end.
-func (s *session) end(g *errgroup.Group, err error) {
+func (s *session) end(err error) {
 	s.closePlan()
 	s.ctl.client.Close()
 	if s.ctl.server != nil { // nil when no server was reached
 		s.ctl.server.Close()
 	}
-	g.Wait()
+	s.ctl.readers.Wait()
 	s.logEnd(err)
 }
 
