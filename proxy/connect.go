@@ -267,7 +267,13 @@ func (s *session) dialServer(ctx context.Context, upstream string) error {
 		d.LocalAddr = &net.TCPAddr{IP: src.AsSlice()}
 	}
 	began := time.Now()
-	c, err := d.DialContext(ctx, "tcp", upstream)
+	// The dial's deadline context is a child of the context it is given,
+	// and a context that once had a child keeps the map it was put in:
+	// under the session's own context that was 368 bytes for the whole of
+	// every session. The parent is the same thing here (the session's
+	// context ends before the parent only when run returns, and run is
+	// here, dialling).
+	c, err := d.DialContext(s.dialCtx, "tcp", upstream)
 	s.srv.obs.Observe(UpstreamConnectEvent{Duration: time.Since(began), Err: err})
 	if err != nil {
 		return err

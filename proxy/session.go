@@ -25,6 +25,10 @@ type session struct {
 	log  *zap.Logger // grows server and user fields as they become known
 	base *zap.Logger // session and client only, for the session-end record
 
+	// dialCtx is the context the upstream dial runs in: run's parent, not
+	// the session's own (see dialServer).
+	dialCtx context.Context
+
 	ctl *control // the control channel: both connections and their framing
 
 	clientPeer, clientLocal netip.AddrPort
@@ -91,6 +95,7 @@ func (s *session) setLog(l *zap.Logger) {
 func (s *session) run(parent context.Context) {
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
+	s.dialCtx = parent
 	if !s.begin() {
 		return
 	}
