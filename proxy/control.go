@@ -32,6 +32,7 @@ type control struct {
 	replies        chan replyEvent
 	queued         []*cmdEvent    // client commands that came while a transfer ran
 	readers        sync.WaitGroup // the two reader goroutines
+	wait           *time.Timer    // the loop's one wait timer (waitTimer)
 
 	lastCode int // the code of the latest reply written to the client, for records
 
@@ -203,10 +204,24 @@ func (c *control) send(cmd rewrite.Command) error {
 	return nil
 }
 
+// waitTimer returns the loop's timer, set to fire after d; the caller stops
+// it when its wait is over. The loop waits for one thing at a time (the
+// next command, a server reply), so one timer serves every such wait of the
+// session: a new timer per wait left, for each command, a stopped timer in
+// the runtime's timer heap until its time (the idle timeout) came.
+func (c *control) waitTimer(d time.Duration) *time.Timer {
+	if c.wait == nil {
+		c.wait = time.NewTimer(d)
+	} else {
+		c.wait.Reset(d) // a stopped timer's channel holds no stale tick (Go 1.23 timers)
+	}
+	return c.wait
+}
+
 // serverReply waits for the server's next reply. A 421 is passed to the
 // client and ends the session.
 func (c *control) serverReply(ctx context.Context, timeout time.Duration) (*rewrite.Reply, error) {
-	t := time.NewTimer(timeout)
+	t := c.waitTimer(timeout)
 	defer t.Stop()
 	select {
 	case ev := <-c.replies:

@@ -259,7 +259,7 @@ func (s *session) commandTimer() *time.Timer {
 	if !s.loggedIn {
 		timeout = min(timeout, time.Until(s.loginStart.Add(s.cfg.LoginTimeout)))
 	}
-	return time.NewTimer(max(timeout, 0))
+	return s.ctl.waitTimer(max(timeout, 0))
 }
 
 // drained tells the client the service is shutting down.
