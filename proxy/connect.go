@@ -19,7 +19,6 @@ import (
 	"github.com/ftpgate/ftpgate/rewrite"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
-	"golang.org/x/sync/errgroup"
 )
 
 // target decides which server a new session goes to.
@@ -99,20 +98,20 @@ func (s *session) proxyHeader() error {
 // modes) it connects to the server, relays the server's greeting and starts
 // TLS toward the server where required. In explicit mode and with
 // Config.Limits.UpstreamConnect lazy, ftpgate greets the client itself and connects only
-// after USER (explicit.go). The control readers are started on g; on
+// after USER (explicit.go). It starts the control readers; on
 // failure the client has heard why (421) and the reason is logged.
-func (s *session) open(ctx context.Context, g *errgroup.Group) error {
+func (s *session) open(ctx context.Context) error {
 	if err := s.acceptImplicit(ctx); err != nil {
 		return err
 	}
 	if s.greetsItself() {
-		return s.openLazy(ctx, g)
+		return s.openLazy(ctx)
 	}
 	if err := s.connectServer(ctx); err != nil {
 		return err
 	}
-	g.Go(func() error { s.ctl.readClient(ctx, s.ftps); return nil })
-	g.Go(func() error { s.ctl.readServer(ctx, s.ftps); return nil })
+	s.ctl.startClientReader(ctx, s.ftps)
+	s.ctl.startServerReader(ctx, s.ftps)
 	if err := s.serverGreeting(ctx, true); err != nil {
 		return err
 	}
@@ -268,7 +267,13 @@ func (s *session) dialServer(ctx context.Context, upstream string) error {
 		d.LocalAddr = &net.TCPAddr{IP: src.AsSlice()}
 	}
 	began := time.Now()
-	c, err := d.DialContext(ctx, "tcp", upstream)
+	// The dial's deadline context is a child of the context it is given,
+	// and a context that once had a child keeps the map it was put in:
+	// under the session's own context that was 368 bytes for the whole of
+	// every session. The parent is the same thing here (the session's
+	// context ends before the parent only when run returns, and run is
+	// here, dialling).
+	c, err := d.DialContext(s.dialCtx, "tcp", upstream)
 	s.srv.obs.Observe(UpstreamConnectEvent{Duration: time.Since(began), Err: err})
 	if err != nil {
 		return err

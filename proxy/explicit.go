@@ -21,7 +21,6 @@ import (
 	"github.com/ftpgate/ftpgate/policy"
 	"github.com/ftpgate/ftpgate/rewrite"
 	"go.uber.org/zap"
-	"golang.org/x/sync/errgroup"
 )
 
 // ExplicitConfig is the explicit mode's login. The zero value has no proxy
@@ -47,7 +46,7 @@ func (s *session) greetsItself() bool {
 // openLazy is the start phase when ftpgate greets the client itself: the
 // greeting, the commands before the server is known, then the connection
 // and the login handed over to the server.
-func (s *session) openLazy(ctx context.Context, g *errgroup.Group) error {
+func (s *session) openLazy(ctx context.Context) error {
 	explicit := s.cfg.Mode == ModeExplicit
 	s.setClientSide()
 	var upstream string
@@ -63,7 +62,7 @@ func (s *session) openLazy(ctx context.Context, g *errgroup.Group) error {
 			s.serverPeer = ap // the TLS interception choice reads it before the dial
 		}
 	}
-	g.Go(func() error { s.ctl.readClient(ctx, s.ftps); return nil })
+	s.ctl.startClientReader(ctx, s.ftps)
 	greeting := "FTP gateway ready."
 	if explicit {
 		greeting = "FTP proxy ready: log in as USER user@host[:port]."
@@ -113,7 +112,7 @@ func (s *session) openLazy(ctx context.Context, g *errgroup.Group) error {
 				continue // refused and answered; the client may name another server
 			}
 		}
-		return s.connectLogin(ctx, g, step, upstreams)
+		return s.connectLogin(ctx, step, upstreams)
 	}
 }
 
@@ -271,14 +270,14 @@ func (s *session) resolve(ctx context.Context, host string) ([]netip.Addr, error
 // and the TLS mode want, and hands it the login: USER and the server's
 // reply relayed, or, when the client has already sent its password (the
 // joined forms), USER and PASS with the reply to PASS relayed.
-func (s *session) connectLogin(ctx context.Context, g *errgroup.Group, step policy.LoginStep, upstreams []string) error {
+func (s *session) connectLogin(ctx context.Context, step policy.LoginStep, upstreams []string) error {
 	if err := s.connectUpstream(ctx, upstreams...); err != nil {
 		if s.ctl.server == nil {
 			s.serverPeer = netip.AddrPort{} // no upstream connection was made
 		}
 		return err
 	}
-	g.Go(func() error { s.ctl.readServer(ctx, s.ftps); return nil })
+	s.ctl.startServerReader(ctx, s.ftps)
 	if err := s.serverGreeting(ctx, false); err != nil {
 		return err
 	}

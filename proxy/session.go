@@ -12,7 +12,6 @@ import (
 	"github.com/ftpgate/ftpgate/policy"
 	"github.com/ftpgate/ftpgate/rewrite"
 	"go.uber.org/zap"
-	"golang.org/x/sync/errgroup"
 	"golang.org/x/time/rate"
 )
 
@@ -25,6 +24,10 @@ type session struct {
 	id   uint64
 	log  *zap.Logger // grows server and user fields as they become known
 	base *zap.Logger // session and client only, for the session-end record
+
+	// dialCtx is the context the upstream dial runs in: run's parent, not
+	// the session's own (see dialServer).
+	dialCtx context.Context
 
 	ctl *control // the control channel: both connections and their framing
 
@@ -92,6 +95,7 @@ func (s *session) setLog(l *zap.Logger) {
 func (s *session) run(parent context.Context) {
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
+	s.dialCtx = parent
 	if !s.begin() {
 		return
 	}
@@ -105,14 +109,13 @@ func (s *session) run(parent context.Context) {
 	s.oobInline()
 	// The start phase (connect.go): the server, its greeting and, when
 	// ftpgate greets the client itself (explicit mode, lazy connect), the
-	// login up to the server's choice. It starts the control readers on g.
-	g := new(errgroup.Group)
-	err := s.open(ctx, g)
+	// login up to the server's choice. It starts the control readers.
+	err := s.open(ctx)
 	if err == nil {
 		err = s.loop(ctx)
 	}
 	cancel()
-	s.end(g, err)
+	s.end(err)
 }
 
 // oobInline has the client's urgent data (Telnet Synch) arrive in line.
@@ -124,13 +127,13 @@ func (s *session) oobInline() {
 
 // end closes the session's connections, waits for its readers and records
 // its end.
-func (s *session) end(g *errgroup.Group, err error) {
+func (s *session) end(err error) {
 	s.closePlan()
 	s.ctl.client.Close()
 	if s.ctl.server != nil { // nil when no server was reached
 		s.ctl.server.Close()
 	}
-	g.Wait()
+	s.ctl.readers.Wait()
 	s.logEnd(err)
 }
 
@@ -256,7 +259,7 @@ func (s *session) commandTimer() *time.Timer {
 	if !s.loggedIn {
 		timeout = min(timeout, time.Until(s.loginStart.Add(s.cfg.LoginTimeout)))
 	}
-	return time.NewTimer(max(timeout, 0))
+	return s.ctl.waitTimer(max(timeout, 0))
 }
 
 // drained tells the client the service is shutting down.

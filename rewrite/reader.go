@@ -71,6 +71,7 @@ type Reader struct {
 	headLen  int           //
 	telnet   Telnet        // signals of lines that held only Telnet sequences
 	reply    *partialReply // multi-line reply interrupted by a read error, or being skipped
+	waitErr  error         // the stream's failure Wait met, for the next read to return
 }
 
 // partialReply is a multi-line reply being read. Its lines are kept in one
@@ -130,6 +131,31 @@ func NewReader(r io.Reader, lim Limits) *Reader {
 // buffered was sent in the clear after the command.
 func (r *Reader) Buffered() int { return r.br.Buffered() + len(r.pend) }
 
+// Wait blocks until the stream has a byte for the next read, or has failed
+// (the next read then returns the failure); with bytes buffered it returns
+// at once. It is the blocking half of ReadCommand and ReadReply, apart: a
+// goroutine that waits here while its connection is idle has only a few
+// small frames on its stack (bufio's and the socket's), so it can stay on
+// the runtime's smallest stack, where ReadCommand's and ReadReply's frames
+// would make it grow.
+func (r *Reader) Wait() {
+	if r.waitErr != nil || r.Buffered() > 0 {
+		return
+	}
+	if _, err := r.br.Peek(1); err != nil {
+		r.waitErr = err
+	}
+}
+
+// readSlice is bufio's ReadSlice up to an LF, after the failure Wait met.
+func (r *Reader) readSlice() ([]byte, error) {
+	if err := r.waitErr; err != nil {
+		r.waitErr = nil
+		return nil, err
+	}
+	return r.br.ReadSlice('\n')
+}
+
 // readLine returns the next line without its terminator and the number of
 // bytes it took on the wire. The line aliases an internal buffer and is
 // valid until the next read.
@@ -139,11 +165,11 @@ func (r *Reader) readLine() ([]byte, int, error) {
 			return nil, 0, err
 		}
 	}
-	chunk, err := r.br.ReadSlice('\n')
+	chunk, err := r.readSlice()
 	for errors.Is(err, bufio.ErrBufferFull) && len(r.pend)+len(chunk) <= r.maxLine+1 {
 		// A line longer than the buffer, not yet too long: gather it.
 		r.pend = append(r.pend, chunk...)
-		chunk, err = r.br.ReadSlice('\n')
+		chunk, err = r.readSlice()
 	}
 	if err == nil {
 		if len(r.pend) > 0 {
@@ -198,7 +224,7 @@ func (r *Reader) dropPend() {
 func (r *Reader) discardLine() error {
 	r.skipping = true
 	for {
-		_, err := r.br.ReadSlice('\n')
+		_, err := r.readSlice()
 		switch {
 		case err == nil:
 			r.skipping = false

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 	"runtime"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -127,13 +129,17 @@ func TestReadCommand(t *testing.T) {
 	tests := readCommandCases
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			for _, split := range []string{"whole", "bytewise"} {
+			// "waited": Wait before each read, as ftpgate's readers do.
+			for _, split := range []string{"whole", "bytewise", "whole, waited", "bytewise, waited"} {
 				var src io.Reader = strings.NewReader(tt.input)
-				if split == "bytewise" {
+				if strings.HasPrefix(split, "bytewise") {
 					src = &oneByteReader{s: tt.input}
 				}
 				r := NewReader(src, tt.lim)
 				for i, want := range tt.steps {
+					if strings.HasSuffix(split, "waited") {
+						r.Wait()
+					}
 					c, err := r.ReadCommand()
 					if want.err != nil {
 						if err == nil {
@@ -168,20 +174,30 @@ func TestReadCommandResumesAfterTimeout(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := NewReader(&scriptedReader{chunks: tt.chunks}, Limits{})
-			var got []string
-			for tries := 0; len(got) < len(tt.want) && tries < 10; tries++ {
-				c, err := r.ReadCommand()
-				if errors.Is(err, errTimeout) {
-					continue
+			for _, waited := range []bool{false, true} {
+				r := NewReader(&scriptedReader{chunks: slices.Clone(tt.chunks)}, Limits{})
+				var got []string
+				timeouts := 0
+				for tries := 0; len(got) < len(tt.want) && tries < 10; tries++ {
+					if waited {
+						r.Wait() // a deadline it meets is the next read's error
+					}
+					c, err := r.ReadCommand()
+					if errors.Is(err, errTimeout) {
+						timeouts++
+						continue
+					}
+					if err != nil {
+						t.Fatal(err)
+					}
+					got = append(got, strings.TrimSuffix(c.Verb+" "+c.Arg, " "))
 				}
-				if err != nil {
-					t.Fatal(err)
+				if strings.Join(got, "|") != strings.Join(tt.want, "|") {
+					t.Fatalf("waited %v: got %q, want %q", waited, got, tt.want)
 				}
-				got = append(got, strings.TrimSuffix(c.Verb+" "+c.Arg, " "))
-			}
-			if strings.Join(got, "|") != strings.Join(tt.want, "|") {
-				t.Fatalf("got %q, want %q", got, tt.want)
+				if want := len(tt.chunks) - 1; timeouts != want {
+					t.Fatalf("waited %v: %d timeouts reported, want %d", waited, timeouts, want)
+				}
 			}
 		})
 	}
@@ -653,5 +669,37 @@ func TestCommandRoundTripThroughReader(t *testing.T) {
 	}
 	if _, err := r.ReadCommand(); err != io.EOF {
 		t.Fatalf("err = %v, want io.EOF", err)
+	}
+}
+
+// TestWaitKeepsTheError: a failure Wait meets between replies is the next
+// read's, once, and the stream goes on after it; with bytes buffered Wait
+// reads nothing.
+func TestWaitKeepsTheError(t *testing.T) {
+	r := NewReader(&scriptedReader{chunks: []chunk{
+		{"220 hi\r\n", errTimeout},
+		{"230 ok\r\n", nil},
+	}}, Limits{})
+	var got []string
+	for range 4 {
+		r.Wait()
+		rep, err := r.ReadReply()
+		if err != nil {
+			got = append(got, err.Error())
+			continue
+		}
+		got = append(got, strconv.Itoa(rep.Code))
+	}
+	if want := "220|i/o timeout|230|EOF"; strings.Join(got, "|") != want {
+		t.Fatalf("got %q, want %q", strings.Join(got, "|"), want)
+	}
+	r = NewReader(strings.NewReader("NOOP\r\nPWD\r\n"), Limits{})
+	if _, err := r.ReadCommand(); err != nil {
+		t.Fatal(err)
+	}
+	before := r.Buffered()
+	r.Wait()
+	if r.Buffered() != before || before == 0 {
+		t.Fatalf("Wait with %d bytes buffered left %d", before, r.Buffered())
 	}
 }
