@@ -33,6 +33,10 @@ type flowState struct {
 
 	mu      sync.Mutex
 	watches map[flowKey]*FlowWatch
+	// logged holds the log elements' keys (peer . local . port) of open
+	// flows, until their Close has removed them from the kernel: a new flow
+	// with the same key would lose its element to that late delete.
+	logged map[string]bool
 }
 
 // flowKey finds a flow's watch from a logged packet: the peer and the
@@ -57,7 +61,7 @@ func (f *kernelFirewall) queueFlowObjects() error {
 	c := f.conn
 	key4 := nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeIPAddr, nftables.TypeInetService)
 	key6 := nftables.MustConcatSetType(nftables.TypeIP6Addr, nftables.TypeIP6Addr, nftables.TypeInetService)
-	fs := &flowState{watches: map[flowKey]*FlowWatch{}}
+	fs := &flowState{watches: map[flowKey]*FlowWatch{}, logged: map[string]bool{}}
 	mk := func(name string, key nftables.SetDatatype, data *nftables.SetDatatype) *nftables.Set {
 		s := &nftables.Set{Table: f.own, Name: name, KeyType: key, Concatenation: true, HasTimeout: true}
 		if data != nil {
@@ -293,15 +297,25 @@ func (f *kernelFirewall) OpenFlow(ctx context.Context, fl Flow, ttl time.Duratio
 	w := &FlowWatch{C: ch, ch: ch, flow: n}
 	fk := flowKey{n.Peer, n.Target}
 	fs.mu.Lock()
-	if fs.watches[fk] != nil {
+	switch {
+	case fs.watches[fk] != nil:
 		fs.mu.Unlock()
 		return nil, fmt.Errorf("open flow %s: a flow from that peer to that target is open already", n)
+	case fs.logged[string(key)]:
+		fs.mu.Unlock()
+		return nil, fmt.Errorf("open flow %s: a flow from that peer to that port is still being removed", n)
 	}
 	fs.watches[fk] = w // before the kernel can log its SYN
+	fs.logged[string(key)] = true
 	fs.mu.Unlock()
 	forget := func() {
 		fs.mu.Lock()
 		delete(fs.watches, fk)
+		fs.mu.Unlock()
+	}
+	unlog := func() {
+		fs.mu.Lock()
+		delete(fs.logged, string(key))
 		fs.mu.Unlock()
 	}
 	// The log element outlives the forwarding ones: the connection may
@@ -314,6 +328,7 @@ func (f *kernelFirewall) OpenFlow(ctx context.Context, fl Flow, ttl time.Duratio
 	})
 	if err != nil {
 		forget()
+		unlog()
 		return nil, fmt.Errorf("open flow %s: %w", n, explain(err))
 	}
 	var startMu sync.Mutex
@@ -332,6 +347,7 @@ func (f *kernelFirewall) OpenFlow(ctx context.Context, fl Flow, ttl time.Duratio
 	}
 	w.close = func(ctx context.Context) error {
 		forget() // the transfer is over: its late packets go nowhere
+		defer unlog()
 		startMu.Lock()
 		defer startMu.Unlock()
 		// Without destroy (before Linux 6.3) removing an absent element

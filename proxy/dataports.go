@@ -52,6 +52,11 @@ type dataPorts struct {
 	pinRefs map[nat.Pinhole]*pinState
 
 	lns, pinholes atomic.Int64 // open now, for Stats
+
+	// closing counts the closes of kernel-forwarded flows still running
+	// after their transfer ended (forwardedTransfer); the server waits for
+	// them before it stops.
+	closing sync.WaitGroup
 }
 
 // dataPortsConfig is what the data ports are built from.

@@ -247,6 +247,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		cancelSessions()
 		<-done
 	}
+	s.ports.closing.Wait() // the last forwarded flows' closes
 	s.log.Info("all sessions closed")
 	return nil
 }

@@ -138,17 +138,17 @@ func (s *session) handleTransfer(ctx context.Context, cmd rewrite.Command) error
 // (flowpath.go), after the server's 150 went to the client.
 func (s *session) forwardedTransfer(ctx context.Context, cmd rewrite.Command, plan *dataPlan, up bool, size int64, rec *transferRecord) error {
 	// The flow is ours to close now, after the client had its reply and
-	// off the session's path: the port stays in use until its log element
-	// is gone, so that no new flow on it loses its own to a late delete.
-	w, unhold := plan.flow, s.srv.ports.hold(plan.clientLn.addr.Port())
+	// off the session's path (a new flow on the same port and peer is
+	// refused until the close is done: nat's OpenFlow).
+	w := plan.flow
 	plan.flow = nil
+	defer s.srv.ports.hold(plan.clientLn.addr.Port())()
 	defer func() {
-		go func() {
+		s.srv.ports.closing.Go(func() {
 			if err := w.Close(context.Background()); err != nil {
 				s.log.Warn("kernel data path: removing the flow", zap.Error(err))
 			}
-			unhold()
-		}()
+		})
 	}()
 	fl := &flight{verb: cmd.Verb, path: cmd.Arg, direction: "download", start: rec.start, size: size}
 	if up {
