@@ -127,16 +127,14 @@ func (s *session) awaitFlow(ctx context.Context, w *nat.FlowWatch, up bool, size
 				toClient.Note(p)
 			}
 		case ev := <-s.ctl.replies:
-			if ev.err != nil {
-				return res, nil, nil, s.ctl.serverBroke(ev.err)
+			rep, err := s.transferReply(ev)
+			if err != nil {
+				return res, nil, nil, err
 			}
-			if ev.reply.Code < 200 {
-				if err := s.ctl.reply(ev.reply); err != nil {
-					return res, nil, nil, err
-				}
+			if rep == nil {
 				continue
 			}
-			final = ev.reply
+			final = rep
 			t := time.NewTimer(flowEndWait)
 			defer t.Stop()
 			endWait = t.C
@@ -145,22 +143,18 @@ func (s *session) awaitFlow(ctx context.Context, w *nat.FlowWatch, up bool, size
 				zap.Stringer("flow", fl))
 			endWait = nil
 		case ev := <-cmds:
-			if ev.err == nil && ev.cmd.Verb == "ABOR" && abort == nil {
-				c := ev.cmd
-				abort = &c
-				// As the relay closes both legs: the server, blocked in a
-				// write or not, hears at once that its transfer ended.
-				if err := w.Reset(ctx); err != nil {
-					s.log.Warn("kernel data path: resetting the flow for ABOR", zap.Error(err))
-				}
-				if err := s.sendAbort(c); err != nil {
-					return res, nil, nil, err
-				}
+			if !s.firstAbort(ev, abort != nil, &cmds) {
 				continue
 			}
-			s.ctl.queued = append(s.ctl.queued, ev)
-			if len(s.ctl.queued) >= maxQueued {
-				cmds = nil
+			c := ev.cmd
+			abort = &c
+			// As the relay closes both legs: the server, blocked in a
+			// write or not, hears at once that its transfer ended.
+			if err := w.Reset(ctx); err != nil {
+				s.log.Warn("kernel data path: resetting the flow for ABOR", zap.Error(err))
+			}
+			if err := s.sendAbort(*abort); err != nil {
+				return res, nil, nil, err
 			}
 		case <-ctx.Done():
 			return res, nil, nil, ctx.Err()

@@ -243,34 +243,28 @@ func (s *session) awaitTransfer(ctx context.Context, done <-chan relayResult, ea
 				stall = t.C
 			}
 		case ev := <-s.ctl.replies:
-			if ev.err != nil {
-				return res, nil, nil, s.ctl.serverBroke(ev.err)
+			rep, err := s.transferReply(ev)
+			if err != nil {
+				return res, nil, nil, err
 			}
-			if ev.reply.Code < 200 {
-				if err := s.ctl.reply(ev.reply); err != nil {
-					return res, nil, nil, err
-				}
+			if rep == nil {
 				continue
 			}
-			final = ev.reply
+			final = rep
 			if stalled {
 				final = rewrite.NewReply(426, fmt.Sprintf("Transfer aborted: no data moved for %s.", s.cfg.Limits.DataIdleTimeout))
 			}
 		case ev := <-cmds:
-			if ev.err == nil && ev.cmd.Verb == "ABOR" && abort == nil {
-				c := ev.cmd
-				abort = &c
-				for _, c := range conns {
-					c.Close()
-				}
-				if err := s.sendAbort(c); err != nil {
-					return res, nil, nil, err
-				}
+			if !s.firstAbort(ev, abort != nil, &cmds) {
 				continue
 			}
-			s.ctl.queued = append(s.ctl.queued, ev)
-			if len(s.ctl.queued) >= maxQueued {
-				cmds = nil // let the client wait in TCP until the transfer ends
+			c := ev.cmd
+			abort = &c
+			for _, c := range conns {
+				c.Close()
+			}
+			if err := s.sendAbort(*abort); err != nil {
+				return res, nil, nil, err
 			}
 		case <-stall:
 			if stalled {
@@ -290,6 +284,35 @@ func (s *session) awaitTransfer(ctx context.Context, done <-chan relayResult, ea
 		res.err = errDataStall
 	}
 	return res, final, abort, nil
+}
+
+// transferReply takes a server reply that came while a transfer ran: a
+// preliminary one (1xx) goes to the client and nil is returned; otherwise
+// the final reply.
+func (s *session) transferReply(ev replyEvent) (*rewrite.Reply, error) {
+	if ev.err != nil {
+		return nil, s.ctl.serverBroke(ev.err)
+	}
+	if ev.reply.Code < 200 {
+		return nil, s.ctl.reply(ev.reply)
+	}
+	return ev.reply, nil
+}
+
+// firstAbort takes a client command that came while a transfer ran and
+// reports whether it is the transfer's first ABOR (aborted: one came
+// before), for the caller to end the transfer with. Anything else waits in
+// a bounded queue; at its bound *cmds becomes nil, and the client waits in
+// TCP until the transfer ends.
+func (s *session) firstAbort(ev *cmdEvent, aborted bool, cmds *chan *cmdEvent) bool {
+	if ev.err == nil && ev.cmd.Verb == "ABOR" && !aborted {
+		return true
+	}
+	s.ctl.queued = append(s.ctl.queued, ev)
+	if len(s.ctl.queued) >= maxQueued {
+		*cmds = nil
+	}
+	return false
 }
 
 // stallReplyWait bounds the wait for the server's final reply after a
