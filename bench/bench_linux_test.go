@@ -41,7 +41,7 @@ func TestQuickRun(t *testing.T) {
 	if err := json.Unmarshal(b, &res); err != nil {
 		t.Fatalf("results: %v", err)
 	}
-	want := []string{"routing", "ftpgate reverse", "ftpgate redirect", "ftpgate --data-path kernel"}
+	want := []string{"routing", colHelper, "ftpgate reverse", "ftpgate redirect", "ftpgate --data-path kernel"}
 	if strings.Join(res.Columns, ",") != strings.Join(want, ",") {
 		t.Errorf("columns %q, want %q", res.Columns, want)
 	}

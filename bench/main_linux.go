@@ -261,11 +261,39 @@ func buildFtpgate(ctx context.Context, dir string) (string, error) {
 
 // column is one way the client reaches the server.
 type column struct {
-	Name   string
-	args   []string // ftpgate's flags; nil for routing
-	target string   // where the client connects
-	NA     string   // why the column is not measured, if it is not
+	Name    string
+	args    []string // ftpgate's flags; nil for routing and the kernel helper
+	ruleset string   // an nft ruleset the gateway holds while the column runs (the kernel helper)
+	target  string   // where the client connects
+	NA      string   // why the column is not measured, if it is not
 }
+
+// colHelper is the column of the kernel's own FTP helper: the gateway DNATs the client's
+// control connection to the server and SNATs it, and nf_conntrack_ftp with nf_nat_ftp
+// follows each data connection the same way, in the kernel (the issue's "kernel FTP
+// helper"). Neither it nor routing runs ftpgate.
+const colHelper = "kernel FTP helper"
+
+// helperRuleset is colHelper's table in the gateway.
+var helperRuleset = fmt.Sprintf(`table inet bench_ftphelper {
+	ct helper ftp {
+		type "ftp" protocol tcp
+		l3proto inet
+	}
+	chain pre {
+		type nat hook prerouting priority dstnat; policy accept;
+		ip daddr %[1]s tcp dport 21 dnat ip to %[2]s:21
+	}
+	chain helpers {
+		type filter hook prerouting priority filter; policy accept;
+		ip daddr %[2]s tcp dport 21 ct helper set "ftp"
+	}
+	chain post {
+		type nat hook postrouting priority srcnat; policy accept;
+		ip saddr %[3]s ip daddr %[2]s snat ip to %[4]s
+	}
+}
+`, gwLANV4, serverV4, clientV4, gwWANV4)
 
 func (e *env) columns() []column {
 	base := []string{"run", "--admin-listen", adminAddr, "--log-format", "json", "--log-level", e.o.logLevel,
@@ -276,13 +304,14 @@ func (e *env) columns() []column {
 	reverse := append(append([]string{}, base...), "--listen", gwLANV4+":21", "--upstream", serverV4+":21")
 	cols := []column{
 		{Name: "routing", target: serverV4},
+		{Name: colHelper, ruleset: helperRuleset, target: gwLANV4},
 		{Name: "ftpgate reverse", args: reverse, target: gwLANV4},
 		{Name: "ftpgate redirect", args: append(append([]string{}, base...), "--mode", "redirect",
 			"--intercept-interfaces", lanIf), target: serverV4},
 		{Name: "ftpgate --data-path kernel", args: append(append([]string{}, reverse...), "--data-path", "kernel"), target: gwLANV4},
 	}
 	if !e.hasFlag("data-path") {
-		cols[3].NA = "n/a (not implemented)"
+		cols[4].NA = "n/a (not implemented)"
 	}
 	return cols
 }

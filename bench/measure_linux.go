@@ -100,7 +100,7 @@ func (r *results) expected(test, col string) bool {
 	case r.NA[col] != "":
 		return false
 	case test == tDownCPU || test == tUpCPU || test == tSplice || test == tDrops:
-		return col != "routing"
+		return col != "routing" && col != colHelper // no ftpgate there
 	case test == tIdle || test == tPinholes:
 		return col == "ftpgate reverse"
 	}
@@ -228,12 +228,40 @@ func (e *env) forgetConnections(ctx context.Context) error {
 	return err
 }
 
+// dropRuleset deletes the table a column's ruleset made ("table FAMILY NAME {" is its
+// first line), so that the next column starts without it.
+func (e *env) dropRuleset(ruleset string) error {
+	first, _, _ := strings.Cut(ruleset, "\n")
+	f := strings.Fields(first)
+	if len(f) < 3 || f[0] != "table" {
+		return fmt.Errorf("a column's ruleset starts with %q, not its table", first)
+	}
+	_, err := runIn(context.Background(), e.tp.Gateway, "nft", "delete", "table", f[1], f[2])
+	return err
+}
+
 // withGate runs fn with c's ftpgate running (none for routing) and records a start failure
 // under test, on a gateway that has forgotten the columns before (forgetConnections).
 func (e *env) withGate(ctx context.Context, res *results, test string, c column, fn func(*gate) error) {
 	if err := e.forgetConnections(ctx); err != nil {
 		res.fail(test, c.Name, fmt.Errorf("forget the earlier columns' connections: %w", err))
 		return
+	}
+	if c.ruleset != "" {
+		f := filepath.Join(e.work, "column.nft")
+		if err := os.WriteFile(f, []byte(c.ruleset), 0o644); err != nil {
+			res.fail(test, c.Name, err)
+			return
+		}
+		if _, err := runIn(ctx, e.tp.Gateway, "nft", "-f", f); err != nil {
+			res.fail(test, c.Name, fmt.Errorf("the column's ruleset: %w", err))
+			return
+		}
+		defer func() {
+			if err := e.dropRuleset(c.ruleset); err != nil {
+				res.fail(test, c.Name, err)
+			}
+		}()
 	}
 	var g *gate
 	if c.args != nil {
