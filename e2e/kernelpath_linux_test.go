@@ -132,7 +132,7 @@ func TestKernelDataPath(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sets, err := nftSetElements(ctx, tp.Proxy, "inet", "ftpgate", "flow_log4", "flow_log6", "flow_reset4", "flow_reset6")
+	sets, err := nftSetElements(ctx, tp.Proxy, "inet", "ftpgate", "flow_log4", "flow_log6")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -94,7 +94,7 @@ type FlowWatch struct {
 	ch      chan FlowPacket
 	lost    atomic.Bool
 	started func(context.Context) error
-	reset   func(context.Context) error
+	reset   func(context.Context, netip.AddrPort) error
 	close   func(context.Context) error
 	once    sync.Once
 	err     error
@@ -112,10 +112,11 @@ func (w *FlowWatch) Lost() bool { return w.lost.Load() }
 // its translation in conntrack; no later one is forwarded.
 func (w *FlowWatch) Started(ctx context.Context) error { return w.started(ctx) }
 
-// Reset ends the forwarded connection: the firewall answers its next
-// packet either way with a TCP reset, as a relay that closes both legs
-// would (an ABOR). Close ends that too.
-func (w *FlowWatch) Reset(ctx context.Context) error { return w.reset(ctx) }
+// Reset ends the forwarded connection, which came from the peer's address
+// and port from (its SYN's source): no later one is forwarded, and its
+// conntrack entry goes, so its next packet either way is answered with a
+// TCP reset, as when a relay closes both legs (an ABOR).
+func (w *FlowWatch) Reset(ctx context.Context, from netip.AddrPort) error { return w.reset(ctx, from) }
 
 // Close removes what is left of the flow's kernel state and stops the
 // packets; the forwarded connection itself runs on. Later calls return the

@@ -15,6 +15,8 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
+	"github.com/mdlayher/netlink"
+	"github.com/ti-mo/conntrack"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 )
@@ -24,12 +26,13 @@ var _ FlowForwarder = (*kernelFirewall)(nil)
 // flowState is the kernel firewall's side of forwarded flows: the maps and
 // sets in the owned table, the flow log reader and the open watches.
 type flowState struct {
-	dnat4, dnat6   *nftables.Set // (peer . local . port) -> target address . port
-	snat4, snat6   *nftables.Set // (peer . target . port), after DNAT -> source address
-	log4, log6     *nftables.Set // (peer . local . port) of conntrack's original tuple: log its SYN/FIN/RST
-	reset4, reset6 *nftables.Set // the same: answer its packets with a reset
-	reader         *FlowLog
-	readErr        error // why there is no reader
+	dnat4, dnat6 *nftables.Set // (peer . local . port) -> target address . port
+	snat4, snat6 *nftables.Set // (peer . target . port), after DNAT -> source address
+	log4, log6   *nftables.Set // (peer . local . port) of conntrack's original tuple: log its SYN/FIN/RST
+	reader       *FlowLog
+	readErr      error           // why there is no reader
+	ct           *conntrack.Conn // for Reset
+	ctErr        error           // why there is no ct
 
 	mu      sync.Mutex
 	watches map[flowKey]*FlowWatch
@@ -55,7 +58,11 @@ type flowKey struct {
 //		snat ip to ip saddr . ip daddr . tcp dport map @flow_snat4     (and ip6)
 //	}
 //	chain flow_forward { type filter hook forward priority filter
-//		tcp flags & (fin|syn|rst) != 0 ct original ip saddr . ct original ip daddr . ct original proto-dst @flow_log4 log group G
+//		meta l4proto tcp tcp flags & (fin|syn|rst) != 0 jump flow_log
+//		numgen random mod 256 0 jump flow_log
+//	}
+//	chain flow_log {
+//		meta nfproto ipv4 meta l4proto tcp ct original ip saddr . ct original ip daddr . ct original proto-dst @flow_log4 log group G
 //	}
 func (f *kernelFirewall) queueFlowObjects() error {
 	c := f.conn
@@ -74,8 +81,7 @@ func (f *kernelFirewall) queueFlowObjects() error {
 	fs.dnat4, fs.dnat6 = mk(ownMapFlowDNAT4, key4, &d4), mk(ownMapFlowDNAT6, key6, &d6)
 	fs.snat4, fs.snat6 = mk(ownMapFlowSNAT4, key4, &nftables.TypeIPAddr), mk(ownMapFlowSNAT6, key6, &nftables.TypeIP6Addr)
 	fs.log4, fs.log6 = mk(ownSetFlowLog4, key4, nil), mk(ownSetFlowLog6, key6, nil)
-	fs.reset4, fs.reset6 = mk(ownSetFlowReset4, key4, nil), mk(ownSetFlowReset6, key6, nil)
-	for _, s := range []*nftables.Set{fs.dnat4, fs.dnat6, fs.snat4, fs.snat6, fs.log4, fs.log6, fs.reset4, fs.reset6} {
+	for _, s := range []*nftables.Set{fs.dnat4, fs.dnat6, fs.snat4, fs.snat6, fs.log4, fs.log6} {
 		if err := c.AddSet(s, nil); err != nil {
 			return fmt.Errorf("add set %s: %w", s.Name, err)
 		}
@@ -94,10 +100,15 @@ func (f *kernelFirewall) queueFlowObjects() error {
 	addChain(ownChainFlowPost, nftables.ChainTypeNAT, nftables.ChainHookPostrouting, nftables.ChainPriorityNATSource,
 		[][]expr.Any{snatRule(false, fs.snat4), snatRule(true, fs.snat6)})
 	group := f.cfg.Flows.group()
+	// Every forwarded packet meets the base chain, so it picks the few
+	// worth a look with as little as it can (seven expressions for a data
+	// packet); only those go on to the lookups.
+	logChain := c.AddChain(&nftables.Chain{Name: ownChainFlowLog, Table: f.own})
+	for _, exprs := range [][]expr.Any{flowLogRule(false, fs.log4, group), flowLogRule(true, fs.log6, group)} {
+		c.AddRule(&nftables.Rule{Table: f.own, Chain: logChain, Exprs: exprs})
+	}
 	addChain(ownChainFlowForward, nftables.ChainTypeFilter, nftables.ChainHookForward, nftables.ChainPriorityFilter,
-		[][]expr.Any{flowResetRule(false, fs.reset4), flowResetRule(true, fs.reset6),
-			flowLogRule(false, fs.log4, group, false), flowLogRule(true, fs.log6, group, false),
-			flowLogRule(false, fs.log4, group, true), flowLogRule(true, fs.log6, group, true)})
+		flowPickRules())
 	f.flows = fs
 	return nil
 }
@@ -113,51 +124,43 @@ func snatRule(v6 bool, set *nftables.Set) []expr.Any {
 		[]expr.Any{&expr.NAT{Type: expr.NATTypeSourceNAT, Family: fam, RegAddrMin: 1}})
 }
 
-// flowLogRule is "tcp flags & (fin|syn|rst) != 0 ct original ip saddr . ct
-// original ip daddr . ct original proto-dst @set log group G snaplen 128"
-// (ip6 with v6): conntrack's original tuple is the flow as the peer opened
-// it, before DNAT, in both directions.
+// flowPickRules are the forward chain's two rules, which send a packet to
+// the flow log chain:
 //
-// With sample it is "numgen random mod 256 0 ..." instead of the flags:
-// one packet in 256 of each flow, so that its sequence numbers are seen
-// often enough to count past 4 GiB (they wrap at 2^32). Two samples more
-// than 2 GiB apart would take some 8,000 packets of BIG TCP's 256 KiB in a
-// row without one, a chance of about e^-32.
-func flowLogRule(v6 bool, set *nftables.Set, group uint16, sample bool) []expr.Any {
-	pick := []expr.Any{
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1,
-			Mask: []byte{TCPFin | TCPSyn | TCPRst}, Xor: []byte{0}},
-		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{0}},
-	}
-	if sample {
-		pick = []expr.Any{
+//	meta l4proto tcp tcp flags & (fin|syn|rst) != 0 jump flow_log
+//	numgen random mod 256 0 jump flow_log
+//
+// The second samples one packet in 256 of every flow, so that its sequence
+// numbers are seen often enough to count past 4 GiB (they wrap at 2^32).
+// Two samples more than 2 GiB apart would take some 8,000 packets of BIG
+// TCP's 256 KiB in a row without one, a chance of about e^-32.
+func flowPickRules() [][]expr.Any {
+	jump := &expr.Verdict{Kind: expr.VerdictJump, Chain: ownChainFlowLog}
+	return [][]expr.Any{
+		slices.Concat(matchTCP(), []expr.Any{
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1,
+				Mask: []byte{TCPFin | TCPSyn | TCPRst}, Xor: []byte{0}},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{0}},
+			jump,
+		}),
+		{
 			&expr.Numgen{Register: 1, Modulus: flowSampleEvery, Type: unix.NFT_NG_RANDOM},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(0)},
-		}
+			jump,
+		},
 	}
-	return slices.Concat(matchNFProto(v6), matchTCP(), pick, ctOriginalKeyMatch(v6, set), []expr.Any{
+}
+
+// flowLogRule is the flow log chain's "meta l4proto tcp ct original ip
+// saddr . ct original ip daddr . ct original proto-dst @set log group G
+// snaplen 128" (ip6 with v6): conntrack's original tuple is the flow as
+// the peer opened it, before DNAT, in both directions.
+func flowLogRule(v6 bool, set *nftables.Set, group uint16) []expr.Any {
+	return slices.Concat(matchNFProto(v6), matchTCP(), ctOriginalKeyMatch(v6, set), []expr.Any{
 		&expr.Log{Group: group, Snaplen: flowSnaplen, Key: 1<<unix.NFTA_LOG_GROUP | 1<<unix.NFTA_LOG_SNAPLEN},
 	})
 }
-
-// flowResetRule is "ct status dnat ct original ip saddr . ct original ip
-// daddr . ct original proto-dst @set reject with tcp reset" (ip6 with v6):
-// every packet of a flow in set, either way, is answered with a reset, so
-// both ends learn that the transfer is over (an ABOR).
-func flowResetRule(v6 bool, set *nftables.Set) []expr.Any {
-	return slices.Concat(matchNFProto(v6), matchTCP(), []expr.Any{
-		&expr.Ct{Register: 1, Key: expr.CtKeySTATUS},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
-			Mask: binaryutil.NativeEndian.PutUint32(ctStatusDNAT), Xor: binaryutil.NativeEndian.PutUint32(0)},
-		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(0)},
-	}, ctOriginalKeyMatch(v6, set), []expr.Any{
-		&expr.Reject{Type: unix.NFT_REJECT_TCP_RST},
-	})
-}
-
-// ctStatusDNAT is conntrack's IPS_DST_NAT status bit.
-const ctStatusDNAT = 1 << 5
 
 // ctOriginalKeyMatch is "ct original ip saddr . ct original ip daddr . ct
 // original proto-dst @set" (ip6 with v6), registers as pinholeKeyMatch's.
@@ -174,9 +177,6 @@ func ctOriginalKeyMatch(v6 bool, set *nftables.Set) []expr.Any {
 		&expr.Lookup{SourceRegister: 1, SetName: set.Name, SetID: set.ID},
 	}
 }
-
-// flowResetFor is how long a reset flow's packets are answered with resets.
-const flowResetFor = time.Minute
 
 // flowSampleEvery is how many packets of a flow go by for one the flow
 // log samples.
@@ -199,9 +199,29 @@ func (f *kernelFirewall) startFlowLog() {
 	} else if err := inNetNS(f.cfg.NetNS, listen); err != nil {
 		fs.readErr = err
 	}
+	fs.ct, fs.ctErr = conntrack.Dial(&netlink.Config{NetNS: f.cfg.NetNS})
+	if fs.ctErr != nil {
+		f.log.Warn("kernel-forwarded data flows: no conntrack connection; ABOR cannot reset a forwarded flow", zap.Error(fs.ctErr))
+	}
 	if fs.readErr != nil {
 		f.log.Warn("kernel-forwarded data flows unavailable: cannot read the flow log", zap.Error(fs.readErr))
 	}
+}
+
+// forgetConnection deletes the conntrack entry of the forwarded connection
+// from -> local (its original direction). Its translation goes with it, so
+// the next packet either way meets no socket at the gateway and is answered
+// with a reset: both ends learn that the transfer is over, as when the relay
+// closes both legs. An entry already gone is no error.
+func (fs *flowState) forgetConnection(from, local netip.AddrPort) error {
+	if fs.ct == nil {
+		return fmt.Errorf("no conntrack connection: %w", fs.ctErr)
+	}
+	fl := conntrack.NewFlow(unix.IPPROTO_TCP, 0, from.Addr(), local.Addr(), from.Port(), local.Port(), 0, 0)
+	if err := fs.ct.Delete(fl); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("delete the conntrack entry of %s -> %s: %w", from, local, err)
+	}
+	return nil
 }
 
 // dispatch gives a logged packet to its flow's watch.
@@ -287,9 +307,9 @@ func (f *kernelFirewall) OpenFlow(ctx context.Context, fl Flow, ttl time.Duratio
 		return nil, fmt.Errorf("open flow %s: %w", n, err)
 	}
 	fs := f.flows
-	dnat, snat, logSet, resetSet := fs.dnat4, fs.snat4, fs.log4, fs.reset4
+	dnat, snat, logSet := fs.dnat4, fs.snat4, fs.log4
 	if !n.Peer.Is4() {
-		dnat, snat, logSet, resetSet = fs.dnat6, fs.snat6, fs.log6, fs.reset6
+		dnat, snat, logSet = fs.dnat6, fs.snat6, fs.log6
 	}
 	key := appendAddrPort(n.Peer.AsSlice(), n.Local)
 	natKey := appendAddrPort(n.Peer.AsSlice(), n.Target)
@@ -353,18 +373,20 @@ func (f *kernelFirewall) OpenFlow(ctx context.Context, fl Flow, ttl time.Duratio
 		// Without destroy (before Linux 6.3) removing an absent element
 		// fails the batch: remove only what is still there.
 		return f.changeFlow(ctx, func() error {
-			err := errors.Join(f.queueRemove(logSet, key), f.queueRemove(resetSet, key))
+			err := f.queueRemove(logSet, key)
 			if !started {
 				err = errors.Join(err, f.queueRemove(dnat, key), f.queueRemove(snat, natKey))
 			}
 			return err
 		})
 	}
-	w.reset = func(ctx context.Context) error {
-		// Timeout: the reset must not outlive a Close that never comes.
-		return f.changeFlow(ctx, func() error {
-			return f.conn.SetAddElements(resetSet, []nftables.SetElement{{Key: key, Timeout: flowResetFor}})
-		})
+	w.reset = func(ctx context.Context, from netip.AddrPort) error {
+		// No later connection first: a packet of the old one after its
+		// conntrack entry is gone would otherwise be translated again.
+		if err := w.started(ctx); err != nil {
+			return err
+		}
+		return fs.forgetConnection(from, n.Local)
 	}
 	if ce := f.log.Check(zap.DebugLevel, "flow open"); ce != nil {
 		ce.Write(zap.Stringer("flow", n), zap.Duration("ttl", life))

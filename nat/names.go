@@ -45,21 +45,20 @@ const (
 	// expected flow by ownMapFlowDNAT4/6 (peer . local address . port ->
 	// target address . port); ownChainFlowPost (nat postrouting, srcnat)
 	// SNATs it by ownMapFlowSNAT4/6 (peer . target address . port ->
-	// source address); ownChainFlowForward (filter forward) logs the SYN,
-	// FIN and RST packets of the flows in ownSetFlowLog4/6 (conntrack's
-	// original peer . local address . port) to the flow log, and answers
-	// every packet of the flows in ownSetFlowReset4/6 with a TCP reset.
+	// source address); ownChainFlowForward (filter forward) sends the SYN,
+	// FIN and RST packets and one in 256 to ownChainFlowLog, which logs
+	// those of the flows in ownSetFlowLog4/6 (conntrack's original peer .
+	// local address . port) to the flow log.
 	ownChainFlowPre     = "flow_prerouting"
 	ownChainFlowPost    = "flow_postrouting"
 	ownChainFlowForward = "flow_forward"
+	ownChainFlowLog     = "flow_log"
 	ownMapFlowDNAT4     = "flow_dnat4"
 	ownMapFlowDNAT6     = "flow_dnat6"
 	ownMapFlowSNAT4     = "flow_snat4"
 	ownMapFlowSNAT6     = "flow_snat6"
 	ownSetFlowLog4      = "flow_log4"
 	ownSetFlowLog6      = "flow_log6"
-	ownSetFlowReset4    = "flow_reset4"
-	ownSetFlowReset6    = "flow_reset6"
 
 	// DefaultExternalFamily is the family of the operator's table in
 	// external-set mode when Config.Family is empty.

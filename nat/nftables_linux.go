@@ -249,6 +249,11 @@ func (f *kernelFirewall) Shutdown(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("close the flow log: %w", err))
 		}
 	}
+	if f.flows != nil && f.flows.ct != nil {
+		if err := f.flows.ct.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close the conntrack connection: %w", err))
+		}
+	}
 	if f.cfg.Mode == ModeExternalSet {
 		if err := f.removeOurs(); err != nil {
 			errs = append(errs, err)

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"time"
 
 	"github.com/ftpgate/ftpgate/nat"
@@ -108,13 +109,14 @@ func (s *session) awaitFlow(ctx context.Context, w *nat.FlowWatch, up bool, size
 	cmds := s.ctl.cmds
 	var endWait <-chan time.Time
 	synSeen := false
+	var from netip.AddrPort // the client's end of the forwarded connection
 	for final == nil || (sender.Started() && !sender.Ended() && endWait != nil) {
 		select {
 		case p := <-w.C:
 			if p.Src.Addr() == fl.Peer && p.Dst == fl.Target {
 				toServer.Note(p)
 				if p.Flags&nat.TCPSyn != 0 && !synSeen {
-					synSeen = true
+					synSeen, from = true, p.Src
 					// One connection per flow: no later one is forwarded.
 					// Off the transfer's path; Close waits for it.
 					go func() {
@@ -150,7 +152,13 @@ func (s *session) awaitFlow(ctx context.Context, w *nat.FlowWatch, up bool, size
 			abort = &c
 			// As the relay closes both legs: the server, blocked in a
 			// write or not, hears at once that its transfer ended.
-			if err := w.Reset(ctx); err != nil {
+			var err error
+			if synSeen {
+				err = w.Reset(ctx, from)
+			} else {
+				err = w.Started(ctx) // no connection yet: none may come
+			}
+			if err != nil {
 				s.log.Warn("kernel data path: resetting the flow for ABOR", zap.Error(err))
 			}
 			if err := s.sendAbort(*abort); err != nil {
