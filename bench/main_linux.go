@@ -268,6 +268,24 @@ type column struct {
 	NA      string   // why the column is not measured, if it is not
 }
 
+// column returns the column named name; the ftpgate columns are colReverse, colRedirect
+// and colKernel.
+func (e *env) column(name string) column {
+	for _, c := range e.columns() {
+		if c.Name == name {
+			return c
+		}
+	}
+	panic("bench: no column " + name)
+}
+
+// The ftpgate columns' names.
+const (
+	colReverse  = "ftpgate reverse"
+	colRedirect = "ftpgate redirect"
+	colKernel   = "ftpgate --data-path kernel"
+)
+
 // colHelper is the column of the kernel's own FTP helper: the gateway DNATs the client's
 // control connection to the server and SNATs it, and nf_conntrack_ftp with nf_nat_ftp
 // follows each data connection the same way, in the kernel (the issue's "kernel FTP
@@ -305,13 +323,13 @@ func (e *env) columns() []column {
 	cols := []column{
 		{Name: "routing", target: serverV4},
 		{Name: colHelper, ruleset: helperRuleset, target: gwLANV4},
-		{Name: "ftpgate reverse", args: reverse, target: gwLANV4},
-		{Name: "ftpgate redirect", args: append(append([]string{}, base...), "--mode", "redirect",
+		{Name: colReverse, args: reverse, target: gwLANV4},
+		{Name: colRedirect, args: append(append([]string{}, base...), "--mode", "redirect",
 			"--intercept-interfaces", lanIf), target: serverV4},
-		{Name: "ftpgate --data-path kernel", args: append(append([]string{}, reverse...), "--data-path", "kernel"), target: gwLANV4},
+		{Name: colKernel, args: append(append([]string{}, reverse...), "--data-path", "kernel"), target: gwLANV4},
 	}
 	if !e.hasFlag("data-path") {
-		cols[4].NA = "n/a (not implemented)"
+		cols[len(cols)-1].NA = "n/a (not implemented)" // colKernel
 	}
 	return cols
 }

@@ -102,7 +102,7 @@ func (r *results) expected(test, col string) bool {
 	case test == tDownCPU || test == tUpCPU || test == tSplice || test == tDrops:
 		return col != "routing" && col != colHelper // no ftpgate there
 	case test == tIdle || test == tPinholes:
-		return col == "ftpgate reverse"
+		return col == colReverse
 	}
 	return true
 }
@@ -182,12 +182,13 @@ func (e *env) measure(ctx context.Context) (*results, error) {
 			})
 		}
 		fmt.Fprintf(os.Stderr, "bench: %d idle sessions\n", e.sz.idleSessions)
-		if err := e.idle(ctx, res, cols[1]); err != nil {
-			res.fail(tIdle, cols[1].Name, err)
+		rev := e.column(colReverse)
+		if err := e.idle(ctx, res, rev); err != nil {
+			res.fail(tIdle, rev.Name, err)
 		}
 		fmt.Fprintf(os.Stderr, "bench: pinholes under 1,000 concurrent plans (%d plans)\n", e.sz.pinholePlans)
-		if err := e.pinholes(ctx, res, cols[1]); err != nil {
-			res.fail(tPinholes, cols[1].Name, err)
+		if err := e.pinholes(ctx, res, rev); err != nil {
+			res.fail(tPinholes, rev.Name, err)
 		}
 	}
 	res.compare()

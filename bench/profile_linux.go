@@ -28,7 +28,7 @@ func (e *env) profileRun(ctx context.Context, dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	c := e.columns()[1]
+	c := e.column(colReverse)
 	// Step timings first, with nothing attached to ftpgate, for variants that isolate a cost;
 	// three passes with the order rotated, the median of the passes' medians shown.
 	table, err := e.stepVariants(ctx, dir, 3)
@@ -127,8 +127,7 @@ const ctTable = `table inet benchct {
 // each, in passes with the order rotated, and returns a Markdown table of the median of the
 // passes' medians (with the largest p90 and maximum seen) per step and variant.
 func (e *env) stepVariants(ctx context.Context, dir string, passes int) (string, error) {
-	cols := e.columns()
-	c := cols[1]
+	c, redirect := e.column(colReverse), e.column(colRedirect)
 	none := append(append([]string{}, c.args...), "--firewall", "none")
 	variants := []struct {
 		name   string
@@ -142,7 +141,7 @@ func (e *env) stepVariants(ctx context.Context, dir string, passes int) (string,
 		{"reverse --firewall none", none, c.target, false},
 		{"reverse --firewall none + conntrack", none, c.target, true},
 		{"reverse --log-level warn", append(append([]string{}, c.args...), "--log-level", "warn"), c.target, false},
-		{"ftpgate redirect", cols[2].args, cols[2].target, false},
+		{"ftpgate redirect", redirect.args, redirect.target, false},
 	}
 	got := make([][]stepStats, len(variants))
 	for pass := range passes {
