@@ -125,7 +125,14 @@ func TestKernelDataPath(t *testing.T) {
 			t.Errorf("aborted transfer record: %s", rec)
 		}
 	})
-	if err := waitRecords(ctx, g, "session end", 9); err != nil {
+	t.Run("EPSV never used", func(t *testing.T) {
+		// The flow is open once the 229 is out; a session that then ends leaves nothing.
+		out, transcript, err := runIn(ctx, tp.Client, python3Bin, ftplibArgs(ep, modeEPSV, "raw", "EPSV")...)
+		if err != nil || !strings.Contains(string(out), "229") {
+			t.Fatalf("ftplib raw EPSV: %v\n%s\n%s", err, out, transcript)
+		}
+	})
+	if err := waitRecords(ctx, g, "session end", 10); err != nil {
 		t.Fatal(err)
 	}
 	maps, err := nftMapElements(ctx, tp.Proxy, "inet", "ftpgate", "flow_dnat4", "flow_snat4", "flow_dnat6", "flow_snat6")
