@@ -77,11 +77,13 @@ func (f Flow) normalize() (Flow, error) {
 // FlowForwarder is a Firewall that can forward data flows in the kernel.
 type FlowForwarder interface {
 	// FlowsUsable says why flows of the family cannot be forwarded here
-	// (nil: they can).
+	// (nil: they can), the host's forwarding included (read at most a
+	// second before).
 	FlowsUsable(v6 bool) error
 	// OpenFlow has the kernel forward the next connection Peer -> Local
 	// to Target for at most ttl (<= 0: the pinhole default) unless it has
-	// started by then, and returns the watch that reports its packets.
+	// started by then, and returns the watch that reports its packets. It
+	// does not ask FlowsUsable again: the caller has.
 	OpenFlow(ctx context.Context, f Flow, ttl time.Duration) (*FlowWatch, error)
 }
 

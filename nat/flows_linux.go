@@ -36,6 +36,7 @@ type flowState struct {
 
 	mu      sync.Mutex
 	watches map[flowKey]*FlowWatch
+	fwd     [2]forwardingRead // IPv4, IPv6: see forwarding
 	// logged holds the log elements' keys (peer . local . port) of open
 	// flows, until their Close has removed them from the kernel: a new flow
 	// with the same key would lose its element to that late delete.
@@ -248,25 +249,63 @@ func (fs *flowState) overrun(error) {
 
 // FlowsUsable says why flows of the family cannot be forwarded here.
 func (f *kernelFirewall) FlowsUsable(v6 bool) error {
+	if err := f.flowsReady(); err != nil {
+		return err
+	}
+	return f.flows.forwarding(f.cfg.NetNS, v6)
+}
+
+// flowsReady says why flows cannot be opened at all (nil: they can).
+func (f *kernelFirewall) flowsReady() error {
 	if f.flows == nil {
 		return errors.New("kernel-forwarded flows are not configured (own-table mode with flows enabled)")
 	}
 	if f.flows.readErr != nil {
 		return fmt.Errorf("no flow log: %w", f.flows.readErr)
 	}
+	return nil
+}
+
+// forwardingFresh is how long a read of the forwarding sysctl is believed:
+// the proxy asks at every passive command, and forwarding may be turned on
+// (or off) while ftpgate runs.
+const forwardingFresh = time.Second
+
+// forwarding says whether the host forwards the family (nil: it does),
+// from a read of its sysctl at most forwardingFresh old.
+func (fs *flowState) forwarding(netns int, v6 bool) error {
+	i := 0
+	if v6 {
+		i = 1
+	}
+	fs.mu.Lock()
+	c := fs.fwd[i]
+	fs.mu.Unlock()
+	if !c.at.IsZero() && time.Since(c.at) < forwardingFresh {
+		return c.err
+	}
 	sysctl, name := "/proc/sys/net/ipv4/ip_forward", "net.ipv4.ip_forward"
 	if v6 {
 		sysctl, name = "/proc/sys/net/ipv6/conf/all/forwarding", "net.ipv6.conf.all.forwarding"
 	}
-	// Read each time: forwarding may be turned on after ftpgate started.
-	b, err := readIn(f.cfg.NetNS, sysctl)
-	if err != nil {
-		return fmt.Errorf("read %s: %w", name, err)
+	var err error
+	b, rerr := readIn(netns, sysctl)
+	switch v := strings.TrimSpace(string(b)); {
+	case rerr != nil:
+		err = fmt.Errorf("read %s: %w", name, rerr)
+	case v != "1":
+		err = fmt.Errorf("this host does not forward (%s = %s)", name, v)
 	}
-	if v := strings.TrimSpace(string(b)); v != "1" {
-		return fmt.Errorf("this host does not forward (%s = %s)", name, v)
-	}
-	return nil
+	fs.mu.Lock()
+	fs.fwd[i] = forwardingRead{at: time.Now(), err: err}
+	fs.mu.Unlock()
+	return err
+}
+
+// forwardingRead is one read of a forwarding sysctl.
+type forwardingRead struct {
+	at  time.Time
+	err error
 }
 
 // readIn reads a file of /proc/sys/net as seen in the network namespace
@@ -299,7 +338,7 @@ func (f *kernelFirewall) OpenFlow(ctx context.Context, fl Flow, ttl time.Duratio
 	if err != nil {
 		return nil, fmt.Errorf("open: %w", err)
 	}
-	if err := f.FlowsUsable(!n.Peer.Is4()); err != nil {
+	if err := f.flowsReady(); err != nil { // forwarding is the caller's question (FlowsUsable)
 		return nil, fmt.Errorf("open flow %s: %w", n, err)
 	}
 	life, err := lifetime(ttl, f.cfg.TTL)

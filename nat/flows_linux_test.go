@@ -205,3 +205,17 @@ func dialOnly(ns *testNS, from, to string) (net.Conn, error) {
 	})
 	return c, err
 }
+
+// TestFlowsNeedForwarding: FlowsUsable refuses a host that does not
+// forward, saying which setting, and sees forwarding turned on later.
+func TestFlowsNeedForwarding(t *testing.T) {
+	ns := newNS(t)
+	ff := newFirewall(t, ns, Config{Flows: FlowConfig{Enabled: true}}).(FlowForwarder)
+	if err := ff.FlowsUsable(false); err == nil || !strings.Contains(err.Error(), "net.ipv4.ip_forward = 0") {
+		t.Fatalf("FlowsUsable on a host that does not forward: %v", err)
+	}
+	ns.sysctl(t, "net.ipv4.ip_forward=1")
+	if _, ok := waitFor(3*time.Second, func() bool { return ff.FlowsUsable(false) == nil }); !ok {
+		t.Fatalf("FlowsUsable after forwarding was turned on: %v", ff.FlowsUsable(false))
+	}
+}

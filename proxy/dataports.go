@@ -53,9 +53,9 @@ type dataPorts struct {
 
 	lns, pinholes atomic.Int64 // open now, for Stats
 
-	// closing counts the closes of kernel-forwarded flows still running
-	// after their transfer ended (forwardedTransfer); the server waits for
-	// them before it stops.
+	// closing counts the firewall calls of kernel-forwarded flows that run
+	// off the session's path (the one-shot removal in awaitFlow, the close
+	// in forwardedTransfer); the server waits for them before it stops.
 	closing sync.WaitGroup
 }
 

@@ -223,9 +223,7 @@ func (s *session) handleActive(ctx context.Context, cmd rewrite.Command) error {
 		return s.ctl.replyf(501, "%s refused: %s.", cmd.Verb, d.Reason)
 	}
 	s.closePlan()
-	if s.cfg.DataPath == DataPathKernel {
-		s.noFlow("the client leg is active")
-	}
+	s.noFlow("the client leg is active")
 	plan := &dataPlan{clientMode: cmd.Verb, clientAddr: target}
 	if err := s.setupServerLeg(ctx, plan, false, nil); err != nil {
 		return s.legFailed(plan, err)

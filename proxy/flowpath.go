@@ -44,7 +44,7 @@ func (s *session) flowVeto(serverPassive bool) string {
 	cfg := s.cfg
 	switch {
 	case cfg.DataPath != DataPathKernel:
-		return "-" // not asked for: nothing to log
+		return "not asked for" // noFlow logs nothing
 	case s.srv.flows == nil:
 		return "the firewall cannot forward data flows (it needs firewall mode own-table)"
 	case !serverPassive:
@@ -66,9 +66,10 @@ func (s *session) flowVeto(serverPassive bool) string {
 	return ""
 }
 
-// noFlow logs why a transfer that asked for the kernel path is relayed.
+// noFlow logs why a transfer that asked for the kernel path is relayed
+// (why != ""); without that ask it logs nothing.
 func (s *session) noFlow(why string) {
-	if why != "" && why != "-" {
+	if why != "" && s.cfg.DataPath == DataPathKernel {
 		s.log.Info("kernel data path not used: "+why+"; splicing instead", zap.String("reason", why))
 	}
 }
@@ -119,11 +120,11 @@ func (s *session) awaitFlow(ctx context.Context, w *nat.FlowWatch, up bool, size
 					synSeen, from = true, p.Src
 					// One connection per flow: no later one is forwarded.
 					// Off the transfer's path; Close waits for it.
-					go func() {
+					s.srv.ports.closing.Go(func() {
 						if err := w.Started(context.Background()); err != nil {
 							s.log.Warn("kernel data path: removing the flow's forwarding", zap.Error(err))
 						}
-					}()
+					})
 				}
 			} else {
 				toClient.Note(p)
