@@ -57,3 +57,27 @@ func TestUnwrapBytes(t *testing.T) {
 		}
 	}
 }
+
+// TestKernelPathNeedsAFlowForwarder: with --data-path kernel and a firewall
+// that cannot forward flows (nat's fake), every transfer is spliced, byte
+// for byte, and each says why in the log; active transfers say their own.
+func TestKernelPathNeedsAFlowForwarder(t *testing.T) {
+	h := newHarness(t, ServerPassive, func(f *fakeFTP, c *Config) { c.DataPath = DataPathKernel })
+	want := []byte("spliced, not forwarded")
+	h.ftp.files["f"] = want
+	cl := h.dial()
+	for _, mode := range []string{"EPSV", "PORT"} {
+		if got := cl.transfer(mode, "RETR f", nil); string(got) != string(want) {
+			t.Fatalf("%s download: %q", mode, got)
+		}
+	}
+	cl.cmd(221, "QUIT")
+	for reason, n := range map[string]int{
+		"the firewall cannot forward data flows (it needs firewall mode own-table)": 1,
+		"the client leg is active": 1,
+	} {
+		if got := h.logs.FilterMessage("kernel data path not used: " + reason + "; splicing instead").Len(); got != n {
+			t.Errorf("%d log lines saying %q, want %d", got, reason, n)
+		}
+	}
+}
