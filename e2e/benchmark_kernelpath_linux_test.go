@@ -30,7 +30,7 @@ import (
 // It prints MB/s (median and range) as ratios to routing, ftpgate's CPU seconds per GiB
 // (/proc/PID/stat) and the machine's CPU seconds per GiB (/proc/stat: kernel work done in
 // softirq and kworkers for the kernel paths shows up only there; the machine is shared, so this
-// figure is noisy), and a syscall summary of the kernel path.
+// figure is noisy), and a syscall summary of the sockmap path.
 func TestBenchmarkKernelPath(t *testing.T) {
 	if os.Getenv("FTPGATE_BENCH") != "1" {
 		t.Skip("set FTPGATE_BENCH=1 to run the kernel data path benchmark")
@@ -52,7 +52,7 @@ func TestBenchmarkKernelPath(t *testing.T) {
 	srv := startVsftpd(t, tp.Server, vsftpdOptions{ReadyFrom: tp.Client, PassiveLo: natPassiveLo, PassiveHi: natPassiveHi})
 	srv.addSparseFile(t, hugeFile, hugeSize)
 	// Two gates side by side; --firewall none, as two own tables cannot share a namespace.
-	kernel := startGate(t, tp, gateConfig{Binary: bin, Firewall: "none", PassivePorts: "40100-40199",
+	sockmap := startGate(t, tp, gateConfig{Binary: bin, Firewall: "none", PassivePorts: "40100-40199",
 		Listen: []string{hostPort(proxyClientV4, 21)}, AdminListen: "127.0.0.1:9122", Extra: []string{"--data-path", "sockmap"}})
 	splice := startGate(t, tp, gateConfig{Binary: bin, Firewall: "none", PassivePorts: "40000-40099",
 		Listen: []string{hostPort(proxyClientV4, 2121)}, AdminListen: "127.0.0.1:9121", Extra: []string{"--data-path", "splice"}})
@@ -70,7 +70,7 @@ func TestBenchmarkKernelPath(t *testing.T) {
 	ways := []way{
 		{"routing", directV4(), nil},
 		{"splice", endpoint{"ftpgate-splice", proxyClientV4, 2121, proxyClientV4}, splice},
-		{"sockmap", gateV4(), kernel},
+		{"sockmap", gateV4(), sockmap},
 		{"flow-nat", endpoint{"flow-nat", proxyClientV4, natPort, proxyClientV4}, nil},
 	}
 	if only := os.Getenv("FTPGATE_BENCH_ONLY"); only != "" { // e.g. "sockmap,splice", to profile one way
@@ -107,10 +107,10 @@ func TestBenchmarkKernelPath(t *testing.T) {
 			rates[w.name] = append(rates[w.name], mbps)
 		}
 	}
-	if l := kernel.logs.Find("kernel data path not used"); l != "" {
-		t.Errorf("a download through the kernel gate fell back to splice: %s", l)
+	if l := sockmap.logs.Find("kernel data path not used"); l != "" {
+		t.Errorf("a download through the sockmap gate fell back to splice: %s", l)
 	}
-	if l := kernel.logs.Find("kernel data path unavailable"); l != "" {
+	if l := sockmap.logs.Find("kernel data path unavailable"); l != "" {
 		t.Errorf("the kernel data path was unavailable: %s", l)
 	}
 	base := 0.0
@@ -132,12 +132,12 @@ func TestBenchmarkKernelPath(t *testing.T) {
 
 	// Copy mode (the receiver fell 16 MiB behind the redirect) moves the rest through ftpgate:
 	// its read+write bytes above say how much.
-	t.Logf("kernel path: %d of %d downloads finished in copy mode", len(kernel.logs.Records("kernel data path: the receiver fell behind; copying the rest in user space")), rounds)
+	t.Logf("kernel path: %d of %d downloads finished in copy mode", len(sockmap.logs.Records("kernel data path: the receiver fell behind; copying the rest in user space")), rounds)
 
-	// One more download through the kernel gate under strace: no splice. (Its reads and
+	// One more download through the sockmap gate under strace: no splice. (Its reads and
 	// writes are the Go runtime's wake-ups and the control connection: /proc/PID/io above
 	// counts their bytes.)
-	summary, traced, err := straceDownload(t, tp, kernel)
+	summary, traced, err := straceDownload(t, tp, sockmap)
 	if err != nil {
 		t.Fatal(err)
 	}
