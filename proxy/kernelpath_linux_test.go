@@ -229,7 +229,16 @@ func TestKernelPathTransfers(t *testing.T) {
 	sizes := []int{0, 1, 1 << 20, 100 << 20}
 	for _, mode := range []string{"EPSV", "PORT"} {
 		t.Run(mode, func(t *testing.T) {
-			h := kernelHarness(t, nil)
+			// Between commands the test hashes up to 100 MiB and waits up to
+			// 2 s for descriptors, under the race detector and beside the
+			// rest of the suite; the session's idle timeout runs meanwhile,
+			// and the harness's 5 s was once too short ("421 Idle timeout."
+			// to a PORT). For the same reason the files exist before the
+			// session does.
+			h := kernelHarness(t, func(_ *fakeFTP, c *Config) { c.IdleTimeout = 30 * time.Second })
+			for _, size := range sizes {
+				h.ftp.files[fmt.Sprintf("f%d", size)] = payload(size)
+			}
 			cl := h.dial()
 			baseAll, baseBPF := openFDs(t)
 			if baseBPF != 0 {
@@ -237,12 +246,11 @@ func TestKernelPathTransfers(t *testing.T) {
 			}
 			transfers := 0
 			for _, size := range sizes {
-				want := payload(size)
-				sum := sha256.Sum256(want)
 				name := fmt.Sprintf("f%d", size)
 				h.ftp.mu.Lock()
-				h.ftp.files[name] = want
+				want := h.ftp.files[name]
 				h.ftp.mu.Unlock()
+				sum := sha256.Sum256(want)
 
 				got := cl.transfer(mode, "RETR "+name, nil)
 				transfers++
