@@ -259,7 +259,8 @@ func (s *session) connectUpstream(ctx context.Context, upstreams ...string) erro
 // source address (or the client's own, in tproxy mode when preserving it).
 func (s *session) dialServer(ctx context.Context, upstream string) error {
 	cfg := s.cfg
-	d := net.Dialer{Timeout: cfg.ConnectTimeout, KeepAliveConfig: keepAlive(s.cfg), Control: cfg.Hooks.DialControl}
+	ka := keepAlive(s.cfg)
+	d := net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: keepAliveIdle(ka), KeepAliveConfig: ka, Control: cfg.Hooks.DialControl}
 	if cfg.PreserveClientAddress {
 		d.Control = cfg.Hooks.TransparentDialControl
 		d.LocalAddr = &net.TCPAddr{IP: s.clientPeer.Addr().AsSlice()}

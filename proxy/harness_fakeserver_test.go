@@ -34,6 +34,7 @@ type fakeFTP struct {
 	slow    string // RETR of this file trickles data until the data connection breaks (for ABOR)
 	muteAbo bool   // never answer ABOR (as pure-ftpd may not after a cut transfer)
 	early   bool   // RETR sends all the data and closes the data connection before the 150
+	pasvAt  string // the latest passive data listener's address (under mu)
 
 	// Hostile behaviour (hostile_test.go).
 	greet    string              // raw bytes instead of the 220 greeting; hangUp closes, hangOn sends nothing
@@ -251,6 +252,9 @@ func (f *fakeFTP) session(c net.Conn) {
 				pasv.Close()
 			}
 			pasv, _ = net.Listen("tcp", "127.0.0.1:0")
+			f.mu.Lock()
+			f.pasvAt = pasv.Addr().String()
+			f.mu.Unlock()
 			port := pasv.Addr().(*net.TCPAddr).Port
 			if verb == "EPSV" {
 				say("229 Entering Extended Passive Mode (|||%d|)", port)

@@ -94,7 +94,7 @@ func (s *Server) dataPortsConfig(cfg *Config) dataPortsConfig {
 	return dataPortsConfig{
 		Ports:       cfg.PassivePorts,
 		PinholeTTL:  cfg.PinholeTTL,
-		KeepAlive:   keepAlive(cfg),
+		KeepAlive:   dataKeepAlive(cfg),
 		ProxyHeader: func(a netip.Addr) bool { return pp.Data && pp.trusted(a) },
 		DataPeer:    cfg.Policy.DataPeer,
 		Log:         s.log,
@@ -131,7 +131,8 @@ func listenSpecs(cfg *Config) []ctrlListener {
 
 // open opens the listeners of specs; on error it closes those it opened.
 func (s *Server) open(ctx context.Context, cfg *Config, specs []ctrlListener) ([]*ctrlListener, error) {
-	lc := net.ListenConfig{KeepAliveConfig: keepAlive(cfg), Control: cfg.Hooks.ListenControl}
+	ka := keepAlive(cfg)
+	lc := net.ListenConfig{KeepAlive: keepAliveIdle(ka), KeepAliveConfig: ka, Control: cfg.Hooks.ListenControl}
 	var opened []*ctrlListener
 	for _, sp := range specs {
 		l, err := lc.Listen(ctx, listenNetwork(sp.spec), sp.spec)
@@ -203,6 +204,27 @@ func keepAlive(cfg *Config) net.KeepAliveConfig {
 		return net.KeepAliveConfig{Enable: false}
 	}
 	return net.KeepAliveConfig{Enable: true, Idle: cfg.KeepAlive, Interval: cfg.KeepAlive / 2, Count: 4}
+}
+
+// keepAliveIdle is the net package's KeepAlive duration to go with kc: -1
+// when kc turns probes off (a zero duration would mean Go's default, 15 s
+// probes, whatever kc says).
+func keepAliveIdle(kc net.KeepAliveConfig) time.Duration {
+	if kc.Enable {
+		return 0 // ignored
+	}
+	return -1
+}
+
+// dataKeepAlive is TCP keepalive on data connections: none while the data
+// idle timeout ends a data connection that moves nothing (a keepalive
+// would only ever probe a connection that is about to be cut), which saves
+// each transfer eight setsockopt calls.
+func dataKeepAlive(cfg *Config) net.KeepAliveConfig {
+	if cfg.Limits.DataIdleTimeout > 0 {
+		return net.KeepAliveConfig{Enable: false}
+	}
+	return keepAlive(cfg)
 }
 
 // Serve accepts sessions until ctx is done, then shuts down: it stops

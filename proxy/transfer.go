@@ -567,7 +567,8 @@ func (s *session) logTransfer(cmd rewrite.Command, plan *dataPlan, up bool, res 
 // dialData opens a data connection to target from our local address src
 // (invalid: the kernel's choice). transparent allows a non-local src.
 func (s *session) dialData(ctx context.Context, src netip.Addr, target netip.AddrPort, transparent bool) (*net.TCPConn, error) {
-	d := net.Dialer{Timeout: s.cfg.ConnectTimeout, KeepAliveConfig: keepAlive(s.cfg), Control: s.cfg.Hooks.DialControl}
+	ka := dataKeepAlive(s.cfg)
+	d := net.Dialer{Timeout: s.cfg.ConnectTimeout, KeepAlive: keepAliveIdle(ka), KeepAliveConfig: ka, Control: s.cfg.Hooks.DialControl}
 	if transparent {
 		d.Control = s.cfg.Hooks.TransparentDialControl
 	}
