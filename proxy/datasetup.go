@@ -29,6 +29,13 @@ type dataPlan struct {
 	ahead       chan legResult
 	cancelAhead context.CancelFunc
 
+	// The client was answered ahead of the server (answerAhead): serverAsk
+	// is the request (EPSV or PASV) whose reply the session has not read
+	// yet (the plan is the session's asked); serverErr, once read, why the
+	// server leg cannot be set up (the transfer command hears it).
+	serverAsk string
+	serverErr error
+
 	// The kernel data path (flowpath.go): wantFlow when the plan may be
 	// forwarded, flow once the firewall forwards it (and nothing is dialed).
 	wantFlow  bool
@@ -145,7 +152,11 @@ func (s *session) handlePassive(ctx context.Context, cmd rewrite.Command) error 
 	var advAP netip.AddrPort
 	var clientErr error
 	clientLeg := sync.OnceFunc(func() { advAP, clientErr = s.passiveClientLeg(ctx, plan) })
-	if err := s.setupServerLeg(ctx, plan, true, clientLeg); err != nil {
+	setup := s.setupServerLeg
+	if s.answersAhead(plan) {
+		setup = s.askServerAhead
+	}
+	if err := setup(ctx, plan, true, clientLeg); err != nil {
 		return s.legFailed(plan, err)
 	}
 	clientLeg() // done already, unless the server leg needed no round trip
@@ -189,7 +200,7 @@ func (s *session) handlePassive(ctx context.Context, cmd rewrite.Command) error 
 	}
 	s.plan = plan
 	s.log.Debug("passive data plan", zap.String("client_mode", plan.clientMode), zap.String("server_mode", plan.serverMode),
-		zap.Stringer("listen", dl.addr), zap.Stringer("advertised", advAP))
+		zap.String("server_asked", plan.serverAsk), zap.Stringer("listen", dl.addr), zap.Stringer("advertised", advAP))
 	return s.ctl.reply(rewrite.NewReply(code, text))
 }
 
@@ -312,49 +323,66 @@ func (s *session) passiveClientLeg(ctx context.Context, plan *dataPlan) (netip.A
 }
 
 func (s *session) serverPassive(ctx context.Context, plan *dataPlan, meanwhile func()) error {
-	srvIP := s.serverPeer.Addr()
-	if !s.noEPSV {
-		rep, err := s.ctl.exchangeWhile(ctx, "EPSV", "", meanwhile)
-		if err != nil {
+	verb, err := s.passiveVerb()
+	for err == nil && verb != "" {
+		var rep *rewrite.Reply
+		if rep, err = s.ctl.exchangeWhile(ctx, verb, "", meanwhile); err != nil {
 			return err
 		}
+		verb, err = s.serverPassiveReply(plan, verb, rep)
+	}
+	return err
+}
+
+// passiveVerb is the request for the server's passive port: EPSV, or PASV
+// once the server refused EPSV.
+func (s *session) passiveVerb() (string, error) {
+	switch {
+	case !s.noEPSV:
+		return "EPSV", nil
+	case !s.serverPeer.Addr().Is4():
+		return "", legErrorf("server refused EPSV and PASV cannot reach an IPv6 server")
+	}
+	return "PASV", nil
+}
+
+// serverPassiveReply takes the server's final reply to verb (EPSV or PASV):
+// the plan learns the server's data port and its connection starts, or
+// next is the request to try instead (PASV after EPSV was refused).
+func (s *session) serverPassiveReply(plan *dataPlan, verb string, rep *rewrite.Reply) (next string, err error) {
+	srvIP := s.serverPeer.Addr()
+	if verb == "EPSV" {
 		if rep.Code == 229 {
 			port, err := rewrite.ParseEPSV(rep.Text())
 			if err != nil {
 				s.peerWarn("server sent an invalid 229 reply", zap.Stringer("reply", rep), zap.Error(err))
-				return legErrorf("server sent an invalid EPSV reply")
+				return "", legErrorf("server sent an invalid EPSV reply")
 			}
 			plan.serverMode, plan.serverAddr = "EPSV", netip.AddrPortFrom(srvIP, port)
 			s.serverPortKnown(plan)
-			return nil
+			return "", nil
 		}
 		if rep.Code == 530 || !s.loggedIn {
 			// Not logged in yet: nothing to learn about EPSV from this.
-			return errNotLoggedIn
+			return "", errNotLoggedIn
 		}
 		if rep.Code < 500 {
-			return legErrorf("server answered EPSV with %d", rep.Code)
+			return "", legErrorf("server answered EPSV with %d", rep.Code)
 		}
 		s.noEPSV = true
 		s.log.Debug("server refused EPSV; using PASV", zap.Int("code", rep.Code))
-	}
-	if !srvIP.Is4() {
-		return legErrorf("server refused EPSV and PASV cannot reach an IPv6 server")
-	}
-	rep, err := s.ctl.exchangeWhile(ctx, "PASV", "", meanwhile)
-	if err != nil {
-		return err
+		return s.passiveVerb()
 	}
 	if rep.Code == 530 {
-		return errNotLoggedIn
+		return "", errNotLoggedIn
 	}
 	if rep.Code != 227 {
-		return legErrorf("server answered PASV with %d", rep.Code)
+		return "", legErrorf("server answered PASV with %d", rep.Code)
 	}
 	ap, err := rewrite.ParsePASV(rep.Text())
 	if err != nil {
 		s.peerWarn("server sent an invalid 227 reply", zap.Stringer("reply", rep), zap.Error(err))
-		return legErrorf("server sent an invalid PASV reply")
+		return "", legErrorf("server sent an invalid PASV reply")
 	}
 	if !s.cfg.TrustServerPASVAddress {
 		if ap.Addr() != srvIP {
@@ -368,11 +396,100 @@ func (s *session) serverPassive(ctx context.Context, plan *dataPlan, meanwhile f
 		if d := s.cfg.Policy.Destination(ap); !d.Allow {
 			s.peerWarn("server's 227 address refused by the destination policy", zap.Stringer("said", ap), zap.String("reason", d.Reason))
 			s.deny("policy", "PASV", "destination", "server's PASV address: "+d.Reason, 425)
-			return legErrorf("the server's data address is not an allowed destination")
+			return "", legErrorf("the server's data address is not an allowed destination")
 		}
 	}
 	plan.serverMode, plan.serverAddr = "PASV", ap
 	s.serverPortKnown(plan)
+	return "", nil
+}
+
+// Answering ahead. A passive client leg in front of a passive server leg
+// does not need the server's port to be answered: the client connects to
+// ftpgate's own data port either way. So, once logged in, ftpgate sends the
+// server its EPSV (or PASV) and answers the client at once, without
+// waiting for the server; the server's reply is read when it comes, while
+// the client connects and sends its transfer command (the session's loop,
+// unaskedReply), or before the next command goes to the server
+// (settlePlan), and the server leg's connection starts then. The client's
+// PASV or EPSV no longer waits for the server's round trip.
+//
+// A server that cannot give a passive port is heard at the transfer
+// command, which gets the 425 that EPSV would have got. Not ahead: before
+// the login (the server's 530 is the client's answer) and when the kernel
+// may forward the transfer (the flow needs the server's port before the
+// client connects).
+
+// answersAhead reports whether plan's client may be answered ahead.
+func (s *session) answersAhead(plan *dataPlan) bool {
+	return s.loggedIn && !plan.wantFlow && s.serverLegPassive(true)
+}
+
+// askServerAhead is setupServerLeg for a plan answered ahead: it sends the
+// request for the server's passive port and returns without its reply,
+// running meanwhile (the client leg) after sending.
+func (s *session) askServerAhead(ctx context.Context, plan *dataPlan, _ bool, meanwhile func()) error {
+	if err := s.ensureServerProt(ctx); err != nil {
+		return err
+	}
+	verb, err := s.passiveVerb()
+	if err != nil {
+		return err
+	}
+	if err := s.ctl.send(rewrite.Command{Verb: verb}); err != nil {
+		return err
+	}
+	plan.serverAsk, s.asked = verb, plan // read even if the plan fails now
+	meanwhile()
+	return nil
+}
+
+// serverAnsweredAhead takes the server's reply to the request sent ahead
+// (the session's asked plan). A server leg that cannot be set up is the
+// transfer's 425; an error ends the session. The reply of a plan gone
+// meanwhile (the client's data port failed, the client asked again) is
+// only read.
+func (s *session) serverAnsweredAhead(rep *rewrite.Reply) error {
+	if rep.Code < 200 {
+		return nil // a preliminary reply: the final one follows
+	}
+	plan := s.asked
+	verb := plan.serverAsk
+	plan.serverAsk, s.asked = "", nil
+	if plan != s.plan {
+		return nil
+	}
+	next, err := s.serverPassiveReply(plan, verb, rep)
+	if err != nil {
+		if le := (*legError)(nil); !errors.As(err, &le) {
+			return err
+		}
+		s.log.Debug("server data port not set up; the transfer command will hear why", zap.String("verb", verb),
+			zap.Int("code", rep.Code), zap.Error(err))
+		plan.serverErr = err
+		return nil
+	}
+	if next != "" {
+		if err := s.ctl.send(rewrite.Command{Verb: next}); err != nil {
+			return err
+		}
+		plan.serverAsk, s.asked = next, plan
+	}
+	return nil
+}
+
+// settlePlan reads the server's reply to a plan's request sent ahead, so
+// that the next command to the server is answered by its own reply.
+func (s *session) settlePlan(ctx context.Context) error {
+	for s.asked != nil {
+		rep, err := s.ctl.serverReply(ctx, s.cfg.IdleTimeout)
+		if err != nil {
+			return err
+		}
+		if err := s.serverAnsweredAhead(rep); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

@@ -46,6 +46,8 @@
 //	harness_test.go             the proxy in front of a scripted fake server (harness_fakeserver_test.go)
 //	harness_tls_test.go         a throw-away PKI and FTPS clients
 //	transfer_test.go            every data mode, fallbacks, ABOR, a client that never connects
+//	ahead_test.go               passive replies answered before the server's
+//	keepalive_linux_test.go     TCP keepalive on control and data sockets
 //	dataports_test.go           one data port shared by several clients
 //	dataports_pinholes_test.go  pinholes of different plans at once, a shared one in order
 //	logcore_test.go             the session logger writes what zap's With would, smaller

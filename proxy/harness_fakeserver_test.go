@@ -29,12 +29,13 @@ type fakeFTP struct {
 	mu      sync.Mutex
 	log     []string // commands received, in order
 	wg      sync.WaitGroup
-	pasvLie string // address to write into 227 replies instead of our own
-	noDial  bool   // in active mode, answer 150 and then 425 without connecting
-	slow    string // RETR of this file trickles data until the data connection breaks (for ABOR)
-	muteAbo bool   // never answer ABOR (as pure-ftpd may not after a cut transfer)
-	early   bool   // RETR sends all the data and closes the data connection before the 150
-	pasvAt  string // the latest passive data listener's address (under mu)
+	pasvLie string        // address to write into 227 replies instead of our own
+	noDial  bool          // in active mode, answer 150 and then 425 without connecting
+	slow    string        // RETR of this file trickles data until the data connection breaks (for ABOR)
+	muteAbo bool          // never answer ABOR (as pure-ftpd may not after a cut transfer)
+	early   bool          // RETR sends all the data and closes the data connection before the 150
+	gate    chan struct{} // EPSV and PASV are answered only once this is closed (nil: at once)
+	pasvAt  string        // the latest passive data listener's address (under mu)
 
 	// Hostile behaviour (hostile_test.go).
 	greet    string              // raw bytes instead of the 220 greeting; hangUp closes, hangOn sends nothing
@@ -244,6 +245,9 @@ func (f *fakeFTP) session(c net.Conn) {
 		case "REST":
 			say("350 restarting at %s", arg)
 		case "EPSV", "PASV":
+			if f.gate != nil {
+				<-f.gate
+			}
 			if verb == "EPSV" && f.noEPSV {
 				say("500 EPSV not understood")
 				continue

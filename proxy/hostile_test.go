@@ -152,11 +152,11 @@ func hostileCases() []hostileCase {
 		}, run: func(t *testing.T, h *harness) { h.dial().cmd(502, "XPSV") }, denial: "protocol"},
 		{name: "server sends a 229 with port 0", setup: func(f *fakeFTP, c *Config) {
 			f.script("EPSV", "229 Entering Extended Passive Mode (|||0|)\r\n")
-		}, run: func(t *testing.T, h *harness) { h.dial().cmd(425, "EPSV") }, log: "server sent an invalid 229 reply"},
+		}, run: func(t *testing.T, h *harness) { refusedAtTransfer(t, h.dial(), "EPSV") }, log: "server sent an invalid 229 reply"},
 		{name: "server sends a malformed 227", setup: func(f *fakeFTP, c *Config) {
 			f.script("EPSV", "500 no EPSV here\r\n")
 			f.script("PASV", "227 Entering Passive Mode (1,2,3)\r\n")
-		}, run: func(t *testing.T, h *harness) { h.dial().cmd(425, "PASV") }, log: "server sent an invalid 227 reply"},
+		}, run: func(t *testing.T, h *harness) { refusedAtTransfer(t, h.dial(), "PASV") }, log: "server sent an invalid 227 reply"},
 		{name: "PASV before login latches no fallback", setup: func(f *fakeFTP, c *Config) {
 			f.script("EPSV", "530 Please login with USER and PASS.\r\n")
 		}, run: func(t *testing.T, h *harness) {
@@ -177,7 +177,7 @@ func hostileCases() []hostileCase {
 			f.noEPSV, f.pasvLie = true, "127,0,0,9"
 			c.TrustServerPASVAddress = true
 			c.Policy.DenyDestinations = []netip.Prefix{netip.MustParsePrefix("127.0.0.9/32")}
-		}, run: func(t *testing.T, h *harness) { h.dial().cmd(425, "PASV") }, denial: "policy"},
+		}, run: func(t *testing.T, h *harness) { refusedAtTransfer(t, h.dial(), "PASV") }, denial: "policy"},
 		{name: "server never sends data", setup: func(f *fakeFTP, c *Config) {
 			f.stall = "f"
 			c.Limits.DataIdleTimeout = 300 * time.Millisecond
@@ -521,4 +521,20 @@ func logMessages(logs *observer.ObservedLogs) string {
 		b.WriteString("; ")
 	}
 	return b.String()
+}
+
+// refusedAtTransfer: a logged-in client's passive request is answered at
+// once (ftpgate answers ahead of the server); the server's unusable reply
+// makes the transfer command fail with 425, and the session goes on.
+func refusedAtTransfer(t *testing.T, c *client, verb string) {
+	t.Helper()
+	code := 229
+	if verb == "PASV" {
+		code = 227
+	}
+	c.cmd(code, "%s", verb)
+	if msg := c.cmd(425, "RETR f"); !strings.HasPrefix(msg, "Can't open data connection: ") {
+		t.Fatalf("425 %q: want why the data connection could not be opened", msg)
+	}
+	c.cmd(200, "NOOP")
 }

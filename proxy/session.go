@@ -54,6 +54,7 @@ type session struct {
 	noEPRT     bool // the server refused EPRT: use PORT
 	ascii      bool // the server accepted TYPE A: transfers are ASCII (for records)
 	plan       *dataPlan
+	asked      *dataPlan // the plan whose server reply is still to be read (answerAhead, datasetup.go)
 	start      time.Time
 	bytesUp    int64 // data bytes client -> server
 	bytesDown  int64 // data bytes server -> client
@@ -247,6 +248,9 @@ func (s *session) unaskedReply(ev replyEvent) error {
 		s.ctl.reply(ev.reply)
 		return fmt.Errorf("server closing: %w", errSessionEnd)
 	}
+	if s.asked != nil { // asked, not waited for (answerAhead)
+		return s.serverAnsweredAhead(ev.reply)
+	}
 	// Relaying it would answer the client's next command with it and shift
 	// every later reply by one.
 	s.peerWarn("server reply while no command was outstanding: dropped", zap.Int("code", ev.reply.Code))
@@ -320,6 +324,9 @@ func lineError(err error) string {
 
 // handle dispatches one client command, once the command policy allows it.
 func (s *session) handle(ctx context.Context, cmd rewrite.Command) error {
+	if err := s.settlePlan(ctx); err != nil { // datasetup.go: answering ahead
+		return err
+	}
 	if d := s.cfg.Policy.Command(s.facts(), cmd); !d.Allow {
 		return s.refuseCommand(ctx, cmd, d)
 	}

@@ -51,6 +51,10 @@ func (s *session) handleTransfer(ctx context.Context, cmd rewrite.Command) error
 		}
 	}()
 	var err error
+	if plan.serverErr != nil { // answered ahead, and then the server could not give a port
+		rec.cause = plan.serverErr.Error()
+		return s.legFailed(plan, plan.serverErr)
+	}
 	if plan.serverPassive() && plan.flow == nil {
 		srvConn, err = plan.takeAhead(ctx)
 		if err != nil {
