@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"runtime"
 	"time"
 
 	"github.com/ftpgate/ftpgate/rewrite"
@@ -132,13 +131,6 @@ func (s *session) handleTransfer(ctx context.Context, cmd rewrite.Command) error
 	} else {
 		s.startRelay(cliData, srvData, false, 0, done)
 	}
-	// Let the relay take the first bytes before the bookkeeping below (the
-	// pinholes' netlink batch, closing the listener, the idle watch's
-	// first look): with one P (--procs' default on two CPUs) a goroutine
-	// just started runs only when this one yields, and this one would
-	// otherwise do its syscalls first. The profile's 150→data end was 190
-	// to 210 µs without this and 80 to 120 µs with it.
-	runtime.Gosched()
 	// The legs are up and the bytes flow: the expectations, their listeners
 	// and pinholes go now, off the path of the first byte.
 	plan.release()
