@@ -33,7 +33,7 @@ import (
 // figure is noisy), and a syscall summary of the sockmap path.
 func TestBenchmarkKernelPath(t *testing.T) {
 	if os.Getenv("FTPGATE_BENCH") != "1" {
-		t.Skip("set FTPGATE_BENCH=1 to run the kernel data path benchmark")
+		t.Skip("set FTPGATE_BENCH=1 to run the sockmap data path benchmark")
 	}
 	requirePrereqs(t, needVsftpd, needCurl, needStrace, needFtpgate)
 	bin := suite.ftpgate
@@ -107,11 +107,11 @@ func TestBenchmarkKernelPath(t *testing.T) {
 			rates[w.name] = append(rates[w.name], mbps)
 		}
 	}
-	if l := sockmap.logs.Find("kernel data path not used"); l != "" {
+	if l := sockmap.logs.Find("sockmap data path not used"); l != "" {
 		t.Errorf("a download through the sockmap gate fell back to splice: %s", l)
 	}
-	if l := sockmap.logs.Find("kernel data path unavailable"); l != "" {
-		t.Errorf("the kernel data path was unavailable: %s", l)
+	if l := sockmap.logs.Find("sockmap data path unavailable"); l != "" {
+		t.Errorf("the sockmap data path was unavailable: %s", l)
 	}
 	base := 0.0
 	if len(rates["routing"]) > 0 {
@@ -132,7 +132,7 @@ func TestBenchmarkKernelPath(t *testing.T) {
 
 	// Copy mode (the receiver fell 16 MiB behind the redirect) moves the rest through ftpgate:
 	// its read+write bytes above say how much.
-	t.Logf("kernel path: %d of %d downloads finished in copy mode", len(sockmap.logs.Records("kernel data path: the receiver fell behind; copying the rest in user space")), rounds)
+	t.Logf("kernel path: %d of %d downloads finished in copy mode", len(sockmap.logs.Records("sockmap data path: the receiver fell behind; copying the rest in user space")), rounds)
 
 	// One more download through the sockmap gate under strace: no splice. (Its reads and
 	// writes are the Go runtime's wake-ups and the control connection: /proc/PID/io above

@@ -78,20 +78,20 @@ func (s *session) startRelay(dst, src net.Conn, toServer bool, limit int64, done
 // when it did not, it has logged why.
 func (s *session) startKernelRelay(dst, src net.Conn, limit int64, done chan<- relayResult) bool {
 	if why := kernelPathVeto(dst, src, limit); why != "" {
-		s.log.Info("kernel data path not used: "+why+"; splicing instead", zap.String("reason", why))
+		s.log.Info("sockmap data path not used: "+why+"; splicing instead", zap.String("reason", why))
 		return false
 	}
 	kr, err := openKernelRelay(dst.(*net.TCPConn), src.(*net.TCPConn), s.log)
 	if errors.Is(err, errSourceEnded) {
-		s.log.Info("kernel data path not used: the data had all arrived before the redirect; splicing instead",
+		s.log.Info("sockmap data path not used: the data had all arrived before the redirect; splicing instead",
 			zap.String("reason", "data complete before the redirect"))
 		return false
 	}
 	if err != nil {
-		s.log.Warn("kernel data path unavailable; splicing instead", zap.String("reason", "kernel path unavailable"), zap.Error(err))
+		s.log.Warn("sockmap data path unavailable; splicing instead", zap.String("reason", "sockmap unavailable"), zap.Error(err))
 		return false
 	}
-	if ce := s.log.Check(zap.DebugLevel, "kernel data path"); ce != nil {
+	if ce := s.log.Check(zap.DebugLevel, "sockmap data path"); ce != nil {
 		ce.Write(zap.Stringer("from", src.RemoteAddr()), zap.Stringer("to", dst.RemoteAddr()))
 	}
 	go kr.run(done)

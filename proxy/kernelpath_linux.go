@@ -345,7 +345,7 @@ func (r *bpfRedirect) copyRest() (int64, error) {
 		}
 		time.Sleep(pause)
 	}
-	r.log.Info("kernel data path: the receiver fell behind; copying the rest in user space",
+	r.log.Info("sockmap data path: the receiver fell behind; copying the rest in user space",
 		zap.Int64("redirected", moved), zap.Int("backlog_limit", backlogHigh))
 	if err := r.waitTaken(moved); err != nil {
 		return moved, err
@@ -395,7 +395,7 @@ func (r *bpfRedirect) slot(k uint32) (int64, error) {
 func (r *bpfRedirect) checkReceived(n int64) error {
 	got, ok := bytesReceived(r.src)
 	if ok && got != n+1 {
-		return fmt.Errorf("kernel data path: source received %d bytes and the FIN, %d redirected", got-1, n)
+		return fmt.Errorf("sockmap data path: source received %d bytes and the FIN, %d redirected", got-1, n)
 	}
 	return nil
 }

@@ -215,7 +215,7 @@ func kernelPathTally(t *testing.T, h *harness) (kernel, complete int) {
 		}
 		complete++
 	}
-	return h.logs.FilterMessage("kernel data path").Len(), complete
+	return h.logs.FilterMessage("sockmap data path").Len(), complete
 }
 
 // TestKernelPathTransfers: downloads and uploads of 0, 1, 1 MiB and 100 MiB
@@ -403,11 +403,11 @@ func TestKernelPathTLSFallback(t *testing.T) {
 	if !bytes.Equal(up, want) {
 		t.Fatalf("upload: server got %d bytes, want %d identical", len(up), len(want))
 	}
-	fallbacks := h.logs.FilterMessage("kernel data path not used: TLS data; splicing instead").All()
+	fallbacks := h.logs.FilterMessage("sockmap data path not used: TLS data; splicing instead").All()
 	if len(fallbacks) != 2 || fallbacks[0].ContextMap()["reason"] != "TLS data" {
 		t.Fatalf("fallback log lines %v: want one per transfer with reason TLS data", fallbacks)
 	}
-	if n := h.logs.FilterMessage("kernel data path").Len(); n != 0 {
+	if n := h.logs.FilterMessage("sockmap data path").Len(); n != 0 {
 		t.Fatalf("%d TLS transfers took the kernel path", n)
 	}
 }
