@@ -123,7 +123,8 @@ type demo struct {
 	keep  bool
 	n     *narrator
 
-	explained bool // the pinhole format was explained
+	explained      bool // the pinhole format was explained
+	aheadExplained bool // answering ahead was explained
 
 	state   labState
 	srvDir  string
@@ -423,6 +424,11 @@ func (d *demo) show(s step, clientCmd string) {
 			n.item("client  -> ftpgate  %s %s", e.Verb, e.Arg)
 		}
 	}
+	// A passive client in front of a passive server leg is answered ahead:
+	// ftpgate tells the client its own data port without waiting for the
+	// server, whose reply then comes while the client connects.
+	ahead := slices.ContainsFunc(s.gate, func(l logLine) bool { return l.Msg == "passive data plan" && l.Asked != "" })
+	var later []string
 	last := ""
 	for _, e := range s.server {
 		switch {
@@ -430,6 +436,9 @@ func (d *demo) show(s step, clientCmd string) {
 			n.item("ftpgate -> server   %s", strings.TrimSpace(e.Verb+" "+e.Arg))
 			last = e.Verb
 		case e.Ev == "cmd":
+			last = ""
+		case e.Ev == "reply" && ahead && (e.Code == 227 || e.Code == 229):
+			later = append(later, fmt.Sprintf("server  -> ftpgate  %d %s", e.Code, e.Text))
 			last = ""
 		case e.Ev == "reply" && (e.Code == 227 || e.Code == 229 || last == "PORT" || last == "EPRT"):
 			n.item("server  -> ftpgate  %d %s", e.Code, e.Text)
@@ -455,6 +464,14 @@ func (d *demo) show(s step, clientCmd string) {
 	for _, e := range s.client {
 		if e.Ev == "reply" {
 			n.item("ftpgate -> client   %d %s", e.Code, e.Text)
+		}
+	}
+	for i, l := range later {
+		n.item("%s", l)
+		if i == 0 && !d.aheadExplained {
+			d.aheadExplained = true
+			n.item("                    (the client was answered with ftpgate's own data port without waiting")
+			n.item("                    for this; ftpgate connects to the server's port once it comes)")
 		}
 	}
 	for _, e := range s.client {

@@ -120,6 +120,7 @@ type logLine struct {
 	Rate       float64 `json:"rate_bps"`
 	ClientMode string  `json:"client_mode"`
 	ServerMode string  `json:"server_mode"`
+	Asked      string  `json:"server_asked"` // "passive data plan": the client was answered before the server
 	Code       int     `json:"code"`
 	Error      string  `json:"error"`
 }
