@@ -337,8 +337,8 @@ func settled(v, base gateVars) (ok, pipesOnly bool) {
 //
 // Go's io.Copy keeps the pipes it splices through in a sync.Pool that only garbage collections
 // empty, and an idle ftpgate may not collect for minutes. So while pipes are all that is left,
-// it polls quickly: every /debug/vars answer allocates, which drives ftpgate to collect. Pipes
-// still there two collections after the load are leaked, not pooled.
+// it drives ftpgate to collect twice (collectGarbage) before it looks again. Pipes still there two
+// collections after the load are leaked, not pooled.
 func (g *gate) waitSettled(ctx context.Context, base gateVars) (gateVars, error) {
 	var last gateVars
 	var lastErr error
@@ -356,7 +356,13 @@ func (g *gate) waitSettled(ctx context.Context, base gateVars) (gateVars, error)
 				return v, nil
 			}
 			if pipesOnly {
-				interval = 2 * time.Millisecond
+				interval = 0
+				// Only /debug/vars until then: the full look also scans /proc and runs
+				// ss, and under load made so few polls that one collection came within
+				// the settle time.
+				if err := collectGarbage(ctx, g, 2); err != nil {
+					lastErr = err
+				}
 			}
 		} else {
 			lastErr = err
