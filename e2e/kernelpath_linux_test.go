@@ -3,7 +3,9 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -22,7 +24,9 @@ func TestKernelDataPath(t *testing.T) {
 	requirePrereqs(t, needVsftpd, needCurl, needPython, needFtpgate)
 	tp := newTopology(t)
 	srv := startServer(t, tp, vsftpd)
-	g := startGate(t, tp, gateConfig{Extra: []string{"--data-path", "kernel"}})
+	// A flow log group of its own, not the default: the exact byte counts below come from
+	// that group, so they show that --flow-log-group reaches both the rules and the reader.
+	g := startGate(t, tp, gateConfig{Extra: []string{"--data-path", "kernel", "--flow-log-group", "4711"}})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	ep := gateV4()
@@ -145,5 +149,12 @@ func TestKernelDataPath(t *testing.T) {
 	}
 	if len(maps)+len(sets) != 0 {
 		t.Errorf("flow elements left after the transfers: %v %v", maps, sets)
+	}
+	rules, err := nftJSON(ctx, tp.Proxy, "list", "chain", "inet", "ftpgate", "flow_log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := json.Marshal(rules); !bytes.Contains(b, []byte(`"group":4711`)) {
+		t.Errorf("chain flow_log does not log to group 4711: %s", b)
 	}
 }

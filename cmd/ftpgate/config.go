@@ -53,8 +53,9 @@ type fileConfig struct {
 	ServerTLS              serverTLSConfig     `yaml:"server_tls"` // tls.go
 	Explicit               explicitConfig      `yaml:"explicit"`   // explicit.go
 	replicaConfig          `yaml:",inline"`    // replicas.go: replicas, replica_index
-	DataPath               string              `yaml:"data_path"` // datapath.go
-	Procs                  int                 `yaml:"procs"`     // procs.go
+	DataPath               string              `yaml:"data_path"`      // datapath.go
+	FlowLogGroup           int                 `yaml:"flow_log_group"` // datapath.go
+	Procs                  int                 `yaml:"procs"`          // procs.go
 }
 
 type firewallConfig struct {
@@ -368,6 +369,7 @@ func (f *runFlags) parse(args []string) (fileConfig, error) {
 	limitOverrides(over, fc, &base)
 	explicitOverrides(over, fc, &base) // explicit.go
 	over("data-path", func() { base.DataPath = fc.DataPath })
+	over("flow-log-group", func() { base.FlowLogGroup = fc.FlowLogGroup })
 	over("procs", func() { base.Procs = fc.Procs })
 	return base.withCredentials()
 }
@@ -418,6 +420,9 @@ func (fc fileConfig) settings() (proxy.Config, nat.Config, error) {
 		nc.DataPorts = []nat.PortRange{r}
 	}
 	var err error
+	if nc.Flows.LogGroup, err = flowLogGroup(fc.FlowLogGroup); err != nil {
+		return pc, nc, err
+	}
 	if pc.Policy.TrustedDataSources, err = parsePrefixes("trusted data source", fc.Policy.TrustedDataSources); err != nil {
 		return pc, nc, err
 	}
