@@ -390,6 +390,7 @@ func (f *kernelFirewall) OpenFlow(ctx context.Context, fl Flow, ttl time.Duratio
 		unlog()
 		return nil, fmt.Errorf("open flow %s: %w", n, explain(err))
 	}
+	forwarding := []element{{set: dnat, key: key}, {set: snat, key: natKey}}
 	var startMu sync.Mutex
 	started := false // the forwarding elements are gone
 	w.started = func(ctx context.Context) error {
@@ -398,9 +399,7 @@ func (f *kernelFirewall) OpenFlow(ctx context.Context, fl Flow, ttl time.Duratio
 		if started {
 			return nil
 		}
-		err := f.changeFlow(ctx, func() error {
-			return errors.Join(f.queueRemove(dnat, key), f.queueRemove(snat, natKey))
-		})
+		err := f.removeFlow(ctx, forwarding)
 		started = err == nil
 		return err
 	}
@@ -409,15 +408,11 @@ func (f *kernelFirewall) OpenFlow(ctx context.Context, fl Flow, ttl time.Duratio
 		defer unlog()
 		startMu.Lock()
 		defer startMu.Unlock()
-		// Without destroy (before Linux 6.3) removing an absent element
-		// fails the batch: remove only what is still there.
-		return f.changeFlow(ctx, func() error {
-			err := f.queueRemove(logSet, key)
-			if !started {
-				err = errors.Join(err, f.queueRemove(dnat, key), f.queueRemove(snat, natKey))
-			}
-			return err
-		})
+		els := []element{{set: logSet, key: key}}
+		if !started { // the forwarding elements may have expired: removeAll copes
+			els = append(els, forwarding...)
+		}
+		return f.removeFlow(ctx, els)
 	}
 	w.reset = func(ctx context.Context, from netip.AddrPort) error {
 		// No later connection first: a packet of the old one after its
@@ -431,6 +426,19 @@ func (f *kernelFirewall) OpenFlow(ctx context.Context, fl Flow, ttl time.Duratio
 		ce.Write(zap.Stringer("flow", n), zap.Duration("ttl", life))
 	}
 	return w, nil
+}
+
+// removeFlow removes a flow's elements (removeAll), holding the
+// connection's lock.
+func (f *kernelFirewall) removeFlow(ctx context.Context, els []element) error {
+	if err := f.acquire(ctx); err != nil {
+		return err
+	}
+	defer f.release()
+	if f.closed {
+		return shutdownError{}
+	}
+	return f.removeAll(els)
 }
 
 // changeFlow sends the messages queue queues as one batch, holding the

@@ -219,3 +219,36 @@ func TestFlowsNeedForwarding(t *testing.T) {
 		t.Fatalf("FlowsUsable after forwarding was turned on: %v", ff.FlowsUsable(false))
 	}
 }
+
+// TestFlowCloseUnstarted: a flow whose client never came is closed after
+// its forwarding elements expired (a passive reply never used). Close
+// succeeds and leaves nothing, also on kernels without destroy-element,
+// where deleting the expired elements fails with ENOENT: the log element,
+// which has no timeout, must go all the same.
+func TestFlowCloseUnstarted(t *testing.T) {
+	for _, kernel := range []string{"destroy", "delete"} {
+		t.Run(kernel, func(t *testing.T) {
+			ns := newNS(t)
+			fw := newFirewall(t, ns, Config{Flows: FlowConfig{Enabled: true}, DataPorts: []PortRange{{40000, 40099}}})
+			if kernel == "delete" {
+				forceDelete(t, fw)
+			}
+			f := Flow{Peer: netip.MustParseAddr("198.18.0.2"), Local: netip.MustParseAddrPort("198.18.0.1:40001"),
+				Target: netip.MustParseAddrPort("198.18.1.2:30001"), Source: netip.MustParseAddr("198.18.1.1")}
+			w, err := fw.(FlowForwarder).OpenFlow(context.Background(), f, time.Second)
+			if err != nil {
+				t.Fatalf("OpenFlow: %v", err)
+			}
+			if got := ns.setElements(t, "inet", OwnTable, "flow_log4"); len(got) != 1 {
+				t.Fatalf("flow_log4 after OpenFlow: %+v, want one element", got)
+			}
+			time.Sleep(2500 * time.Millisecond) // the DNAT and SNAT elements expire
+			if err := w.Close(context.Background()); err != nil {
+				t.Fatalf("Close after the forwarding expired: %v", err)
+			}
+			if got := ns.setElements(t, "inet", OwnTable, "flow_log4"); len(got) != 0 {
+				t.Fatalf("flow_log4 after Close: %+v, want none", got)
+			}
+		})
+	}
+}

@@ -320,10 +320,20 @@ func (f *kernelFirewall) closeOne(n Pinhole, els []element) error {
 	if f.closed {
 		return nil
 	}
+	if err := f.removeAll(els); err != nil {
+		return fmt.Errorf("close pinhole %s: %w", n, f.explainChange(els[0].set, err))
+	}
+	f.noteClose(n)
+	return nil
+}
+
+// removeAll deletes els in one batch. An element already gone (expired, or
+// never added) is no error: with destroy the kernel ignores it; without
+// (before Linux 6.3) the batch fails as a whole with ENOENT, and then each
+// element is deleted on its own. The caller holds the lock.
+func (f *kernelFirewall) removeAll(els []element) error {
 	err := f.flush(f.queueRemoveAll(els))
 	if !f.destroy && errors.Is(err, unix.ENOENT) {
-		// Expired or never opened. The batch failed as a whole, so with
-		// more than one element delete them one at a time.
 		err = nil
 		for i := 0; len(els) > 1 && i < len(els); i++ {
 			if e := f.flush(f.queueRemove(els[i].set, els[i].key)); e != nil && !errors.Is(e, unix.ENOENT) {
@@ -331,11 +341,7 @@ func (f *kernelFirewall) closeOne(n Pinhole, els []element) error {
 			}
 		}
 	}
-	if err != nil {
-		return fmt.Errorf("close pinhole %s: %w", n, f.explainChange(els[0].set, err))
-	}
-	f.noteClose(n)
-	return nil
+	return err
 }
 
 // noteClose does the bookkeeping of a Close the kernel took.
