@@ -100,7 +100,7 @@ func (s *session) openFlow(ctx context.Context, plan *dataPlan) string {
 // reply (150) went to the client: it follows the flow's logged packets and
 // the server's replies until the final reply has come and the data has
 // ended, passing an ABOR on meanwhile. It returns what awaitTransfer does.
-func (s *session) awaitFlow(ctx context.Context, w *nat.FlowWatch, up bool, size int64) (res relayResult, final *rewrite.Reply, abort *rewrite.Command, err error) {
+func (s *session) awaitFlow(ctx context.Context, w *nat.FlowWatch, up bool) (res relayResult, final *rewrite.Reply, abort *rewrite.Command, err error) {
 	fl := w.Flow()
 	var toServer, toClient nat.FlowBytes
 	sender := &toClient
@@ -170,7 +170,7 @@ func (s *session) awaitFlow(ctx context.Context, w *nat.FlowWatch, up bool, size
 		}
 	}
 	if sender.Ended() {
-		res.n = unwrapBytes(sender.Bytes(), size)
+		res.n = sender.Bytes() // past 4 GiB too: the sampled packets carry the count over each wrap
 		if sender.Reset() {
 			res.err = errors.New("the data connection was reset")
 		}
@@ -179,15 +179,4 @@ func (s *session) awaitFlow(ctx context.Context, w *nat.FlowWatch, up bool, size
 		s.log.Warn("kernel data path: the flow log overran; the byte count may be wrong", zap.Stringer("flow", fl))
 	}
 	return res, final, abort, nil
-}
-
-// unwrapBytes turns a flow's byte count modulo 2^32 (what sequence numbers
-// say) into the count nearest the size the server announced, when it did.
-func unwrapBytes(n, announced int64) int64 {
-	const wrap = 1 << 32
-	if announced < wrap {
-		return n
-	}
-	k := (announced - n + wrap/2) / wrap
-	return n + k*wrap
 }

@@ -40,24 +40,6 @@ func TestKernelPathVeto(t *testing.T) {
 	}
 }
 
-// TestUnwrapBytes: a forwarded flow's count modulo 2^32 becomes the count
-// nearest the announced size, and stays as it is without one.
-func TestUnwrapBytes(t *testing.T) {
-	const g = 1 << 32
-	for _, tc := range []struct{ n, announced, want int64 }{
-		{1000, -1, 1000},
-		{1000, 1000, 1000},
-		{1000, g + 1000, g + 1000},
-		{1000, 3*g + 999, 3*g + 1000},
-		{g - 10, 2*g - 10, 2*g - 10},
-		{5, 2*g - 10, 2*g + 5}, // a cut transfer comes out nearest
-	} {
-		if got := unwrapBytes(tc.n, tc.announced); got != tc.want {
-			t.Errorf("unwrapBytes(%d, %d) = %d, want %d", tc.n, tc.announced, got, tc.want)
-		}
-	}
-}
-
 // TestKernelPathNeedsAFlowForwarder: with --data-path kernel and a firewall
 // that cannot forward flows (nat's fake), every transfer is spliced, byte
 // for byte, and each says why in the log; active transfers say their own.

@@ -160,7 +160,7 @@ func (s *session) forwardedTransfer(ctx context.Context, cmd rewrite.Command, pl
 	}
 	s.seen.flight.Store(fl)
 	defer s.seen.flight.Store(nil)
-	res, final, abort, err := s.awaitFlow(ctx, w, up, size)
+	res, final, abort, err := s.awaitFlow(ctx, w, up)
 	return s.endTransfer(ctx, cmd, plan, up, res, final, abort, err, rec)
 }
 
