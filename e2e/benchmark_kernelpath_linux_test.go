@@ -132,7 +132,7 @@ func TestBenchmarkKernelPath(t *testing.T) {
 
 	// Copy mode (the receiver fell 16 MiB behind the redirect) moves the rest through ftpgate:
 	// its read+write bytes above say how much.
-	t.Logf("kernel path: %d of %d downloads finished in copy mode", len(sockmap.logs.Records("sockmap data path: the receiver fell behind; copying the rest in user space")), rounds)
+	t.Logf("sockmap path: %d of %d downloads finished in copy mode", len(sockmap.logs.Records("sockmap data path: the receiver fell behind; copying the rest in user space")), rounds)
 
 	// One more download through the sockmap gate under strace: no splice. (Its reads and
 	// writes are the Go runtime's wake-ups and the control connection: /proc/PID/io above

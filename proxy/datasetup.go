@@ -168,9 +168,7 @@ func (s *session) handlePassive(ctx context.Context, cmd rewrite.Command) error 
 		// or the client connects to us after all (a flow is never
 		// diverted: flowVeto).
 		if why = s.openFlow(ctx, plan); why != "" {
-			if plan.serverPassive() {
-				s.dialAhead(plan)
-			}
+			s.dialAhead(plan) // wantFlow: the server leg is passive
 			if err := plan.clientLn.admit(ctx, netip.AddrPort{}); err != nil {
 				s.log.Error("pinhole for client", zap.Error(err))
 				return s.legFailed(plan, legErrorf("firewall refused the data port"))

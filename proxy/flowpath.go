@@ -80,9 +80,6 @@ func (s *session) openFlow(ctx context.Context, plan *dataPlan) string {
 	if s.ftps.dataServer != nil {
 		return "TLS data toward the server"
 	}
-	if !plan.serverPassive() || !plan.serverAddr.IsValid() {
-		return "the server leg is active"
-	}
 	f := nat.Flow{Peer: plan.clientLn.hop, Local: plan.clientLn.addr, Target: plan.serverAddr, Source: s.serverLocal.Addr()}
 	w, err := s.srv.flows.OpenFlow(ctx, f, s.cfg.DataTimeout)
 	if err != nil {
