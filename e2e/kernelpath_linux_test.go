@@ -18,7 +18,7 @@ import (
 // counts and data_path "kernel", and a 1 GiB download makes no splice(2) call in ftpgate and
 // reads and writes no more than its control channel (strace). An active-mode transfer, and one of an IPv6 client to
 // the IPv4 server, are spliced, with a log line saying why; an ABOR ends a forwarded download and the session goes on. Nothing is left in
-// the flow maps afterwards.
+// the flow maps afterwards, and ftpgate is back to its resources before the transfers.
 func TestKernelDataPath(t *testing.T) {
 	t.Parallel()
 	requirePrereqs(t, needVsftpd, needCurl, needPython, needStrace, needFtpgate)
@@ -29,6 +29,9 @@ func TestKernelDataPath(t *testing.T) {
 	g := startGate(t, tp, gateConfig{Extra: []string{"--data-path", "kernel", "--flow-log-group", "4711"}})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	// The baseline before any transfer (warmUp's listings would add records the checks below
+	// count): the forwarded transfers must leave no goroutine, descriptor or listener behind.
+	base := idleBaseline(ctx, t, g)
 	ep := gateV4()
 	for _, tc := range []struct {
 		name string
@@ -156,6 +159,7 @@ func TestKernelDataPath(t *testing.T) {
 	if len(maps)+len(sets) != 0 {
 		t.Errorf("flow elements left after the transfers: %v %v", maps, sets)
 	}
+	checkSettled(t, g, base, "passive")
 	rules, err := nftJSON(ctx, tp.Proxy, "list", "chain", "inet", "ftpgate", "flow_log")
 	if err != nil {
 		t.Fatal(err)
