@@ -161,7 +161,7 @@ type dataPort struct {
 	hop    netip.Addr     // the address the kernel sees for peer (a balancer sending PROXY headers, or peer)
 	conns  chan *net.TCPConn
 	pin    nat.Pinhole
-	pinned bool // pin is open
+	pinned atomic.Bool // pin is open; set after pin is written
 	closed bool
 }
 
@@ -314,7 +314,12 @@ func (h *dataPorts) deliver(sl *sharedListener, c *net.TCPConn, from netip.AddrP
 	h.mu.Unlock()
 	if !delivered {
 		h.refuse(c, from, sl, want, why)
+		return
 	}
+	// Its one connection has come: the pinhole goes now, while the client
+	// sends its transfer command, not on the path of the transfer's first
+	// byte. The connection runs on as established.
+	dl.unpin(context.Background())
 }
 
 // refuse closes a data connection that serves no expectation, and says so.
@@ -480,14 +485,15 @@ func (dl *dataPort) admit(ctx context.Context, via netip.AddrPort) error {
 	if err := dl.ports.openPinhole(ctx, p); err != nil {
 		return err
 	}
-	dl.pin, dl.pinned = p, true
+	dl.pin = p
+	dl.pinned.Store(true)
 	return nil
 }
 
-// unpin closes the pinhole, if open.
+// unpin closes the pinhole, if open. The session and the accept loop that
+// delivered the connection may both call it; one closes.
 func (dl *dataPort) unpin(ctx context.Context) {
-	if dl.pinned {
-		dl.pinned = false
+	if dl.pinned.CompareAndSwap(true, false) {
 		dl.ports.closePinhole(ctx, dl.pin)
 	}
 }

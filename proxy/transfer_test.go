@@ -211,3 +211,33 @@ func TestAbortUnanswered(t *testing.T) {
 	}
 	cl.cmd(221, "QUIT")
 }
+
+// TestPinholeClosesOnConnect: a pinhole admits one connection, and goes as
+// soon as that connection has come, while the client is still to send its
+// transfer command (off the path of the transfer's first byte). The
+// connection carries the transfer after that.
+func TestPinholeClosesOnConnect(t *testing.T) {
+	h := newHarness(t, ServerPassive, nil)
+	h.ftp.files["f"] = []byte("hello")
+	cl := h.dial()
+	conn := dialData(t, cl.passive("EPSV"))
+	defer conn.Close()
+	closed := func() bool {
+		ops := h.fw.Ops()
+		return len(ops) == 2 && strings.HasPrefix(ops[0], "open ") && ops[1] == "close"+strings.TrimPrefix(ops[0], "open")
+	}
+	for deadline := time.Now().Add(2 * time.Second); !closed() && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+	if !closed() {
+		t.Fatalf("firewall operations once the data connection came, before RETR (2 s; the session idles out at 5): %q; want its pinhole opened and closed", h.fw.Ops())
+	}
+	cl.cmd(150, "RETR f")
+	conn.SetDeadline(time.Now().Add(time.Minute))
+	got, err := io.ReadAll(conn)
+	if err != nil || string(got) != "hello" {
+		t.Fatalf("data after the pinhole closed: %q, %v; want \"hello\"", got, err)
+	}
+	cl.expect(226)
+	checkPinholes(t, h.fw.Ops(), true, false, 1)
+}
