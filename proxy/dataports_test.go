@@ -1,10 +1,12 @@
 package proxy
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
 	"net/textproto"
+	"os"
 	"testing"
 	"time"
 
@@ -39,6 +41,48 @@ func (h *harness) dialFrom(src string) *client {
 	cl.cmd(331, "USER u")
 	cl.cmd(230, "PASS p")
 	return cl
+}
+
+// freeRun returns a range of n ports that are free on loopback now, below
+// the kernel's ephemeral range, so that no connection of another test takes
+// one of them meanwhile (a port next to a free ephemeral one may not be).
+func freeRun(t *testing.T, n int) nat.PortRange {
+	t.Helper()
+	lo, _, err := ephemeralPorts()
+	if err != nil {
+		lo = 32768 // Linux's default; other systems start higher
+	}
+	for base := lo - 1000; base > 1024 && base > lo-11000; base -= uint16(n) {
+		var held []net.Listener
+		for p := base; p < base+uint16(n); p++ {
+			l, err := net.Listen("tcp", netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), p).String())
+			if err != nil {
+				break
+			}
+			held = append(held, l)
+		}
+		for _, l := range held {
+			l.Close()
+		}
+		if len(held) == n {
+			return nat.PortRange{Lo: base, Hi: base + uint16(n) - 1}
+		}
+	}
+	t.Fatalf("no %d free ports in a row below the ephemeral range", n)
+	return nat.PortRange{}
+}
+
+// ephemeralPorts reads the kernel's ephemeral port range.
+func ephemeralPorts() (lo, hi uint16, err error) {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0, 0, err
+	}
+	var l, h int
+	if _, err := fmt.Sscan(string(b), &l, &h); err != nil {
+		return 0, 0, fmt.Errorf("ip_local_port_range %q: %w", b, err)
+	}
+	return uint16(l), uint16(h), nil
 }
 
 func dialDataFrom(t *testing.T, src string, ap netip.AddrPort) net.Conn {
@@ -139,8 +183,7 @@ func TestPortCollisionGivesUp(t *testing.T) {
 // TestPortsRest: a released port goes to the back of the line, so that a
 // peer meets every other port of the range before the one it just used.
 func TestPortsRest(t *testing.T) {
-	base := onePort(t).Lo
-	r := nat.PortRange{Lo: base, Hi: base + 2}
+	r := freeRun(t, 3)
 	h := newDataPorts(dataPortsConfig{Ports: r, Log: zap.NewNop()}, nat.NewFake())
 	ip, peer := netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.0.0.1")
 	var got []uint16
