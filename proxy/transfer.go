@@ -191,9 +191,14 @@ func (s *session) endTransfer(ctx context.Context, cmd rewrite.Command, plan *da
 		s.bytesDown += res.n
 	}
 	s.srv.transfers.Add(1)
-	s.logTransfer(cmd, plan, up, res, final, time.Since(rec.start), abort)
-	if err := s.ctl.reply(final); err != nil {
-		return err
+	took := time.Since(rec.start)
+	rerr := s.ctl.reply(final)
+	// The record follows the client's reply: a client that is quick with
+	// its next command waits no longer for it. The session reads that
+	// command only after the record is written, so records keep its order.
+	s.logTransfer(cmd, plan, up, res, final, took, abort)
+	if rerr != nil {
+		return rerr
 	}
 	if abort != nil {
 		return s.finishAbort(ctx)
