@@ -53,9 +53,10 @@ type dataPorts struct {
 
 	lns, pinholes atomic.Int64 // open now, for Stats
 
-	// closing counts the firewall calls of kernel-forwarded flows that run
-	// off the session's path (the one-shot removal in awaitFlow, the close
-	// in forwardedTransfer); the server waits for them before it stops.
+	// closing counts the firewall calls that run off the session's path
+	// (a kernel-forwarded flow's one-shot removal in awaitFlow and its
+	// close in forwardedTransfer; the pinhole a PROXY-header delivery
+	// closes); the server waits for them before it stops.
 	closing sync.WaitGroup
 }
 
@@ -277,8 +278,10 @@ func (h *dataPorts) acceptLoop(sl *sharedListener) {
 			continue
 		}
 		if h.conf().ProxyHeader != nil && h.conf().ProxyHeader(addrPortOf(c.RemoteAddr()).Addr()) {
-			// The header may be slow to come: read it aside.
-			go h.deliverProxied(sl, c)
+			// The header may be slow to come (headerTimeout at most):
+			// read it aside. Its delivery closes a pinhole, which the
+			// server waits for before it stops.
+			h.closing.Go(func() { h.deliverProxied(sl, c) })
 			continue
 		}
 		h.deliver(sl, c, addrPortOf(c.RemoteAddr()))
