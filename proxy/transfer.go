@@ -195,7 +195,8 @@ func (s *session) endTransfer(ctx context.Context, cmd rewrite.Command, plan *da
 	rerr := s.ctl.reply(final)
 	// The record follows the client's reply: a client that is quick with
 	// its next command waits no longer for it. The session reads that
-	// command only after the record is written, so records keep its order.
+	// command only after the record is written, so the records stay in
+	// the order of the commands.
 	s.logTransfer(cmd, plan, up, res, final, took, abort)
 	if rerr != nil {
 		return rerr
