@@ -169,10 +169,7 @@ func TestFTPSServerSide(t *testing.T) {
 			if slices.Contains(h.ftp.log, "AUTH") == implicit {
 				t.Errorf("server commands %v: AUTH expected only for the explicit server", h.ftp.log)
 			}
-			recs := h.logs.FilterMessage("transfer").All()
-			if len(recs) != 2 {
-				t.Fatalf("%d transfer records", len(recs))
-			}
+			recs := transferRecords(t, h.logs, 2)
 			for _, r := range recs {
 				m := r.ContextMap()
 				if m["client_tls"] != "none" {

@@ -282,12 +282,27 @@ func checkPinholes(t *testing.T, ops []string, clientPassive, serverActive bool,
 	}
 }
 
+// transferRecords returns the n transfer records of logs. A record follows
+// the client's final reply, so a test that has just read its 226 may be a
+// moment ahead of it: this waits up to 5 s for the n-th. More than n fail.
+func transferRecords(t testing.TB, logs *observer.ObservedLogs, n int) []observer.LoggedEntry {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		recs := logs.FilterMessage("transfer").All()
+		if len(recs) > n || (len(recs) < n && time.Now().After(deadline)) {
+			t.Fatalf("%d transfer records, want %d: %v", len(recs), n, recs)
+		}
+		if len(recs) == n {
+			return recs
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 func checkTransferLogs(t *testing.T, logs *observer.ObservedLogs, n int) {
 	t.Helper()
-	recs := logs.FilterMessage("transfer").All()
-	if len(recs) != n {
-		t.Fatalf("%d transfer records, want %d", len(recs), n)
-	}
+	recs := transferRecords(t, logs, n)
 	for _, r := range recs {
 		m := r.ContextMap()
 		if m["bytes"].(int64) != 300<<10 || m["code"].(int64) != 226 {

@@ -152,10 +152,7 @@ func (c *client) xfer(mode, command string, data []byte, dataTLS *tls.Config, fi
 // leg's TLS version and cipher suite.
 func checkTLSTransferLogs(t *testing.T, logs *observer.ObservedLogs, serverTLS bool) {
 	t.Helper()
-	recs := logs.FilterMessage("transfer").All()
-	if len(recs) != 2 {
-		t.Fatalf("%d transfer records, want 2", len(recs))
-	}
+	recs := transferRecords(t, logs, 2)
 	for _, r := range recs {
 		m := r.ContextMap()
 		cli, ok := m["client_tls"].(map[string]any)

@@ -257,7 +257,7 @@ func TestKernelPathTransfers(t *testing.T) {
 				if gs := sha256.Sum256(got); gs != sum {
 					t.Fatalf("download of %d bytes: got %d bytes, sha256 %x, want %x", size, len(got), gs, sum)
 				}
-				checkLastTransferBytes(t, h, "download", size)
+				checkLastTransferBytes(t, h, transfers, "download", size)
 				waitFDs(t, fmt.Sprintf("after a %d-byte download", size), baseAll, 0)
 
 				up := "up" + name
@@ -272,7 +272,7 @@ func TestKernelPathTransfers(t *testing.T) {
 				if gs := sha256.Sum256(stored); !ok || gs != sum {
 					t.Fatalf("upload of %d bytes: server got %d bytes, sha256 %x, want %x", size, len(stored), gs, sum)
 				}
-				checkLastTransferBytes(t, h, "upload", size)
+				checkLastTransferBytes(t, h, transfers, "upload", size)
 				waitFDs(t, fmt.Sprintf("after a %d-byte upload", size), baseAll, 0)
 			}
 			kernel, complete := kernelPathTally(t, h)
@@ -285,15 +285,12 @@ func TestKernelPathTransfers(t *testing.T) {
 	}
 }
 
-// checkLastTransferBytes checks the latest transfer record: its direction,
-// byte count (the relay's result) and 226.
-func checkLastTransferBytes(t *testing.T, h *harness, dir string, size int) {
+// checkLastTransferBytes checks the n-th and latest transfer record: its
+// direction, byte count (the relay's result) and 226.
+func checkLastTransferBytes(t *testing.T, h *harness, n int, dir string, size int) {
 	t.Helper()
-	recs := h.logs.FilterMessage("transfer").All()
-	if len(recs) == 0 {
-		t.Fatal("no transfer record")
-	}
-	m := recs[len(recs)-1].ContextMap()
+	recs := transferRecords(t, h.logs, n)
+	m := recs[n-1].ContextMap()
 	if m["direction"] != dir || m["bytes"] != int64(size) || m["code"] != int64(226) {
 		t.Fatalf("transfer record %v: want a %s of %d bytes with 226", m, dir, size)
 	}
@@ -330,7 +327,7 @@ func TestKernelPathDataBeforeRedirect(t *testing.T) {
 		t.Fatalf("got %d bytes (%v), want %d identical", len(got), err, len(want))
 	}
 	cl.expect(226)
-	checkLastTransferBytes(t, h, "download", len(want))
+	checkLastTransferBytes(t, h, 1, "download", len(want))
 	if kernel, complete := kernelPathTally(t, h); kernel != 0 || complete != 1 {
 		t.Fatalf("%d kernel-path transfers and %d spliced for complete data, want 0 and 1", kernel, complete)
 	}
@@ -372,8 +369,8 @@ func TestKernelPathAbort(t *testing.T) {
 	if got := cl.transfer("EPSV", "RETR small", nil); string(got) != "after" {
 		t.Fatalf("next transfer got %q", got)
 	}
-	recs := h.logs.FilterMessage("transfer").All()
-	if len(recs) != 2 || recs[0].ContextMap()["aborted"] != true {
+	recs := transferRecords(t, h.logs, 2)
+	if recs[0].ContextMap()["aborted"] != true {
 		t.Fatalf("transfer records %v: want the first marked aborted", recs)
 	}
 	if kernel, complete := kernelPathTally(t, h); kernel+complete != 2 || kernel < 1 {

@@ -174,8 +174,8 @@ func TestAbortTransfer(t *testing.T) {
 	if got := cl.transfer("EPSV", "RETR small", nil); string(got) != "after" {
 		t.Fatalf("next transfer got %q", got)
 	}
-	recs := h.logs.FilterMessage("transfer").All()
-	if len(recs) != 2 || recs[0].ContextMap()["aborted"] != true {
+	recs := transferRecords(t, h.logs, 2)
+	if recs[0].ContextMap()["aborted"] != true {
 		t.Fatalf("transfer records %v: want the first marked aborted", recs)
 	}
 }
