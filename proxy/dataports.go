@@ -161,8 +161,9 @@ type dataPort struct {
 	peer   netip.Addr     // who may connect
 	hop    netip.Addr     // the address the kernel sees for peer (a balancer sending PROXY headers, or peer)
 	conns  chan *net.TCPConn
+	pinMu  sync.Mutex // held across the pinhole's close, so that a second unpin waits for it
 	pin    nat.Pinhole
-	pinned atomic.Bool // pin is open; set after pin is written
+	pinned bool // pin is open
 	closed bool
 }
 
@@ -488,15 +489,20 @@ func (dl *dataPort) admit(ctx context.Context, via netip.AddrPort) error {
 	if err := dl.ports.openPinhole(ctx, p); err != nil {
 		return err
 	}
-	dl.pin = p
-	dl.pinned.Store(true)
+	dl.pinMu.Lock()
+	dl.pin, dl.pinned = p, true
+	dl.pinMu.Unlock()
 	return nil
 }
 
-// unpin closes the pinhole, if open. The session and the accept loop that
-// delivered the connection may both call it; one closes.
+// unpin closes the pinhole, if open. The accept loop that delivered the
+// connection and the session's release may both call it: one closes, and
+// the other returns only once the pinhole is closed.
 func (dl *dataPort) unpin(ctx context.Context) {
-	if dl.pinned.CompareAndSwap(true, false) {
+	dl.pinMu.Lock()
+	defer dl.pinMu.Unlock()
+	if dl.pinned {
+		dl.pinned = false
 		dl.ports.closePinhole(ctx, dl.pin)
 	}
 }
