@@ -138,3 +138,66 @@ func TestSharedPinholeInOrder(t *testing.T) {
 	fw.arrive(t, 1)
 	fw.release <- struct{}{}
 }
+
+// TestReleaseWaitsForDeliveryClose: the accept loop closes the pinhole of
+// the connection it delivered; a release that comes meanwhile returns only
+// once that close is done, so that no pinhole of a session's is still open
+// after it moved on. The port is shared with a second expectation, so the
+// release does not wait for the accept loop to end either.
+func TestReleaseWaitsForDeliveryClose(t *testing.T) {
+	fw := newHeldFirewall()
+	h := newDataPorts(dataPortsConfig{Ports: onePort(t), Log: zap.NewNop()}, fw)
+	ctx := context.Background()
+	ip := netip.MustParseAddr("127.0.0.1")
+	admitted := func(peer string) *dataPort {
+		p := netip.MustParseAddr(peer)
+		dl, err := h.expect(ctx, ip, p, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		errc := make(chan error, 1)
+		go func() { errc <- dl.admit(ctx, netip.AddrPort{}) }()
+		fw.arrive(t, 1)
+		fw.release <- struct{}{}
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+		return dl
+	}
+	a, b := admitted("127.0.0.1"), admitted("127.0.0.2")
+	if a.addr != b.addr {
+		t.Fatalf("expectations on %s and %s, want one shared port", a.addr, b.addr)
+	}
+
+	c := dialDataFrom(t, "127.0.0.1", a.addr)
+	defer c.Close()
+	fw.arrive(t, 1)
+	if held, want := fw.held(), "close "+a.pin.String(); len(held) != 1 || held[0] != want {
+		t.Fatalf("held at the firewall after the connection came: %v, want %q", held, want)
+	}
+	conn, err := a.accept(ctx, time.Now().Add(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	released := make(chan struct{})
+	go func() { a.release(); close(released) }()
+	select {
+	case <-released:
+		t.Fatal("release returned while its pinhole's close was still at the firewall")
+	case <-time.After(100 * time.Millisecond):
+	}
+	fw.release <- struct{}{}
+	select {
+	case <-released:
+	case <-time.After(5 * time.Second):
+		t.Fatal("release still waiting after the pinhole's close")
+	}
+	if d := fw.Dump(); strings.Contains("\n"+d, "\n"+a.pin.Peer.String()+" . ") {
+		t.Fatalf("open pinholes after the release:\n%s", d)
+	}
+
+	go b.release()
+	fw.arrive(t, 1)
+	fw.release <- struct{}{}
+}
