@@ -58,6 +58,8 @@ func TestFlowLogGroupSetting(t *testing.T) {
 	}{
 		{"default", base, 0, ""},
 		{"flag", append(base, "--flow-log-group", "77"), 77, ""},
+		{"zero is the default", append(base, "--flow-log-group", "0"), 0, ""},
+		{"largest", append(base, "--flow-log-group", "65535"), 65535, ""},
 		{"file", []string{"--config", file}, 5000, ""},
 		{"flag over file", []string{"--config", file, "--flow-log-group", "6000"}, 6000, ""},
 		{"too big", append(base, "--flow-log-group", "65536"), 0, "want an NFLOG group from 1 to 65535"},
