@@ -15,6 +15,9 @@ func TestProcs(t *testing.T) {
 		{0, 1, "", 1, true, false},
 		{0, 16, "", 8, true, false},
 		{0, 3, "3", 3, false, false},
+		// The runtime has already applied $GOMAXPROCS: procs keeps the
+		// runtime's value and does not read the variable itself.
+		{0, 6, "8", 6, false, false},
 		{4, 2, "3", 4, true, false},
 		{-1, 2, "", 0, false, true},
 	} {
