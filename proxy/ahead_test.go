@@ -15,10 +15,15 @@ import (
 // without waiting for the server's reply, which is read when it comes.
 
 // gatedHarness is a harness whose server answers EPSV and PASV only after
-// release is called.
+// release is called. Its passive range has three ports, which plans take in
+// turn (TestPortsRest), so that two plans in a row have different ports.
 func gatedHarness(t *testing.T, noEPSV bool) (h *harness, release func()) {
 	gate := make(chan struct{})
-	h = newHarness(t, ServerPassive, func(f *fakeFTP, _ *Config) { f.gate, f.noEPSV = gate, noEPSV })
+	ports := freeRun(t, 3)
+	h = newHarness(t, ServerPassive, func(f *fakeFTP, c *Config) {
+		f.gate, f.noEPSV = gate, noEPSV
+		c.PassivePorts = ports
+	})
 	h.ftp.files["f"] = payload(100 << 10)
 	release = sync.OnceFunc(func() { close(gate) })
 	t.Cleanup(release) // the fake server must not stay blocked
@@ -92,8 +97,9 @@ func TestPassiveAnsweredAhead(t *testing.T) {
 		time.AfterFunc(100*time.Millisecond, release) // the second EPSV waits for the first's reply
 		second := cl.passive("EPSV")
 		if first == second {
-			t.Log("the kernel gave the second plan the first one's port again: nothing to tell apart")
-		} else if c, err := net.DialTimeout("tcp", first.String(), time.Second); err == nil {
+			t.Fatalf("both plans on %v: the ports are taken in turn, so the first plan was not replaced", first)
+		}
+		if c, err := net.DialTimeout("tcp", first.String(), time.Second); err == nil {
 			c.Close()
 			t.Fatalf("the first plan's port %v still accepts", first)
 		}
