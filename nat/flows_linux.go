@@ -431,19 +431,18 @@ func (f *kernelFirewall) OpenFlow(ctx context.Context, fl Flow, ttl time.Duratio
 // removeFlow removes a flow's elements (removeAll), holding the
 // connection's lock.
 func (f *kernelFirewall) removeFlow(ctx context.Context, els []element) error {
-	if err := f.acquire(ctx); err != nil {
-		return err
-	}
-	defer f.release()
-	if f.closed {
-		return shutdownError{}
-	}
-	return f.removeAll(els)
+	return f.flowLocked(ctx, func() error { return f.removeAll(els) })
 }
 
 // changeFlow sends the messages queue queues as one batch, holding the
 // connection's lock.
 func (f *kernelFirewall) changeFlow(ctx context.Context, queue func() error) error {
+	return f.flowLocked(ctx, func() error { return f.flush(queue()) })
+}
+
+// flowLocked runs do holding the connection's lock, unless the firewall has
+// shut down.
+func (f *kernelFirewall) flowLocked(ctx context.Context, do func() error) error {
 	if err := f.acquire(ctx); err != nil {
 		return err
 	}
@@ -451,5 +450,5 @@ func (f *kernelFirewall) changeFlow(ctx context.Context, queue func() error) err
 	if f.closed {
 		return shutdownError{}
 	}
-	return f.flush(queue())
+	return do()
 }
