@@ -29,7 +29,7 @@ type dataPlan struct {
 	ahead       chan legResult
 	cancelAhead context.CancelFunc
 
-	// The client was answered ahead of the server (answerAhead): serverAsk
+	// The client was answered ahead of the server (answersAhead): serverAsk
 	// is the request (EPSV or PASV) whose reply the session has not read
 	// yet (the plan is the session's asked); serverErr, once read, why the
 	// server leg cannot be set up (the transfer command hears it).

@@ -54,7 +54,7 @@ type session struct {
 	noEPRT     bool // the server refused EPRT: use PORT
 	ascii      bool // the server accepted TYPE A: transfers are ASCII (for records)
 	plan       *dataPlan
-	asked      *dataPlan // the plan whose server reply is still to be read (answerAhead, datasetup.go)
+	asked      *dataPlan // the plan whose server reply is still to be read (answersAhead, datasetup.go)
 	start      time.Time
 	bytesUp    int64 // data bytes client -> server
 	bytesDown  int64 // data bytes server -> client
@@ -248,7 +248,7 @@ func (s *session) unaskedReply(ev replyEvent) error {
 		s.ctl.reply(ev.reply)
 		return fmt.Errorf("server closing: %w", errSessionEnd)
 	}
-	if s.asked != nil { // asked, not waited for (answerAhead)
+	if s.asked != nil { // asked, not waited for (answersAhead)
 		return s.serverAnsweredAhead(ev.reply)
 	}
 	// Relaying it would answer the client's next command with it and shift
