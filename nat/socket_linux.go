@@ -64,25 +64,27 @@ func explainSockopt(err error) error {
 // the connection's own local address (conntrack's original tuple): a
 // caller must treat a result that is one of this host's addresses and
 // its own listener port as "no original destination", or it would
-// connect to itself. Without conntrack for the connection it fails.
+// connect to itself. Without conntrack for the connection it fails, and
+// so it does for a Multipath TCP socket (EOPNOTSUPP). Its errors do not
+// repeat "original destination", which callers say.
 func OriginalDst(c *net.TCPConn) (netip.AddrPort, error) {
 	remote, ok := c.RemoteAddr().(*net.TCPAddr)
 	if !ok {
-		return netip.AddrPort{}, errors.New("original destination: connection has no TCP peer address")
+		return netip.AddrPort{}, errors.New("connection has no TCP peer address")
 	}
 	v4 := remote.AddrPort().Addr().Unmap().Is4()
 	rc, err := c.SyscallConn()
 	if err != nil {
-		return netip.AddrPort{}, fmt.Errorf("original destination: %w", err)
+		return netip.AddrPort{}, err
 	}
 	var dst netip.AddrPort
 	var gerr error
 	cerr := rc.Control(func(fd uintptr) { dst, gerr = originalDst(int(fd), v4) })
 	if cerr != nil {
-		return netip.AddrPort{}, fmt.Errorf("original destination: %w", cerr)
+		return netip.AddrPort{}, cerr
 	}
 	if gerr != nil {
-		return netip.AddrPort{}, fmt.Errorf("original destination: %w", gerr)
+		return netip.AddrPort{}, gerr
 	}
 	return dst, nil
 }
