@@ -79,7 +79,7 @@ func TestAdvertiseFollowsInterface(t *testing.T) {
 	}
 	// A real client that connects to the address in the 227 reply.
 	local := filepath.Join(t.TempDir(), bigFile)
-	if err := (curlClient{tp.Client}).Get(ctx, endpoint{"ftpgate", newV4, 21, newV4}, modePASVIP, bigFile, local); err != nil {
+	if err := (curlClient{ns: tp.Client}).Get(ctx, endpoint{"ftpgate", newV4, 21, newV4}, modePASVIP, bigFile, local); err != nil {
 		t.Fatal(err)
 	}
 	if err := sameFile(local, bigFile); err != nil {

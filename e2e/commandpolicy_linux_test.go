@@ -27,7 +27,7 @@ func TestCommandPolicyReadOnly(t *testing.T) {
 	startGate(t, tp, gateConfig{Extra: []string{"--commands-preset", "read-only", "--audit-log", audit}})
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	curl := curlClient{tp.Client}
+	curl := curlClient{ns: tp.Client}
 	py := ftplibClient{tp.Client}
 	ep := gateV4()
 

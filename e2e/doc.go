@@ -33,6 +33,7 @@
 //	PORT/EPRT bounce attempts refused                                     TestBounceRefused                        bounce_linux_test.go
 //	transparent edge gateway: redirect, tproxy, divert maps               TestGatewayTransfers                     gateway_linux_test.go
 //	--preserve-client-address (tproxy)                                    TestGatewayTransfers                     gateway_linux_test.go
+//	Multipath TCP clients (mptcpize curl): plain TCP listeners, fallback  TestMPTCPClients                         mptcp_linux_test.go
 //	the gateway as nobody with CAP_NET_ADMIN and CAP_NET_BIND_SERVICE only   TestGatewayUnprivileged                  gateway_unprivileged_linux_test.go
 //	--intercept-ports                                                     TestGatewayInterceptPorts                gateway_interceptports_linux_test.go
 //	--allow-destinations                                                  TestGatewayAllowDestinations             gateway_allowdestinations_linux_test.go

@@ -164,7 +164,7 @@ func TestExternalSet(t *testing.T) {
 	}
 
 	// curl, passive and active, downloads and uploads.
-	c := curlClient{tp.Client}
+	c := curlClient{ns: tp.Client}
 	for _, tc := range []struct {
 		ep endpoint
 		m  dataMode

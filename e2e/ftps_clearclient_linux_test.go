@@ -21,7 +21,7 @@ func TestFTPSClearClientRequire(t *testing.T) {
 			pki := newFTPSPKI(t)
 			srv := startServerTLS(t, tp, kind, pki.Server)
 			g := startGate(t, tp, gateConfig{ServerMode: "client", Extra: []string{"--server-tls", "require", "--server-ca", pki.ServerCA}})
-			for _, c := range []ftpClient{curlClient{tp.Client}, ftplibClient{tp.Client}} {
+			for _, c := range []ftpClient{curlClient{ns: tp.Client}, ftplibClient{tp.Client}} {
 				for _, m := range []dataMode{modeEPSV, modePORT} {
 					t.Run(c.Name()+"/"+string(m), func(t *testing.T) {
 						t.Parallel()

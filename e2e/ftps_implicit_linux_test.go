@@ -52,6 +52,6 @@ func TestFTPSImplicitServer(t *testing.T) {
 	t.Run("clear-client", func(t *testing.T) {
 		g := startGate(t, tp, gateConfig{Upstream: up, AdminListen: "127.0.0.1:9122",
 			Extra: []string{"--server-tls", "require", "--server-ca", pki.ServerCA}})
-		ftpsGetPut(t, tp, srv, g, curlClient{tp.Client}, gateV4(), modePORT, "implicit-upstream-clear", false)
+		ftpsGetPut(t, tp, srv, g, curlClient{ns: tp.Client}, gateV4(), modePORT, "implicit-upstream-clear", false)
 	})
 }

@@ -28,7 +28,7 @@ func TestGatewayInterceptPorts(t *testing.T) {
 	srv := startVsftpd(t, tp.Server, vsftpdOptions{Port: port, PassiveLo: 30500, PassiveHi: 30599})
 	makeGateway(t, tp)
 	eps := []endpoint{{"gateway", serverV4, port, serverV4}, {"gateway", serverV6, port, serverV6}}
-	c := curlClient{tp.Client}
+	c := curlClient{ns: tp.Client}
 
 	t.Run("intercepted", func(t *testing.T) {
 		g := startGate(t, tp, gatewayConfig("redirect", "--intercept-ports", "21,2121"))

@@ -191,7 +191,7 @@ func checkDiverted(ctx context.Context, t *testing.T, tp *topology, ctl *ftpCtl,
 // with curl in every mode of both families and with lftp passive and active, all addressed to
 // the server's own address, and checks the files on both ends and ftpgate's transfer records.
 func runGatewayMatrix(t *testing.T, tp *topology, srv *ftpServer, g *gate, mode string) {
-	c := curlClient{tp.Client}
+	c := curlClient{ns: tp.Client}
 	type run struct {
 		ep   endpoint
 		m    dataMode
@@ -277,7 +277,7 @@ func checkGatewayGone(ctx context.Context, t *testing.T, tp *topology, before []
 // fail, its control connection timing out in the operator's default-drop forward chain.
 func checkGatewayNeedsFtpgate(ctx context.Context, t *testing.T, tp *topology) {
 	t.Helper()
-	c := curlClient{tp.Client}
+	c := curlClient{ns: tp.Client}
 	runs := []struct {
 		ep endpoint
 		m  dataMode
@@ -308,7 +308,7 @@ func checkGatewayNeedsFtpgate(ctx context.Context, t *testing.T, tp *topology) {
 // gateway, for the upload.
 func checkClientAddressPreserved(ctx context.Context, t *testing.T, tp *topology, srv *ftpServer) {
 	t.Helper()
-	c := curlClient{tp.Client}
+	c := curlClient{ns: tp.Client}
 	for _, ep := range []endpoint{viaGatewayV4(), viaGatewayV6()} {
 		remote := "preserve-" + map[bool]string{false: "ipv4", true: "ipv6"}[ep.v6()] + ".bin"
 		if err := c.Put(ctx, ep, modeEPSV, filepath.Join(suite.fixtures, bigFile), remote); err != nil {

@@ -39,7 +39,7 @@ func warmUp(t *testing.T, tp *topology, g *gate, eps ...endpoint) gateVars {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	c := curlClient{tp.Client}
+	c := curlClient{ns: tp.Client}
 	for _, ep := range eps {
 		for _, m := range []dataMode{modeEPSV, modeEPRT} {
 			if _, err := c.List(ctx, ep, m, listDir); err != nil {

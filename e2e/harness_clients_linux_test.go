@@ -100,8 +100,12 @@ func runIn(ctx context.Context, ns, name string, args ...string) (stdout, stderr
 	return o.Bytes(), e.Bytes(), err
 }
 
-// curlClient drives curl; its -v output proves which data commands went over the wire.
-type curlClient struct{ ns string }
+// curlClient drives curl; its -v output proves which data commands went over the wire. With
+// mptcp it runs under mptcpize, so that curl's sockets (control and data) are Multipath TCP.
+type curlClient struct {
+	ns    string
+	mptcp bool
+}
 
 func (c curlClient) Name() string { return "curl" }
 
@@ -121,7 +125,11 @@ func (c curlClient) runBoth(ctx context.Context, ep endpoint, m dataMode, args .
 	if err != nil {
 		return nil, nil, err
 	}
-	out, verbose, err := runIn(ctx, c.ns, "curl", append(base, args...)...)
+	name, args := "curl", append(base, args...)
+	if c.mptcp {
+		name, args = mptcpizeBin, append([]string{"run", "curl"}, args...)
+	}
+	out, verbose, err := runIn(ctx, c.ns, name, args...)
 	verbose = bytes.ReplaceAll(verbose, []byte("\r\n"), []byte("\n"))
 	if err == nil {
 		err = curlCheck(verbose, ep, m)

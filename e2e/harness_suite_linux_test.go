@@ -42,6 +42,7 @@ const (
 	purePwBin   = "/opt/ftpgate-e2e/pure-ftpd/usr/bin/pure-pw"
 	python3Bin  = "/usr/bin/python3" // Debian's, not a pyenv shim on PATH
 	haproxyBin  = "/usr/sbin/haproxy"
+	mptcpizeBin = "/usr/bin/mptcpize" // runs a program with its TCP sockets made Multipath TCP
 
 	// proftpdModules is where scripts/install-test-deps.sh unpacked proftpd-mod-crypto (mod_tls).
 	proftpdModules = "/opt/ftpgate-e2e/proftpd-tls/usr/lib/proftpd"
@@ -170,6 +171,7 @@ const (
 	needStrace     = "strace"
 	needFtpgate    = "ftpgate"
 	needHAProxy    = "haproxy"
+	needMPTCPize   = "mptcpize"
 )
 
 // requirePrereqs skips (or, under CI=true / FTPGATE_E2E=1, fails) the test when it cannot run
@@ -206,6 +208,8 @@ func requirePrereqs(t testing.TB, needs ...string) {
 			}
 		case needHAProxy:
 			check("haproxy", haproxyBin)
+		case needMPTCPize:
+			check("mptcpize", mptcpizeBin)
 		case needPureFTPd:
 			check("pure-ftpd", pureFTPdBin, purePwBin)
 			check("openssl", "openssl")

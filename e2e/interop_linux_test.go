@@ -46,7 +46,7 @@ func TestInterop(t *testing.T) {
 // a 10 MiB download and upload with checksums on both ends, a listing compared by name with
 // the server's directory, and a download resumed with REST. g is nil for direct endpoints.
 func runMatrix(t *testing.T, tp *topology, srv *ftpServer, g *gate, eps ...endpoint) {
-	clients := []ftpClient{curlClient{tp.Client}, ftplibClient{tp.Client}}
+	clients := []ftpClient{curlClient{ns: tp.Client}, ftplibClient{tp.Client}}
 	wantNames, err := listNames(listDir)
 	if err != nil {
 		t.Fatal(err)
@@ -164,7 +164,7 @@ func runConcurrent(t *testing.T, tp *topology, ep endpoint, n int) {
 	defer cancel()
 	dir := t.TempDir()
 	modes := []dataMode{modeEPSV, modePASV, modeEPRT, modePORT}
-	c := curlClient{tp.Client}
+	c := curlClient{ns: tp.Client}
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	start := time.Now()

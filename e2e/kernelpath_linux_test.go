@@ -38,8 +38,8 @@ func TestKernelDataPath(t *testing.T) {
 		c    getPutter
 		m    dataMode
 	}{
-		{"curl/EPSV", curlClient{tp.Client}, modeEPSV},
-		{"curl/PASV", curlClient{tp.Client}, modePASV},
+		{"curl/EPSV", curlClient{ns: tp.Client}, modeEPSV},
+		{"curl/PASV", curlClient{ns: tp.Client}, modePASV},
 		{"ftplib/EPSV", ftplibClient{tp.Client}, modeEPSV},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -93,7 +93,7 @@ func TestKernelDataPath(t *testing.T) {
 
 	t.Run("IPv6 client, IPv4 server: spliced", func(t *testing.T) {
 		local := filepath.Join(t.TempDir(), oneFile)
-		if err := (curlClient{tp.Client}).Get(ctx, gateV6(), modeEPSV, oneFile, local); err != nil {
+		if err := (curlClient{ns: tp.Client}).Get(ctx, gateV6(), modeEPSV, oneFile, local); err != nil {
 			t.Fatal(tp.diagnose(err))
 		}
 		if err := sameFile(local, oneFile); err != nil {
@@ -105,7 +105,7 @@ func TestKernelDataPath(t *testing.T) {
 	})
 	t.Run("active is spliced", func(t *testing.T) {
 		local := filepath.Join(t.TempDir(), oneFile)
-		if err := (curlClient{tp.Client}).Get(ctx, ep, modeEPRT, oneFile, local); err != nil {
+		if err := (curlClient{ns: tp.Client}).Get(ctx, ep, modeEPRT, oneFile, local); err != nil {
 			t.Fatal(tp.diagnose(err))
 		}
 		if err := sameFile(local, oneFile); err != nil {

@@ -79,7 +79,7 @@ func TestKillNine(t *testing.T) {
 	dir := t.TempDir()
 	for _, ep := range []endpoint{gateV4(), gateV6()} {
 		local := filepath.Join(dir, ep.Name+"-"+strings.ReplaceAll(ep.Host, ":", "_")+"-"+bigFile)
-		if err := (curlClient{tp.Client}).Get(ctx, ep, modeEPSV, bigFile, local); err != nil {
+		if err := (curlClient{ns: tp.Client}).Get(ctx, ep, modeEPSV, bigFile, local); err != nil {
 			t.Fatalf("after the restart: %v", err)
 		}
 		if err := sameFile(local, bigFile); err != nil {

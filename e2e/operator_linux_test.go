@@ -47,7 +47,7 @@ func TestMetricsTransferBytes(t *testing.T) {
 	}
 	before := g.scrape(ctx, t)
 	local := filepath.Join(t.TempDir(), bigFile)
-	if err := (curlClient{tp.Client}).Get(ctx, gateV4(), modeEPSV, bigFile, local); err != nil {
+	if err := (curlClient{ns: tp.Client}).Get(ctx, gateV4(), modeEPSV, bigFile, local); err != nil {
 		t.Fatal(tp.diagnose(err))
 	}
 	if err := sameFile(local, bigFile); err != nil {

@@ -97,7 +97,7 @@ func TestHAProxyProxyProtocol(t *testing.T) {
 		for i, ns := range c.Outside {
 			for _, m := range []dataMode{modeEPSV, modePASVIP} {
 				local := filepath.Join(dir, fmt.Sprintf("%d-%s.bin", i, m))
-				if err := (curlClient{ns}).Get(ctx, ep, m, bigFile, local); err != nil {
+				if err := (curlClient{ns: ns}).Get(ctx, ep, m, bigFile, local); err != nil {
 					t.Fatal(err)
 				}
 				if err := sameFile(local, bigFile); err != nil {
@@ -284,7 +284,7 @@ func testHAProxyConcurrent(ctx context.Context, t *testing.T, c *cluster, g *gat
 		wg.Go(func() {
 			ns := c.Outside[i%len(c.Outside)]
 			local := filepath.Join(dir, fmt.Sprintf("one-%02d.bin", i))
-			err := curlClient{ns}.Get(ctx, ep, modeEPSV, oneFile, local)
+			err := curlClient{ns: ns}.Get(ctx, ep, modeEPSV, oneFile, local)
 			if err == nil {
 				err = sameFile(local, oneFile)
 			}

@@ -120,7 +120,7 @@ func testClusterLoad(ctx context.Context, t *testing.T, c *cluster, g *gate, n i
 			ns, m := c.Outside[i%len(c.Outside)], modes[(i/len(c.Outside))%len(modes)]
 			results[i].client = clusterOutsideV4(i % len(c.Outside))
 			local := filepath.Join(dir, fmt.Sprintf("one-%03d.bin", i))
-			_, verbose, err := curlClient{ns}.runBoth(ctx, ep, m, "-o", local, ep.url(oneFile))
+			_, verbose, err := curlClient{ns: ns}.runBoth(ctx, ep, m, "-o", local, ep.url(oneFile))
 			if err == nil {
 				err = sameFile(local, oneFile)
 			}

@@ -47,7 +47,7 @@ func TestClusterOutboundSidecar(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := startServer(t, tp, vsftpd)
-	app := curlClient{tp.Client}
+	app := curlClient{ns: tp.Client}
 	dir := t.TempDir()
 
 	t.Run("without-ftpgate", func(t *testing.T) {

@@ -110,7 +110,7 @@ func TestStatus(t *testing.T) {
 	local := filepath.Join(t.TempDir(), statusFile)
 	curlDone := make(chan error, 1)
 	go func() {
-		_, err := (curlClient{tp.Client}).run(ctx, gateV4(), modeEPSV, "--limit-rate", statusLimit, "-o", local, gateV4().url(statusFile))
+		_, err := (curlClient{ns: tp.Client}).run(ctx, gateV4(), modeEPSV, "--limit-rate", statusLimit, "-o", local, gateV4().url(statusFile))
 		curlDone <- err
 	}()
 	curlFinished := false

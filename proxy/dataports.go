@@ -245,8 +245,7 @@ func (h *dataPorts) attach(ip netip.Addr, port uint16, peer netip.Addr) (*dataPo
 	key := netip.AddrPortFrom(ip, port)
 	sl := h.listeners[key]
 	if sl == nil || port == 0 {
-		ka := h.conf().KeepAlive
-		lc := net.ListenConfig{KeepAlive: keepAliveIdle(ka), KeepAliveConfig: ka}
+		lc := listenConfig(h.conf().KeepAlive)
 		l, err := lc.Listen(context.Background(), "tcp", key.String())
 		if err != nil {
 			return nil, err

@@ -131,8 +131,8 @@ func listenSpecs(cfg *Config) []ctrlListener {
 
 // open opens the listeners of specs; on error it closes those it opened.
 func (s *Server) open(ctx context.Context, cfg *Config, specs []ctrlListener) ([]*ctrlListener, error) {
-	ka := keepAlive(cfg)
-	lc := net.ListenConfig{KeepAlive: keepAliveIdle(ka), KeepAliveConfig: ka, Control: cfg.Hooks.ListenControl}
+	lc := listenConfig(keepAlive(cfg))
+	lc.Control = cfg.Hooks.ListenControl
 	var opened []*ctrlListener
 	for _, sp := range specs {
 		l, err := lc.Listen(ctx, listenNetwork(sp.spec), sp.spec)
@@ -204,6 +204,21 @@ func keepAlive(cfg *Config) net.KeepAliveConfig {
 		return net.KeepAliveConfig{Enable: false}
 	}
 	return net.KeepAliveConfig{Enable: true, Idle: cfg.KeepAlive, Interval: cfg.KeepAlive / 2, Count: 4}
+}
+
+// listenConfig is how ftpgate listens, for control and data connections:
+// TCP keepalive as kc says, and plain TCP, not Multipath TCP (Go's default
+// for listeners since 1.24). An MPTCP client then falls back to TCP in the
+// handshake, as MPTCP is designed to. Accepting MPTCP would break more
+// than it gives: an MPTCP socket has no conntrack original destination
+// (SO_ORIGINAL_DST fails with EOPNOTSUPP, so redirect mode could not serve
+// the client), an exact pinhole admits the first subflow and no other, and
+// ftpgate's own connections to the server are TCP, so no path is multiple
+// end to end.
+func listenConfig(kc net.KeepAliveConfig) net.ListenConfig {
+	lc := net.ListenConfig{KeepAlive: keepAliveIdle(kc), KeepAliveConfig: kc}
+	lc.SetMultipathTCP(false)
+	return lc
 }
 
 // keepAliveIdle is the net package's KeepAlive duration to go with kc: -1

@@ -35,7 +35,7 @@ fi
 # Packages installed with apt. proftpd/pure-ftpd library dependencies are listed here too so one
 # apt transaction covers everything.
 APT_PACKAGES=(
-	vsftpd curl lftp python3 nftables iproute2 conntrack strace procps openssl haproxy
+	vsftpd curl lftp python3 nftables iproute2 conntrack strace procps openssl haproxy mptcpize
 	ca-certificates libpam-modules libpam-runtime passwd
 	# proftpd-core's libraries
 	libacl1 libcap2 libcrypt1 libhiredis0.14 libidn2-0 libmemcached11 libmemcachedutil2
