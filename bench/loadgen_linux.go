@@ -237,32 +237,37 @@ func serveIdle(c net.Conn) {
 }
 
 // stepNames are the steps of one passive download that "steps" times.
-var stepNames = []string{"EPSV→229", "data connect", "RETR→150", "150→data end", "data end→226", "transfer total"}
+// The first, one control exchange on its own, is what every relayed command and reply costs.
+var stepNames = []string{stepExchange, "EPSV→229", "data connect", "RETR→150", "150→data end", "data end→226", "transfer total"}
+
+// stepExchange is the step of a command and its reply with no data connection.
+const stepExchange = "TYPE I→200"
 
 // stepStats maps a step to its median, 90th percentile and maximum in microseconds.
 type stepStats map[string][3]int64
 
 // stepsMain times the protocol steps of n small downloads in one session (no strace, no
 // profiler attached) and prints the median, 90th percentile and maximum of each step in microseconds:
-// EPSV→229, the data connect, RETR→150, 150→end of data, end of data→226, and the whole, as
-// one JSON stepStats line.
+// TYPE I→200, EPSV→229, the data connect, RETR→150, 150→end of data, end of data→226, and the
+// whole from EPSV on, as one JSON stepStats line. With --control-only it times TYPE I alone.
 func stepsMain(args []string) int {
 	fs := flag.NewFlagSet("steps", flag.ContinueOnError)
 	addr := fs.String("addr", "", "FTP server host:port")
 	file := fs.String("file", smallDir+"/f0001.dat", "file to download")
 	n := fs.Int("n", 200, "transfers")
+	controlOnly := fs.Bool("control-only", false, "time only the control exchange (TYPE I), no transfers")
 	if err := fs.Parse(args); err != nil || *addr == "" || *n < 1 || *n > 100000 {
 		fmt.Fprintln(os.Stderr, "steps: --addr and 1 <= --n <= 100000 required")
 		return 2
 	}
-	if err := steps(*addr, *file, *n); err != nil {
+	if err := steps(*addr, *file, *n, *controlOnly); err != nil {
 		fmt.Fprintln(os.Stderr, "steps:", err)
 		return 1
 	}
 	return 0
 }
 
-func steps(addr, file string, n int) error {
+func steps(addr, file string, n int, controlOnly bool) error {
 	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
 	if err != nil {
 		return err
@@ -293,9 +298,20 @@ func steps(addr, file string, n int) error {
 	}
 	host, _, _ := net.SplitHostPort(addr)
 	names := stepNames
+	if controlOnly {
+		names = []string{stepExchange}
+	}
 	samples := make([][]time.Duration, len(names))
 	for range n {
+		tt := time.Now()
+		if _, err := expect(200, "TYPE I"); err != nil {
+			return err
+		}
 		t0 := time.Now()
+		if controlOnly {
+			samples[0] = append(samples[0], t0.Sub(tt))
+			continue
+		}
 		msg, err := expect(229, "EPSV")
 		if err != nil {
 			return err
@@ -326,7 +342,7 @@ func steps(addr, file string, n int) error {
 			return err
 		}
 		t5 := time.Now()
-		for i, s := range []time.Duration{t1.Sub(t0), t2.Sub(t1), t3.Sub(t2), t4.Sub(t3), t5.Sub(t4), t5.Sub(t0)} {
+		for i, s := range []time.Duration{t0.Sub(tt), t1.Sub(t0), t2.Sub(t1), t3.Sub(t2), t4.Sub(t3), t5.Sub(t4), t5.Sub(t0)} {
 			samples[i] = append(samples[i], s)
 		}
 	}

@@ -41,6 +41,8 @@ func main() {
 			os.Exit(idleServerMain(os.Args[2:]))
 		case "steps":
 			os.Exit(stepsMain(os.Args[2:]))
+		case "relay":
+			os.Exit(relayMain(os.Args[2:]))
 		}
 	}
 	os.Exit(benchMain(os.Args[1:]))

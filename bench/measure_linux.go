@@ -325,7 +325,7 @@ func (e *env) roundFor(ctx context.Context, res *results, c column, round int) e
 			}
 		}
 		if e.o.tests["transfer"] {
-			if st, err := e.steps(ctx, c.target); err != nil {
+			if st, err := e.steps(ctx, c.target, false); err != nil {
 				res.fail(tTransfer, c.Name, err)
 			} else {
 				res.add(tTransfer, c.Name, round, float64(st["transfer total"][0])/1000)

@@ -6,11 +6,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ftpgate/ftpgate/internal/nsrun"
 )
 
 // profileRun profiles ftpgate (reverse) during small-file transfers and writes to dir:
@@ -134,21 +137,23 @@ func (e *env) stepVariants(ctx context.Context, dir string, passes int) (string,
 		args   []string
 		target string
 		ct     bool // a table in the gateway namespace that turns conntrack on, as ftpgate's own does
+		relay  bool // the bare relay (bench relay) on the gateway, and only the control exchange timed
 	}{
-		{"routing", nil, serverV4, false},
-		{"routing + conntrack", nil, serverV4, true},
-		{"ftpgate reverse", c.args, c.target, false},
-		{"reverse --firewall none", none, c.target, false},
-		{"reverse --firewall none + conntrack", none, c.target, true},
-		{"reverse --log-level warn", append(append([]string{}, c.args...), "--log-level", "warn"), c.target, false},
-		{"ftpgate redirect", redirect.args, redirect.target, false},
+		{"routing", nil, serverV4, false, false},
+		{"routing + conntrack", nil, serverV4, true, false},
+		{"ftpgate reverse", c.args, c.target, false, false},
+		{"reverse --firewall none", none, c.target, false, false},
+		{"reverse --firewall none + conntrack", none, c.target, true, false},
+		{"reverse --log-level warn", append(append([]string{}, c.args...), "--log-level", "warn"), c.target, false, false},
+		{"ftpgate redirect", redirect.args, redirect.target, false, false},
+		{"bare Go relay (io.Copy, control only)", nil, gwLANV4, false, true},
 	}
 	got := make([][]stepStats, len(variants))
 	for pass := range passes {
 		for i := range variants {
 			k := (i + pass) % len(variants)
 			v := variants[k]
-			st, err := e.stepTimes(ctx, v.args, v.target, v.ct, filepath.Join(dir, "steps-ftpgate.log"))
+			st, err := e.stepTimes(ctx, v.args, v.target, v.ct, v.relay, filepath.Join(dir, "steps-ftpgate.log"))
 			if err != nil {
 				return "", fmt.Errorf("step timings %s: %w", v.name, err)
 			}
@@ -167,8 +172,14 @@ func (e *env) stepVariants(ctx context.Context, dir string, passes int) (string,
 			var med []float64
 			var p90, mx int64
 			for _, st := range got[k] {
-				med = append(med, float64(st[step][0]))
-				p90, mx = max(p90, st[step][1]), max(mx, st[step][2])
+				if v, ok := st[step]; ok {
+					med = append(med, float64(v[0]))
+					p90, mx = max(p90, v[1]), max(mx, v[2])
+				}
+			}
+			if len(med) == 0 {
+				b.WriteString(" — |") // not timed there (the bare relay's data steps)
+				continue
 			}
 			fmt.Fprintf(&b, " %.0f (%d / %d) |", median(med), p90, mx)
 		}
@@ -179,7 +190,7 @@ func (e *env) stepVariants(ctx context.Context, dir string, passes int) (string,
 
 // stepTimes runs the steps subcommand in the client namespace against target, through an
 // ftpgate started with args (none: routing), with conntrack turned on in the gateway if ct.
-func (e *env) stepTimes(ctx context.Context, args []string, target string, ct bool, logPath string) (stepStats, error) {
+func (e *env) stepTimes(ctx context.Context, args []string, target string, ct, relay bool, logPath string) (stepStats, error) {
 	if err := e.forgetConnections(ctx); err != nil {
 		return nil, fmt.Errorf("forget the earlier variants' connections: %w", err)
 	}
@@ -200,14 +211,31 @@ func (e *env) stepTimes(ctx context.Context, args []string, target string, ct bo
 		}
 		defer g.stop()
 	}
-	return e.steps(ctx, target)
+	if relay {
+		cmd := nsrun.Command(context.Background(), e.tp.Gateway, e.self, "relay",
+			"--listen", target+":21", "--upstream", serverV4+":21")
+		cmd.Stderr = os.Stderr
+		p, err := startProcess("relay", cmd)
+		if err != nil {
+			return nil, err
+		}
+		defer p.stop(5 * time.Second)
+		if err := waitBanner(ctx, e.tp.Client, net.JoinHostPort(target, "21"), p); err != nil {
+			return nil, fmt.Errorf("bare relay: %w", err)
+		}
+	}
+	return e.steps(ctx, target, relay)
 }
 
 // steps runs the steps subcommand in the client namespace against target.
-func (e *env) steps(ctx context.Context, target string) (stepStats, error) {
+func (e *env) steps(ctx context.Context, target string, controlOnly bool) (stepStats, error) {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
-	out, err := runIn(ctx, e.tp.Client, e.self, "steps", "--addr", target+":21", "--n", strconv.Itoa(e.sz.profileTransfers))
+	args := []string{"steps", "--addr", target + ":21", "--n", strconv.Itoa(e.sz.profileTransfers)}
+	if controlOnly {
+		args = append(args, "--control-only")
+	}
+	out, err := runIn(ctx, e.tp.Client, e.self, args...)
 	if err != nil {
 		return nil, err
 	}
