@@ -39,6 +39,7 @@ const (
 	tMirror8  = "mirror8"
 	tSessions = "sessions"
 	tTransfer = "transfer"
+	tExchange = "exchange"
 	tDrops    = "drops"
 	tSplice   = "splice"
 	tScale    = "scale-sessions"
@@ -133,7 +134,7 @@ func (e *env) measure(ctx context.Context) (*results, error) {
 		tests []string
 	}{
 		{"download", []string{tDownload, tDownCPU}}, {"upload", []string{tUpload, tUpCPU}},
-		{"mirror", []string{tMirror1, tMirror8}}, {"transfer", []string{tTransfer}}, {"sessions", []string{tSessions}}, {"splice", []string{tSplice}},
+		{"mirror", []string{tMirror1, tMirror8}}, {"transfer", []string{tTransfer, tExchange}}, {"sessions", []string{tSessions}}, {"splice", []string{tSplice}},
 	} {
 		if e.o.tests[g.group] {
 			res.Tests = append(res.Tests, g.tests...)
@@ -327,8 +328,10 @@ func (e *env) roundFor(ctx context.Context, res *results, c column, round int) e
 		if e.o.tests["transfer"] {
 			if st, err := e.steps(ctx, c.target, false); err != nil {
 				res.fail(tTransfer, c.Name, err)
+				res.fail(tExchange, c.Name, err)
 			} else {
 				res.add(tTransfer, c.Name, round, float64(st["transfer total"][0])/1000)
+				res.add(tExchange, c.Name, round, float64(st[stepExchange][0]))
 			}
 		}
 		if e.o.tests["sessions"] {

@@ -34,6 +34,7 @@ func (e *env) rows() map[string]row {
 		tMirror1:  {fmt.Sprintf("%d × 4 KiB files, lftp mirror, 1 at a time", e.sz.smallFiles), kindTime, "s"},
 		tMirror8:  {"same, 8 in parallel", kindTime, "s"},
 		tTransfer: {fmt.Sprintf("one 4 KiB transfer, EPSV to 226 (Go client, median of %d in one session)", e.sz.profileTransfers), kindTime, "ms"},
+		tExchange: {fmt.Sprintf("one control exchange, TYPE I to 200 (the same client, median of %d)", e.sz.profileTransfers), kindTime, "µs"},
 		tSessions: {fmt.Sprintf("%d concurrent sessions (LIST + 1 MiB RETR)", e.sz.sessions), kindTime, "s"},
 		tDrops:    {"data-port packets the own table dropped without a pinhole, per round (should be 0)", kindCount, ""},
 		tSplice:   {"splice check: ftpgate syscalls during one download (strace -f -c)", "", ""},
@@ -181,7 +182,9 @@ Notes:
 - mirror: lftp `+"`mirror --parallel=N`"+`, wall-clock time of the whole lftp run, every file checked to arrive.
 - one transfer: the benchmark's own client times EPSV→229, the data connect, RETR→150, the data and the 226
   of %[1]d downloads of a 4 KiB file in one session; `+"`go run ./bench --profile DIR`"+` shows each step, for
-  variants that isolate the firewall, conntrack and logging, with pprof and strace of ftpgate.
+  variants that isolate the firewall, conntrack and logging, with pprof and strace of ftpgate. Before each
+  download it times a TYPE I and its 200 alone: one command and one reply relayed, the unit of what every
+  command costs (--profile compares it with a bare io.Copy relay).
 - sessions: each connects, logs in, LISTs /, RETRs 1 MiB (size checked) and QUITs, all at once; at most %[2]d
   connection handshakes are in flight (vsftpd listens with a backlog of 32); failed sessions are counted.
 - splice check: `+"`strace -f -c`"+` attached to ftpgate during one download; read/write are the control path's.
