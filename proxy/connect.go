@@ -262,9 +262,10 @@ func (s *session) dialServer(ctx context.Context, upstream string) error {
 	ka := keepAlive(s.cfg)
 	d := net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: keepAliveIdle(ka), KeepAliveConfig: ka, Control: cfg.Hooks.DialControl}
 	if cfg.PreserveClientAddress {
-		d.Control = cfg.Hooks.TransparentDialControl
+		d.Control = bindAddressOnly(cfg.Hooks.TransparentDialControl)
 		d.LocalAddr = &net.TCPAddr{IP: s.clientPeer.Addr().AsSlice()}
 	} else if src := s.upstreamSource(upstream); src.IsValid() {
+		d.Control = bindAddressOnly(d.Control)
 		d.LocalAddr = &net.TCPAddr{IP: src.AsSlice()}
 	}
 	began := time.Now()

@@ -584,6 +584,7 @@ func (s *session) dialData(ctx context.Context, src netip.Addr, target netip.Add
 	}
 	if src.IsValid() && src.Is4() == target.Addr().Is4() {
 		d.LocalAddr = &net.TCPAddr{IP: src.AsSlice()}
+		d.Control = bindAddressOnly(d.Control)
 	}
 	c, err := d.DialContext(ctx, "tcp", target.String())
 	if err != nil {
