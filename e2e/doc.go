@@ -34,6 +34,8 @@
 //	transparent edge gateway: redirect, tproxy, divert maps               TestGatewayTransfers                     gateway_linux_test.go
 //	--preserve-client-address (tproxy)                                    TestGatewayTransfers                     gateway_linux_test.go
 //	Multipath TCP clients (mptcpize curl): plain TCP listeners, fallback  TestMPTCPClients                         mptcp_linux_test.go
+//	200 uploads, 8 ephemeral ports: connect picks a bound leg's port      TestFewLocalPorts                        localports_linux_test.go
+//	--upstream-source: the server sees that address, control and data     TestFewLocalPorts                        localports_linux_test.go
 //	the gateway as nobody with CAP_NET_ADMIN and CAP_NET_BIND_SERVICE only   TestGatewayUnprivileged                  gateway_unprivileged_linux_test.go
 //	--intercept-ports                                                     TestGatewayInterceptPorts                gateway_interceptports_linux_test.go
 //	--allow-destinations                                                  TestGatewayAllowDestinations             gateway_allowdestinations_linux_test.go
