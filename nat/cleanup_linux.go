@@ -12,7 +12,7 @@ import (
 
 // cleanupKernel implements Cleanup for own-table and external-set mode.
 func cleanupKernel(ctx context.Context, cfg Config) error {
-	conn, err := nftables.New(nftables.AsLasting(), nftables.WithNetNSFd(cfg.NetNS))
+	conn, err := openNftables(cfg.NetNS)
 	if err != nil {
 		return fmt.Errorf("firewall cleanup: open nftables netlink connection: %w", explain(err))
 	}

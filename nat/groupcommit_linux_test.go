@@ -3,6 +3,7 @@ package nat
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -245,5 +246,65 @@ func TestCanceledWaitLeavesQueue(t *testing.T) {
 	}
 	if got := ns.setElements(t, "inet", "ftpgate", "pinholes4"); len(got) != 0 {
 		t.Errorf("canceled Opens left elements: %+v", got)
+	}
+}
+
+// TestFullMergedBatch: maxMerged IPv6 pinhole Opens queued behind one holder
+// of the lock go to the kernel in one batch, over the firewall's own netlink
+// socket with its fixed buffers (netlinkBuffer), and so do as many Closes.
+// Every pinhole is in the set after the first, none after the second.
+func TestFullMergedBatch(t *testing.T) {
+	t.Parallel()
+	ns := newNS(t)
+	fw := newFirewall(t, ns, Config{})
+	k := fw.(*kernelFirewall)
+	if !k.destroy {
+		t.Fatal("this kernel has no destroy element (Linux 6.3+), so operations are not merged")
+	}
+	ctx := context.Background()
+	ph := func(i int) Pinhole {
+		return Pinhole{Peer: netip.MustParseAddr(fmt.Sprintf("fd00:5:5:5:5:5:5:%x", i+1)), Local: netip.MustParseAddrPort("[fd00:1:1:1:1:1:1:1]:40001")}
+	}
+	run := func(close bool) {
+		t.Helper()
+		ops := make([]func() error, maxMerged)
+		for i := range ops {
+			if close {
+				ops[i] = func() error { return fw.Close(ctx, ph(i)) }
+			} else {
+				ops[i] = func() error { return fw.Open(ctx, ph(i), time.Minute) }
+			}
+		}
+		gen := generation(t, ns)
+		// As heldBatch, without waiting for each to queue in turn: their
+		// order does not matter here.
+		if err := k.acquire(ctx); err != nil {
+			t.Fatal(err)
+		}
+		errs := make([]error, len(ops))
+		var wg sync.WaitGroup
+		for i, op := range ops {
+			wg.Go(func() { errs[i] = op() })
+		}
+		_, queued := waitFor(10*time.Second, func() bool { return k.queued() == len(ops) })
+		k.release()
+		wg.Wait()
+		if !queued {
+			t.Fatalf("%d operations (close %v) never all queued behind the lock", len(ops), close)
+		}
+		if err := errors.Join(errs...); err != nil {
+			t.Fatalf("%d queued operations (close %v): %v", maxMerged, close, err)
+		}
+		if got := generation(t, ns) - gen; got != 1 {
+			t.Errorf("%d queued operations (close %v) took %d batches, want 1", maxMerged, close, got)
+		}
+	}
+	run(false)
+	if got := len(ns.setElements(t, "inet", "ftpgate", "pinholes6")); got != maxMerged {
+		t.Errorf("after %d Opens pinholes6 holds %d elements", maxMerged, got)
+	}
+	run(true)
+	if got := ns.setElements(t, "inet", "ftpgate", "pinholes6"); len(got) != 0 {
+		t.Errorf("after %d Closes pinholes6 holds %d elements", maxMerged, len(got))
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/google/nftables"
+	"github.com/mdlayher/netlink"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 )
@@ -50,8 +51,37 @@ type kernelFirewall struct {
 	queue   []*pinholeOp
 }
 
+// openNftables opens the lasting nftables netlink connection in netns (0:
+// this process's namespace), with its buffers set once (netlinkBuffer).
+func openNftables(netns int) (*nftables.Conn, error) {
+	return nftables.New(nftables.AsLasting(), nftables.WithNetNSFd(netns), nftables.WithSockOptions(fixedBuffers))
+}
+
+// netlinkBuffer is the send and the receive buffer of the nftables netlink
+// socket, set when it opens. Without a socket option of ours, google/nftables
+// reads both sizes (two getsockopt calls) at every Flush, to grow them for a
+// batch that needs more: two of the syscalls of every pinhole's open and of
+// its close. ftpgate's largest batches are far below this: the table with
+// its chains and rules at start, and at most maxMerged pinhole operations,
+// merged into one message per set. The kernel only uses what is queued.
+const netlinkBuffer = 4 << 20
+
+// fixedBuffers sets netlinkBuffer on c. SetReadBuffer and SetWriteBuffer try
+// SO_RCVBUFFORCE and SO_SNDBUFFORCE first (ftpgate has CAP_NET_ADMIN for
+// nftables), so net.core.rmem_max and wmem_max do not cap them; without the
+// capability they fall back to the capped options.
+func fixedBuffers(c *netlink.Conn) error {
+	if err := c.SetReadBuffer(netlinkBuffer); err != nil {
+		return fmt.Errorf("netlink receive buffer: %w", err)
+	}
+	if err := c.SetWriteBuffer(netlinkBuffer); err != nil {
+		return fmt.Errorf("netlink send buffer: %w", err)
+	}
+	return nil
+}
+
 func newKernel(ctx context.Context, cfg Config, log *zap.Logger) (Firewall, error) {
-	conn, err := nftables.New(nftables.AsLasting(), nftables.WithNetNSFd(cfg.NetNS))
+	conn, err := openNftables(cfg.NetNS)
 	if err != nil {
 		return nil, fmt.Errorf("firewall mode %s: open nftables netlink connection: %w", cfg.Mode, explain(err))
 	}

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/google/nftables"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // progname is the comment nft adds to an owned table's header.
@@ -450,5 +452,35 @@ func TestBookkeepingStaysBounded(t *testing.T) {
 	k.release()
 	if n != 1 || next != minSweep {
 		t.Errorf("after %d expired pinholes and one new: %d tracked, next sweep at %d; want 1 and %d", minSweep-1, n, next, minSweep)
+	}
+}
+
+// TestFixedNetlinkBuffers: the nftables netlink socket gets netlinkBuffer for
+// sending and receiving (the kernel reports twice what was set), beyond
+// net.core's default caps, since a test runs as root as ftpgate runs with
+// CAP_NET_ADMIN. With its own buffers google/nftables no longer reads them
+// at every Flush; TestFullMergedBatch shows the size is enough for the
+// largest batch of pinhole operations.
+func TestFixedNetlinkBuffers(t *testing.T) {
+	requireKernel(t)
+	c, err := netlink.Dial(unix.NETLINK_NETFILTER, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := fixedBuffers(c); err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range []struct {
+		name string
+		get  func() (int, error)
+	}{{"receive", c.ReadBuffer}, {"send", c.WriteBuffer}} {
+		n, err := b.get()
+		if err != nil {
+			t.Fatalf("%s buffer: %v", b.name, err)
+		}
+		if n < netlinkBuffer {
+			t.Errorf("%s buffer is %d bytes, want at least %d", b.name, n, netlinkBuffer)
+		}
 	}
 }
