@@ -6,13 +6,13 @@ import (
 	"net/netip"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/nftables"
-	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -455,32 +455,61 @@ func TestBookkeepingStaysBounded(t *testing.T) {
 	}
 }
 
-// TestFixedNetlinkBuffers: the nftables netlink socket gets netlinkBuffer for
-// sending and receiving (the kernel reports twice what was set), beyond
-// net.core's default caps, since a test runs as root as ftpgate runs with
-// CAP_NET_ADMIN. With its own buffers google/nftables no longer reads them
-// at every Flush; TestFullMergedBatch shows the size is enough for the
-// largest batch of pinhole operations.
-func TestFixedNetlinkBuffers(t *testing.T) {
-	requireKernel(t)
-	c, err := netlink.Dial(unix.NETLINK_NETFILTER, nil)
+// TestFirewallNetlinkBuffers: the firewall's own netlink socket has
+// netlinkBuffer for sending and receiving, beyond net.core's default caps
+// (a test runs as root, as ftpgate runs with CAP_NET_ADMIN). With buffers of
+// its own google/nftables no longer reads them at every Flush. The socket is
+// found among this process's descriptors: a NETLINK_NETFILTER socket whose
+// namespace (SIOCGSKNS) is the test's. TestFullMergedBatch shows the size is
+// enough for the largest batch of pinhole operations.
+func TestFirewallNetlinkBuffers(t *testing.T) {
+	ns := newNS(t)
+	newFirewall(t, ns, Config{})
+	var want unix.Stat_t
+	if err := unix.Fstat(ns.fd(), &want); err != nil {
+		t.Fatal(err)
+	}
+	fds, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
-	if err := fixedBuffers(c); err != nil {
-		t.Fatal(err)
-	}
-	for _, b := range []struct {
-		name string
-		get  func() (int, error)
-	}{{"receive", c.ReadBuffer}, {"send", c.WriteBuffer}} {
-		n, err := b.get()
+	found := 0
+	for _, e := range fds {
+		fd, err := strconv.Atoi(e.Name())
 		if err != nil {
-			t.Fatalf("%s buffer: %v", b.name, err)
+			continue
 		}
-		if n < netlinkBuffer {
-			t.Errorf("%s buffer is %d bytes, want at least %d", b.name, n, netlinkBuffer)
+		if d, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN); err != nil || d != unix.AF_NETLINK {
+			continue
 		}
+		if p, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PROTOCOL); err != nil || p != unix.NETLINK_NETFILTER {
+			continue
+		}
+		nsfd, err := unix.IoctlRetInt(fd, unix.SIOCGSKNS)
+		if err != nil {
+			continue
+		}
+		var st unix.Stat_t
+		err = unix.Fstat(nsfd, &st)
+		unix.Close(nsfd)
+		if err != nil || st.Dev != want.Dev || st.Ino != want.Ino {
+			continue
+		}
+		found++
+		for _, b := range []struct {
+			name string
+			opt  int
+		}{{"receive", unix.SO_RCVBUF}, {"send", unix.SO_SNDBUF}} {
+			n, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, b.opt)
+			if err != nil {
+				t.Fatalf("%s buffer of fd %d: %v", b.name, fd, err)
+			}
+			if n < netlinkBuffer {
+				t.Errorf("the firewall's netlink socket (fd %d) has a %s buffer of %d bytes, want at least %d", fd, b.name, n, netlinkBuffer)
+			}
+		}
+	}
+	if found == 0 {
+		t.Fatal("no NETLINK_NETFILTER socket of this process in the test's namespace: the firewall's was not found")
 	}
 }
