@@ -131,8 +131,10 @@ func (s *session) handleTransfer(ctx context.Context, cmd rewrite.Command) error
 	} else {
 		s.startRelay(cliData, srvData, false, 0, done)
 	}
-	// The legs are up and the bytes flow: the expectations, their listeners
-	// and pinholes go now, off the path of the first byte.
+	// The legs are up: the expectations and their listeners go now (each
+	// pinhole went when its connection came, in deliver). With one P this
+	// runs before the relay goroutine's first splice, so a listener's close
+	// is still on the path of the first byte.
 	plan.release()
 	res, final, abort, err := s.awaitTransfer(ctx, done, early, srvConn, cliConn)
 	return s.endTransfer(ctx, cmd, plan, up, res, final, abort, err, &rec)
