@@ -24,8 +24,9 @@ import (
 // listening ports, the peers they wait for, and the firewall pinholes that
 // admit those peers, with the reference counts that let several sessions
 // share one port and one pinhole. A data plan asks it for "a port for peer
-// P" (expect), admits the peer (admit), waits for its connection (accept)
-// and gives the port back (release); pinholes open and close in here only.
+// P" (expect), admits the peer (admit), waits for its connection (accept),
+// stops expecting once the transfer's legs are up (leave) and gives the port
+// back (release); pinholes open and close in here only.
 //
 // One listening port serves many sessions at once as long as the peers they
 // expect differ: an accepted connection goes to the session expecting its
@@ -165,6 +166,7 @@ type dataPort struct {
 	pin    nat.Pinhole
 	pinned bool // pin is open
 	closed bool
+	left   *sharedListener // the listener leave took this expectation off, for release to close; under ports.mu
 }
 
 // expect reserves a data port on ip for one connection from peer, arriving
@@ -370,11 +372,15 @@ func expected(sl *sharedListener) string {
 	return b.String()
 }
 
-// release ends the expectation and closes its pinhole; the last expectation
-// of a port closes the listener. Waiters for a port hear of it only once the
-// listener is really closed, so that they can bind the port again. nil and a
-// second release are fine.
-func (dl *dataPort) release() {
+// leave ends the expectation: its pinhole closes, a connection delivered but
+// never taken is closed, and other expectations of the same peer may take
+// the port. A listener that no expectation waits on any longer stays open
+// until release (a connection to it meanwhile is closed and logged as
+// unexpected, as one on a shared port always was): its close
+// and the hand-off to its accept loop then run after the client's final
+// reply, not between the 150 and the transfer's first byte. nil and a
+// second leave are fine.
+func (dl *dataPort) leave() {
 	if dl == nil {
 		return
 	}
@@ -387,20 +393,11 @@ func (dl *dataPort) release() {
 		return
 	}
 	dl.closed = true
-	var closing *sharedListener
 	if sl := h.listeners[dl.addr]; sl != nil && sl.waiters[dl.peer] == dl {
 		delete(sl.waiters, dl.peer)
-		if len(sl.waiters) == 0 {
-			delete(h.listeners, dl.addr)
-			closing = sl
-		}
+		dl.left = sl
 	}
 	h.mu.Unlock()
-	if closing != nil {
-		closing.ln.Close()
-		<-closing.done
-		h.lns.Add(-1)
-	}
 	// A connection delivered but never taken is closed here.
 	select {
 	case c := <-dl.conns:
@@ -408,12 +405,43 @@ func (dl *dataPort) release() {
 	default:
 	}
 	h.mu.Lock()
-	if closing != nil {
-		h.rested(dl.addr.Port())
+	h.broadcastFreed()
+	h.mu.Unlock()
+}
+
+// release ends the expectation as leave does and closes the listener it
+// left, unless another expectation waits there by now. Waiters for a port
+// hear of the close only once the listener is really closed, so that they
+// can bind the port again. nil and a second release are fine.
+func (dl *dataPort) release() {
+	if dl == nil {
+		return
 	}
+	dl.leave()
+	h := dl.ports
+	h.mu.Lock()
+	sl := dl.left
+	dl.left = nil
+	if sl == nil || h.listeners[sl.addr] != sl || len(sl.waiters) > 0 {
+		h.mu.Unlock()
+		return
+	}
+	delete(h.listeners, sl.addr)
+	h.mu.Unlock()
+	sl.ln.Close()
+	<-sl.done
+	h.lns.Add(-1)
+	h.mu.Lock()
+	h.rested(sl.addr.Port())
+	h.broadcastFreed()
+	h.mu.Unlock()
+}
+
+// broadcastFreed wakes the reservations waiting for a port (reserveWait).
+// h.mu is held.
+func (h *dataPorts) broadcastFreed() {
 	close(h.freed)
 	h.freed = make(chan struct{})
-	h.mu.Unlock()
 }
 
 // hold records that a data connection accepted on port carries a transfer

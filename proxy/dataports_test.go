@@ -204,3 +204,61 @@ func TestPortsRest(t *testing.T) {
 		t.Fatalf("ports in order %v: a port came again before the others", got)
 	}
 }
+
+// TestLeftListenerStaysUntilRelease: an expectation that leaves (its legs are
+// up) takes itself off its listener, but the listener stays open until the
+// release after the transfer. Meanwhile another expectation of the same peer
+// can take the port and its listener, and then the first release must not
+// close it under the second.
+func TestLeftListenerStaysUntilRelease(t *testing.T) {
+	r := onePort(t)
+	h := newDataPorts(dataPortsConfig{Ports: r, Log: zap.NewNop()}, nat.NewFake())
+	ip, peer := netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.0.0.1")
+	first, err := h.expect(t.Context(), ip, peer, peer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first.leave()
+	if n := h.lns.Load(); n != 1 {
+		t.Fatalf("%d data listeners after leave, want the one still open", n)
+	}
+	// The only port is free for the peer again, at once: reserve, not
+	// reserveWait's retry, gives it.
+	h.mu.Lock()
+	second, err := h.reserve(ip, peer)
+	h.mu.Unlock()
+	if err != nil {
+		t.Fatalf("the port of an expectation that left is not free for its peer: %v", err)
+	}
+	second.hop = peer
+	if second.addr != first.addr || h.lns.Load() != 1 {
+		t.Fatalf("second expectation on %s with %d listeners, want %s on the one listener", second.addr, h.lns.Load(), first.addr)
+	}
+	first.release() // the listener serves second now: it stays
+	c := dialDataFrom(t, "127.0.0.1", second.addr)
+	got, err := second.accept(t.Context(), time.Now().Add(5*time.Second))
+	if err != nil {
+		t.Fatalf("second expectation after the first's release: %v", err)
+	}
+	got.Close()
+	c.Close()
+	second.release()
+	if n := h.lns.Load(); n != 0 {
+		t.Fatalf("%d data listeners after the last release, want 0", n)
+	}
+	if c, err := net.DialTimeout("tcp", second.addr.String(), 2*time.Second); err == nil {
+		c.Close()
+		t.Fatalf("%s still accepts after the last release", second.addr)
+	}
+	// leave then release, and a second release: the listener goes once.
+	third, err := h.expect(t.Context(), ip, peer, peer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	third.leave()
+	third.release()
+	third.release()
+	if n := h.lns.Load(); n != 0 {
+		t.Fatalf("%d data listeners after leave and two releases, want 0", n)
+	}
+}

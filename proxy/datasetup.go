@@ -55,6 +55,13 @@ func (s *session) closePlan() {
 	s.plan = nil
 }
 
+// leave ends the plan's expectations once both legs are up (dataPort.leave):
+// their listeners stay open until release.
+func (p *dataPlan) leave() {
+	p.clientLn.leave()
+	p.serverLn.leave()
+}
+
 // release gives back the plan's data ports and closes their pinholes; the
 // plan's connections, if any, are the transfer's to close.
 func (p *dataPlan) release() {

@@ -131,11 +131,14 @@ func (s *session) handleTransfer(ctx context.Context, cmd rewrite.Command) error
 	} else {
 		s.startRelay(cliData, srvData, false, 0, done)
 	}
-	// The legs are up: the expectations and their listeners go now (each
-	// pinhole went when its connection came, in deliver). With one P this
-	// runs before the relay goroutine's first splice, so a listener's close
-	// is still on the path of the first byte.
-	plan.release()
+	// The legs are up: the expectations go now (each pinhole went when its
+	// connection came, in deliver), so that the peer can expect another
+	// connection on the same port meanwhile. Their listeners close in the
+	// deferred release, after the client has its final reply: with one P
+	// the session runs on before the relay goroutine's first splice, and a
+	// listener's close and its accept loop's hand-off here put tens of
+	// microseconds between the 150 and the first byte.
+	plan.leave()
 	res, final, abort, err := s.awaitTransfer(ctx, done, early, srvConn, cliConn)
 	return s.endTransfer(ctx, cmd, plan, up, res, final, abort, err, &rec)
 }
