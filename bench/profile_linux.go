@@ -137,23 +137,29 @@ func (e *env) stepVariants(ctx context.Context, dir string, passes int) (string,
 		args   []string
 		target string
 		ct     bool // a table in the gateway namespace that turns conntrack on, as ftpgate's own does
-		relay  bool // the bare relay (bench relay) on the gateway, and only the control exchange timed
+		relay  bool // the bare relay (bench relay) on the gateway
+		// control times only the control exchange, back to back with no transfers between:
+		// the bare relay knows no FTP, and "--firewall none, control only" is its like through
+		// ftpgate, with no table in the gateway either (in the other variants each TYPE I
+		// follows a transfer's 226).
+		control bool
 	}{
-		{"routing", nil, serverV4, false, false},
-		{"routing + conntrack", nil, serverV4, true, false},
-		{"ftpgate reverse", c.args, c.target, false, false},
-		{"reverse --firewall none", none, c.target, false, false},
-		{"reverse --firewall none + conntrack", none, c.target, true, false},
-		{"reverse --log-level warn", append(append([]string{}, c.args...), "--log-level", "warn"), c.target, false, false},
-		{"ftpgate redirect", redirect.args, redirect.target, false, false},
-		{"bare Go relay (io.Copy, control only)", nil, gwLANV4, false, true},
+		{"routing", nil, serverV4, false, false, false},
+		{"routing + conntrack", nil, serverV4, true, false, false},
+		{"ftpgate reverse", c.args, c.target, false, false, false},
+		{"reverse --firewall none", none, c.target, false, false, false},
+		{"reverse --firewall none + conntrack", none, c.target, true, false, false},
+		{"reverse --log-level warn", append(append([]string{}, c.args...), "--log-level", "warn"), c.target, false, false, false},
+		{"ftpgate redirect", redirect.args, redirect.target, false, false, false},
+		{"reverse --firewall none, control only", none, c.target, false, false, true},
+		{"bare Go relay (io.Copy, control only)", nil, gwLANV4, false, true, true},
 	}
 	got := make([][]stepStats, len(variants))
 	for pass := range passes {
 		for i := range variants {
 			k := (i + pass) % len(variants)
 			v := variants[k]
-			st, err := e.stepTimes(ctx, v.args, v.target, v.ct, v.relay, filepath.Join(dir, "steps-ftpgate.log"))
+			st, err := e.stepTimes(ctx, v.args, v.target, v.ct, v.relay, v.control, filepath.Join(dir, "steps-ftpgate.log"))
 			if err != nil {
 				return "", fmt.Errorf("step timings %s: %w", v.name, err)
 			}
@@ -178,7 +184,7 @@ func (e *env) stepVariants(ctx context.Context, dir string, passes int) (string,
 				}
 			}
 			if len(med) == 0 {
-				b.WriteString(" — |") // not timed there (the bare relay's data steps)
+				b.WriteString(" — |") // not timed there (the data steps of a control-only variant)
 				continue
 			}
 			fmt.Fprintf(&b, " %.0f (%d / %d) |", median(med), p90, mx)
@@ -189,8 +195,9 @@ func (e *env) stepVariants(ctx context.Context, dir string, passes int) (string,
 }
 
 // stepTimes runs the steps subcommand in the client namespace against target, through an
-// ftpgate started with args (none: routing), with conntrack turned on in the gateway if ct.
-func (e *env) stepTimes(ctx context.Context, args []string, target string, ct, relay bool, logPath string) (stepStats, error) {
+// ftpgate started with args (none: routing), with conntrack turned on in the gateway if ct,
+// through the bare relay if relay, timing only the control exchange if control.
+func (e *env) stepTimes(ctx context.Context, args []string, target string, ct, relay, control bool, logPath string) (stepStats, error) {
 	if err := e.forgetConnections(ctx); err != nil {
 		return nil, fmt.Errorf("forget the earlier variants' connections: %w", err)
 	}
@@ -224,7 +231,7 @@ func (e *env) stepTimes(ctx context.Context, args []string, target string, ct, r
 			return nil, fmt.Errorf("bare relay: %w", err)
 		}
 	}
-	return e.steps(ctx, target, relay)
+	return e.steps(ctx, target, control)
 }
 
 // steps runs the steps subcommand in the client namespace against target.
