@@ -375,11 +375,11 @@ func expected(sl *sharedListener) string {
 // leave ends the expectation: its pinhole closes, a connection delivered but
 // never taken is closed, and other expectations of the same peer may take
 // the port. A listener that no expectation waits on any longer stays open
-// until release (a connection to it meanwhile is closed and logged as
-// unexpected, as one on a shared port always was): its close
-// and the hand-off to its accept loop then run after the client's final
-// reply, not between the 150 and the transfer's first byte. nil and a
-// second leave are fine.
+// until release, so that its close and the hand-off to its accept loop run
+// after the client's final reply, not between the 150 and the transfer's
+// first byte; a connection to it meanwhile is closed and logged as
+// unexpected, as one on a shared port always was. nil and a second leave
+// are fine.
 func (dl *dataPort) leave() {
 	if dl == nil {
 		return

@@ -241,3 +241,35 @@ func TestPinholeClosesOnConnect(t *testing.T) {
 	cl.expect(226)
 	checkPinholes(t, h.fw.Ops(), true, false, 1)
 }
+
+// TestDataListenerLastsTheTransfer: the data listener of a transfer closes
+// after the final reply, not once the legs are up (its close would sit
+// between the 150 and the first byte), and then it does close.
+func TestDataListenerLastsTheTransfer(t *testing.T) {
+	h := newHarness(t, ServerPassive, func(f *fakeFTP, c *Config) { f.slow = "big" })
+	h.ftp.files["big"] = payload(4096)
+	cl := h.dial()
+	base := h.srv.Stats().Listeners
+	d := dialData(t, cl.passive("EPSV"))
+	cl.cmd(150, "RETR big")
+	buf := make([]byte, 4096)
+	if _, err := io.ReadFull(d, buf); err != nil {
+		t.Fatalf("no data: %v", err)
+	}
+	// The relay has run for a while now (the server trickles): a listener
+	// closed once the legs were up would be gone.
+	time.Sleep(200 * time.Millisecond)
+	if got := h.srv.Stats().Listeners; got != base+1 {
+		t.Fatalf("%d listeners during the transfer, want %d (the control listener and the transfer's data listener)", got, base+1)
+	}
+	if _, err := cl.c.Write([]byte("ABOR\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	cl.expect(426)
+	cl.expect(226)
+	for end := time.Now().Add(5 * time.Second); h.srv.Stats().Listeners != base; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("%d listeners 5 s after the transfer ended, want %d", h.srv.Stats().Listeners, base)
+		}
+	}
+}
