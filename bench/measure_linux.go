@@ -25,26 +25,27 @@ import (
 const (
 	kindRate  = "rate"  // MB/s, higher is better; shown as a fraction of routing
 	kindTime  = "time"  // seconds, lower is better; shown as a multiple of routing
-	kindCPU   = "cpu"   // ftpgate CPU seconds per GiB; routing has none
+	kindCPU   = "cpu"   // ftpgate's CPU time per GiB or per file; routing has none
 	kindCount = "count" // a plain count; routing has none
 )
 
 // Test IDs, in table order.
 const (
-	tDownload = "download"
-	tDownCPU  = "download-cpu"
-	tUpload   = "upload"
-	tUpCPU    = "upload-cpu"
-	tMirror1  = "mirror1"
-	tMirror8  = "mirror8"
-	tSessions = "sessions"
-	tTransfer = "transfer"
-	tExchange = "exchange"
-	tDrops    = "drops"
-	tSplice   = "splice"
-	tScale    = "scale-sessions"
-	tIdle     = "idle-sessions"
-	tPinholes = "pinholes"
+	tDownload  = "download"
+	tDownCPU   = "download-cpu"
+	tUpload    = "upload"
+	tUpCPU     = "upload-cpu"
+	tMirror1   = "mirror1"
+	tMirror8   = "mirror8"
+	tMirrorCPU = "mirror-cpu"
+	tSessions  = "sessions"
+	tTransfer  = "transfer"
+	tExchange  = "exchange"
+	tDrops     = "drops"
+	tSplice    = "splice"
+	tScale     = "scale-sessions"
+	tIdle      = "idle-sessions"
+	tPinholes  = "pinholes"
 )
 
 // cell is one test through one column: a value per round.
@@ -100,7 +101,7 @@ func (r *results) expected(test, col string) bool {
 	switch {
 	case r.NA[col] != "":
 		return false
-	case test == tDownCPU || test == tUpCPU || test == tSplice || test == tDrops:
+	case test == tDownCPU || test == tUpCPU || test == tMirrorCPU || test == tSplice || test == tDrops:
 		return col != "routing" && col != colHelper // no ftpgate there
 	case test == tIdle || test == tPinholes:
 		return col == colReverse
@@ -134,7 +135,7 @@ func (e *env) measure(ctx context.Context) (*results, error) {
 		tests []string
 	}{
 		{"download", []string{tDownload, tDownCPU}}, {"upload", []string{tUpload, tUpCPU}},
-		{"mirror", []string{tMirror1, tMirror8}}, {"transfer", []string{tTransfer, tExchange}}, {"sessions", []string{tSessions}}, {"splice", []string{tSplice}},
+		{"mirror", []string{tMirror1, tMirror8, tMirrorCPU}}, {"transfer", []string{tTransfer, tExchange}}, {"sessions", []string{tSessions}}, {"splice", []string{tSplice}},
 	} {
 		if e.o.tests[g.group] {
 			res.Tests = append(res.Tests, g.tests...)
@@ -319,10 +320,14 @@ func (e *env) roundFor(ctx context.Context, res *results, c column, round int) e
 			if !e.o.tests["mirror"] {
 				break
 			}
+			c0 := cpu()
 			if secs, err := e.mirror(ctx, c.target, m.parallel); err != nil {
 				res.fail(m.test, c.Name, err)
 			} else {
 				res.add(m.test, c.Name, round, secs)
+				if g != nil && m.parallel == 1 {
+					res.add(tMirrorCPU, c.Name, round, (cpu()-c0)/float64(e.sz.smallFiles)*1e6)
+				}
 			}
 		}
 		if e.o.tests["transfer"] {
