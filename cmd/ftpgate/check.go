@@ -109,6 +109,7 @@ func (fc fileConfig) effective() (fileConfig, error) {
 	def(&e.TLS.SessionReuse, "required")
 	def(&e.TLS.CCC, string(proxy.CCCRefuse))
 	def(&e.ServerTLS.Mode, string(proxy.ServerTLSMirror))
+	def(&e.Sysmon, sysmonPoll)
 	return e, nil
 }
 

@@ -56,6 +56,7 @@ type fileConfig struct {
 	DataPath               string              `yaml:"data_path"`      // datapath.go
 	FlowLogGroup           int                 `yaml:"flow_log_group"` // datapath.go
 	Procs                  int                 `yaml:"procs"`          // procs.go
+	Sysmon                 string              `yaml:"sysmon"`         // sysmon.go
 }
 
 type firewallConfig struct {
@@ -301,6 +302,7 @@ func newRunFlags() *runFlags {
 	addExplicitFlags(fs, fc) // explicit.go
 	addDataPathFlag(fs, fc)
 	addProcsFlag(fs, fc)
+	addSysmonFlag(fs, fc)
 	return f
 }
 
@@ -371,6 +373,7 @@ func (f *runFlags) parse(args []string) (fileConfig, error) {
 	over("data-path", func() { base.DataPath = fc.DataPath })
 	over("flow-log-group", func() { base.FlowLogGroup = fc.FlowLogGroup })
 	over("procs", func() { base.Procs = fc.Procs })
+	over("sysmon", func() { base.Sysmon = fc.Sysmon })
 	return base.withCredentials()
 }
 
@@ -421,6 +424,9 @@ func (fc fileConfig) settings() (proxy.Config, nat.Config, error) {
 	}
 	var err error
 	if nc.Flows.LogGroup, err = flowLogGroup(fc.FlowLogGroup); err != nil {
+		return pc, nc, err
+	}
+	if err := checkSysmon(fc.Sysmon); err != nil {
 		return pc, nc, err
 	}
 	if pc.Policy.TrustedDataSources, err = parsePrefixes("trusted data source", fc.Policy.TrustedDataSources); err != nil {

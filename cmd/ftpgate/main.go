@@ -38,6 +38,7 @@ Run 'ftpgate run -h' for the flags.
 `
 
 func main() {
+	startSysmon(os.Args) // sysmon.go: "run" may execute itself again first
 	os.Exit(realMain(os.Args[1:]))
 }
 
@@ -97,6 +98,7 @@ func cmdRun(args []string) int {
 		fmt.Fprintf(os.Stderr, "ftpgate run: %v\n", err)
 		return 2
 	}
+	logSysmon(fc.Sysmon, log)
 	pcfg, nc, err := fc.settings()
 	pc := &wiredConfig{Config: pcfg}
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"os/signal"
 	"reflect"
 	"slices"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -75,6 +76,8 @@ func (r *reloader) apply(ctx context.Context) error {
 		{"audit log", r.fc.AuditLog, fc.AuditLog},
 		{"xferlog", r.fc.Xferlog, fc.Xferlog},
 		{"admin endpoint", r.fc.AdminListen, fc.AdminListen},
+		{"procs", strconv.Itoa(r.fc.Procs), strconv.Itoa(fc.Procs)},
+		{"sysmon", r.fc.Sysmon, fc.Sysmon},
 	} {
 		if f.was != f.is {
 			r.log.Warn("SIGHUP: this setting changes only on restart", zap.String("setting", f.what),
