@@ -34,6 +34,7 @@ type fakeFTP struct {
 	slow    string        // RETR of this file trickles data until the data connection breaks (for ABOR)
 	muteAbo bool          // never answer ABOR (as pure-ftpd may not after a cut transfer)
 	early   bool          // RETR sends all the data and closes the data connection before the 150
+	linger  bool          // RETR sends its 226 only once the peer has closed the data connection (ProFTPD's lingering close); 426 if that takes 10s
 	gate    chan struct{} // EPSV and PASV are answered only once this is closed (nil: at once)
 	pasvAt  string        // the latest passive data listener's address (under mu)
 
@@ -342,6 +343,19 @@ func (f *fakeFTP) session(c net.Conn) {
 				}
 				d.Close()
 				say("426 transfer aborted")
+				continue
+			}
+			if f.linger {
+				d.Write(data)
+				d.(*net.TCPConn).CloseWrite()
+				d.SetReadDeadline(time.Now().Add(10 * time.Second))
+				_, err := io.Copy(io.Discard, d)
+				d.Close()
+				if err != nil {
+					say("426 lingering close: %v", err)
+				} else {
+					say("226 transfer complete")
+				}
 				continue
 			}
 			d.Write(data)

@@ -273,3 +273,24 @@ func TestDataListenerLastsTheTransfer(t *testing.T) {
 		}
 	}
 }
+
+// TestServerWaitsForOurClose: a server that sends its final reply only
+// once ftpgate has closed its data connection (ProFTPD's lingering close)
+// gets that close when the data has ended, before its reply came; the
+// client gets the data, its end and the 226.
+func TestServerWaitsForOurClose(t *testing.T) {
+	h := newHarness(t, ServerPassive, func(f *fakeFTP, c *Config) { f.linger = true })
+	want := payload(64 << 10)
+	h.ftp.files["f"] = want
+	cl := h.dial()
+	for range 3 {
+		d := dialData(t, cl.passive("EPSV"))
+		cl.cmd(150, "RETR f")
+		got, err := io.ReadAll(d)
+		d.Close()
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("read %d bytes (%v), want %d", len(got), err, len(want))
+		}
+		cl.expect(226)
+	}
+}
