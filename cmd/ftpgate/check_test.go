@@ -36,6 +36,7 @@ func TestCheckErrors(t *testing.T) {
 		{"wrong type", "upstream: a:21\ntimeouts:\n  idle: soon\n", "ftpgate.yaml:3: "},
 		{"bad port list", "mode: redirect\nintercept:\n  ports: \"21,x\"\n", "ftpgate.yaml:3: port \"x\""},
 		{"invalid value", "upstream: a:21\nserver_mode: sideways\n", "server mode"},
+		{"sysmon", "upstream: a:21\nsysmon: spin\n", `sysmon "spin": want poll or park`},
 		{"two typos", "upstream: a:21\nlisen: []\nadvertize: x\n", "ftpgate.yaml:2: unknown setting lisen; "},
 	}
 	for _, tt := range tests {

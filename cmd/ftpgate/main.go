@@ -98,13 +98,13 @@ func cmdRun(args []string) int {
 		fmt.Fprintf(os.Stderr, "ftpgate run: %v\n", err)
 		return 2
 	}
-	logSysmon(fc.Sysmon, log)
 	pcfg, nc, err := fc.settings()
 	pc := &wiredConfig{Config: pcfg}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "ftpgate run: %v\n", err)
 		return 2
 	}
+	logSysmon(fc.Sysmon, log)
 	if err := checkCapabilities(capabilityNeeds(pcfg, nc, fc.AdminListen, unprivilegedPortStart()), effectiveCapabilities); err != nil {
 		log.Error("insufficient privileges", zap.Error(err))
 		fmt.Fprintf(os.Stderr, "ftpgate run: %v\n", err)

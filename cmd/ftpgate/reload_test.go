@@ -129,4 +129,17 @@ func TestReload(t *testing.T) {
 	if events.ok != 1 || events.failed != 2 {
 		t.Errorf("reload events: %d ok, %d failed; want 1 and 2", events.ok, events.failed)
 	}
+
+	// procs and sysmon are taken at start: the reload applies the rest and
+	// says that these two wait for a restart.
+	write(base + "listen: [\"127.0.0.7:0\"]\npassive_ports: 42000-42009\nprocs: 3\nsysmon: park\n")
+	hup("SIGHUP: configuration reloaded; new sessions use it, running ones finish as they began", 2)
+	restart := map[string]string{}
+	for _, e := range logs.FilterMessage("SIGHUP: this setting changes only on restart").All() {
+		m := e.ContextMap()
+		restart[m["setting"].(string)] = m["running"].(string) + " -> " + m["file"].(string)
+	}
+	if restart["procs"] != "0 -> 3" || restart["sysmon"] != " -> park" {
+		t.Errorf("restart-only warnings %v, want procs 0 -> 3 and sysmon \"\" -> park", restart)
+	}
 }
