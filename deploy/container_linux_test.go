@@ -239,6 +239,11 @@ func TestContainerImageReverseProxy(t *testing.T) {
 	if err := stop(); err != nil {
 		t.Errorf("ftpgate after SIGTERM: %v\n%s", err, log.String())
 	}
+	// The image's default: the runtime's sysmon polls (ftpgate executed
+	// itself again with GODEBUG set), even in a root without /proc.
+	if !strings.Contains(log.String(), `{"sysmon": "poll"}`) {
+		t.Errorf("no sysmon poll line in the image's ftpgate log:\n%s", log.String())
+	}
 }
 
 // scriptedFTPServer answers one control connection at a time: a greeting,

@@ -31,16 +31,22 @@ func reexec(args []string, godebug string) error {
 // by which it was started (argv[0], through $PATH), or else the file's
 // resolved path, is used only while it is still that same file: an
 // upgrade may have replaced it since. Otherwise /proc/self/exe, which is
-// always this process's own file.
+// always this process's own file. Without /proc (a bare chroot), the name
+// it was started by, unchecked: at start it is that file but for an
+// upgrade in the same instant.
 func selfPath(argv0 string) string {
 	const self = "/proc/self/exe"
+	started, lerr := exec.LookPath(argv0)
 	st, err := os.Stat(self)
 	if err != nil {
+		if lerr == nil {
+			return started
+		}
 		return self
 	}
 	var candidates []string
-	if p, err := exec.LookPath(argv0); err == nil {
-		candidates = append(candidates, p)
+	if lerr == nil {
+		candidates = append(candidates, started)
 	}
 	if p, err := os.Executable(); err == nil {
 		candidates = append(candidates, p)
