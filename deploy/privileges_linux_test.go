@@ -121,6 +121,11 @@ func TestRunAsNobodyWithAmbientCapabilities(t *testing.T) {
 	if tables := nftTables(t, ns); !strings.Contains(tables, "table inet ftpgate") {
 		t.Errorf("the owned table is missing: %q", tables)
 	}
+	// The table came after ftpgate executed itself again for the runtime's
+	// sysmon: the ambient capabilities survived that.
+	if !strings.Contains(out.String(), `{"sysmon": "poll"}`) {
+		t.Errorf("no sysmon poll line in the log:\n%s", out.String())
+	}
 	// ip netns exec execs setpriv, which execs ftpgate: cmd's pid is
 	// ftpgate's own.
 	if err := stop(); err != nil {
