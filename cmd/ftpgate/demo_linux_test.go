@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -29,42 +28,7 @@ import (
 func requireDemo(t *testing.T) string {
 	t.Helper()
 	testenv.NeedRoot(t, "the demo tests (network namespaces, nftables)")
-	return demoBinary(t)
-}
-
-var demoBuild struct {
-	once sync.Once
-	path string
-	err  error
-}
-
-// demoBinary builds ftpgate once into a directory of its own, so that any
-// process running that file afterwards is one the demo left behind.
-func demoBinary(t *testing.T) string {
-	demoBuild.once.Do(func() {
-		dir, err := os.MkdirTemp("", "ftpgate-demo-test-")
-		if err != nil {
-			demoBuild.err = err
-			return
-		}
-		demoBuild.path = filepath.Join(dir, "ftpgate")
-		out, err := exec.Command("go", "build", "-o", demoBuild.path, ".").CombinedOutput()
-		if err != nil {
-			demoBuild.err = fmt.Errorf("go build: %w\n%s", err, out)
-		}
-	})
-	if demoBuild.err != nil {
-		t.Fatal(demoBuild.err)
-	}
-	return demoBuild.path
-}
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if demoBuild.path != "" {
-		os.RemoveAll(filepath.Dir(demoBuild.path))
-	}
-	os.Exit(code)
+	return ftpgateBinary(t)
 }
 
 var labName = regexp.MustCompile(`(?m)^ftpgate demo: .*, lab (ftpgate-demo-[0-9a-f]{6})$`)

@@ -69,35 +69,25 @@ func checkSysmon(mode string) error {
 	return fmt.Errorf("sysmon %q: want poll or park", mode)
 }
 
-// schedtraceSet reports whether godebug (a GODEBUG value) sets schedtrace
-// to a positive number of milliseconds: the runtime's sysmon then never
+// schedtrace reads godebug (a GODEBUG value): whether it names schedtrace
+// (then the setting is the operator's, and left alone), and whether that is
+// a positive number of milliseconds, with which the runtime's sysmon never
 // parks. The runtime takes the first setting of a key.
-func schedtraceSet(godebug string) bool {
+func schedtrace(godebug string) (named, polls bool) {
 	for kv := range strings.SplitSeq(godebug, ",") {
 		k, v, _ := strings.Cut(kv, "=")
 		if k == "schedtrace" {
 			n, err := strconv.Atoi(v)
-			return err == nil && n > 0
+			return true, err == nil && n > 0
 		}
 	}
-	return false
-}
-
-// hasSchedtrace reports whether godebug names schedtrace at all (then it is
-// the operator's, and left alone).
-func hasSchedtrace(godebug string) bool {
-	for kv := range strings.SplitSeq(godebug, ",") {
-		if k, _, _ := strings.Cut(kv, "="); k == "schedtrace" {
-			return true
-		}
-	}
-	return false
+	return false, false
 }
 
 // sysmonGodebug returns the GODEBUG value to execute ftpgate with for mode,
 // and false when there is nothing to do: park, or schedtrace already named.
 func sysmonGodebug(mode, godebug string) (string, bool) {
-	if mode == sysmonPark || hasSchedtrace(godebug) {
+	if named, _ := schedtrace(godebug); mode == sysmonPark || named {
 		return "", false
 	}
 	if godebug == "" {
@@ -133,14 +123,13 @@ func startSysmon(args []string) {
 
 // logSysmon logs what sysmon does in this process.
 func logSysmon(mode string, log *zap.Logger) {
-	godebug := os.Getenv("GODEBUG")
-	polls := schedtraceSet(godebug)
+	named, polls := schedtrace(os.Getenv("GODEBUG"))
 	state := sysmonPark
 	if polls {
 		state = sysmonPoll
 	}
 	switch {
-	case mode != sysmonPark && !polls && !hasSchedtrace(godebug):
+	case mode != sysmonPark && !named:
 		why := sysmonExecErr
 		if why == nil {
 			why = errors.New("not started as its own program")
