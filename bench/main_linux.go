@@ -264,8 +264,9 @@ func buildFtpgate(ctx context.Context, dir string) (string, error) {
 // column is one way the client reaches the server.
 type column struct {
 	Name    string
-	args    []string // ftpgate's flags; nil for routing and the kernel helper
-	ruleset string   // an nft ruleset the gateway holds while the column runs (the kernel helper)
+	args    []string // ftpgate's flags; nil for routing, the kernel helper and the bare relay
+	relay   bool     // the bare relay (bench relay) runs on the gateway
+	ruleset string   // an nft ruleset the gateway holds while the column runs
 	target  string   // where the client connects
 	NA      string   // why the column is not measured, if it is not
 }
@@ -293,6 +294,24 @@ const (
 // follows each data connection the same way, in the kernel (the issue's "kernel FTP
 // helper"). Neither it nor routing runs ftpgate.
 const colHelper = "kernel FTP helper"
+
+// colRelay is the bare relay's column (bench relay with --ports): two io.Copy calls per
+// connection, a splice each way, for the control port and every port of vsftpd's passive
+// range, on one P as ftpgate's default is here. No FTP, no firewall, no logging: the least a
+// user-space relay in Go pays on this machine, per byte and per connection. Every client of
+// the benchmark asks for EPSV, whose reply names only a port, so their data connections come
+// to the relay too.
+const colRelay = "bare Go relay"
+
+// relayRuleset is colRelay's table in the gateway: it forwards nothing between the client
+// and the server, so a data connection that went around the relay would fail, not be
+// measured as the relay's.
+var relayRuleset = `table inet bench_relay {
+	chain forward {
+		type filter hook forward priority filter; policy drop;
+	}
+}
+`
 
 // helperRuleset is colHelper's table in the gateway.
 var helperRuleset = fmt.Sprintf(`table inet bench_ftphelper {
@@ -325,6 +344,7 @@ func (e *env) columns() []column {
 	cols := []column{
 		{Name: "routing", target: serverV4},
 		{Name: colHelper, ruleset: helperRuleset, target: gwLANV4},
+		{Name: colRelay, relay: true, ruleset: relayRuleset, target: gwLANV4},
 		{Name: colReverse, args: reverse, target: gwLANV4},
 		{Name: colRedirect, args: append(append([]string{}, base...), "--mode", "redirect",
 			"--intercept-interfaces", lanIf), target: serverV4},

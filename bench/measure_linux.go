@@ -101,8 +101,10 @@ func (r *results) expected(test, col string) bool {
 	switch {
 	case r.NA[col] != "":
 		return false
-	case test == tDownCPU || test == tUpCPU || test == tMirrorCPU || test == tSplice || test == tDrops:
-		return col != "routing" && col != colHelper // no ftpgate there
+	case test == tSplice || test == tDrops:
+		return col != "routing" && col != colHelper && col != colRelay // ftpgate's only
+	case test == tDownCPU || test == tUpCPU || test == tMirrorCPU:
+		return col != "routing" && col != colHelper // no relaying process there
 	case test == tIdle || test == tPinholes:
 		return col == colReverse
 	}
@@ -177,7 +179,7 @@ func (e *env) measure(ctx context.Context) (*results, error) {
 			fmt.Fprintf(os.Stderr, "bench: %d concurrent sessions: %s\n", e.sz.scaleSessions, c.Name)
 			e.withGate(ctx, res, tScale, c, func(g *gate) error {
 				err := e.sessions(ctx, res, tScale, 0, c, e.sz.scaleSessions, 5*time.Minute)
-				if g != nil && res.at(tScale, c.Name).Failed > 0 {
+				if c.args != nil && res.at(tScale, c.Name).Failed > 0 {
 					res.at(tScale, c.Name).Note = e.dataPortDrops(ctx)
 				}
 				return err
@@ -243,8 +245,9 @@ func (e *env) dropRuleset(ruleset string) error {
 	return err
 }
 
-// withGate runs fn with c's ftpgate running (none for routing) and records a start failure
-// under test, on a gateway that has forgotten the columns before (forgetConnections).
+// withGate runs fn with c's ftpgate or bare relay running (none for routing and the kernel
+// helper) and records a start failure under test, on a gateway that has forgotten the columns
+// before (forgetConnections).
 func (e *env) withGate(ctx context.Context, res *results, test string, c column, fn func(*gate) error) {
 	if err := e.forgetConnections(ctx); err != nil {
 		res.fail(test, c.Name, fmt.Errorf("forget the earlier columns' connections: %w", err))
@@ -267,13 +270,18 @@ func (e *env) withGate(ctx context.Context, res *results, test string, c column,
 		}()
 	}
 	var g *gate
-	if c.args != nil {
-		var err error
+	var err error
+	switch {
+	case c.args != nil:
 		g, err = startGate(ctx, e.tp, e.ftpgate, c.args, filepath.Join(e.work, "ftpgate.log"))
-		if err != nil {
-			res.fail(test, c.Name, err)
-			return
-		}
+	case c.relay:
+		g, err = startRelay(ctx, e.tp, e.self, c.target, fmt.Sprintf("%d-%d", serverPassiveLo, serverPassiveHi))
+	}
+	if err != nil {
+		res.fail(test, c.Name, err)
+		return
+	}
+	if g != nil {
 		defer g.stop()
 	}
 	if err := fn(g); err != nil {
@@ -344,7 +352,7 @@ func (e *env) roundFor(ctx context.Context, res *results, c column, round int) e
 				res.fail(tSessions, c.Name, err)
 			}
 		}
-		if g != nil {
+		if c.args != nil {
 			n, err := e.dropCounter(ctx)
 			if err != nil {
 				return err
@@ -403,7 +411,9 @@ func (e *env) mirror(ctx context.Context, host string, parallel int) (float64, e
 	defer os.RemoveAll(dst)
 	script := strings.Join([]string{
 		"set cmd:fail-exit yes", "set ftp:ssl-allow no", "set net:max-retries 1", "set net:timeout 30",
-		"set ftp:passive-mode yes",
+		// EPSV, as curl and the Go clients use: its reply names only a port, so that the
+		// bare relay's column relays the data connections too.
+		"set ftp:passive-mode yes", "set ftp:prefer-epsv yes",
 		fmt.Sprintf("open -u %s,%s ftp://%s", e2eUser, e2ePassword, host),
 		fmt.Sprintf("mirror --parallel=%d /%s %s", parallel, smallDir, dst),
 	}, "; ")

@@ -6,14 +6,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/ftpgate/ftpgate/internal/nsrun"
 )
 
 // profileRun profiles ftpgate (reverse) during small-file transfers and writes to dir:
@@ -219,17 +216,11 @@ func (e *env) stepTimes(ctx context.Context, args []string, target string, ct, r
 		defer g.stop()
 	}
 	if relay {
-		cmd := nsrun.Command(context.Background(), e.tp.Gateway, e.self, "relay",
-			"--listen", target+":21", "--upstream", serverV4+":21")
-		cmd.Stderr = os.Stderr
-		p, err := startProcess("relay", cmd)
+		r, err := startRelay(ctx, e.tp, e.self, target, "")
 		if err != nil {
 			return nil, err
 		}
-		defer p.stop(5 * time.Second)
-		if err := waitBanner(ctx, e.tp.Client, net.JoinHostPort(target, "21"), p); err != nil {
-			return nil, fmt.Errorf("bare relay: %w", err)
-		}
+		defer r.stop()
 	}
 	return e.steps(ctx, target, control)
 }

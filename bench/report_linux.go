@@ -28,12 +28,12 @@ func (e *env) rows() map[string]row {
 	}
 	return map[string]row{
 		tDownload:  {mib(e.sz.big) + " passive download (curl)", kindRate, "MB/s"},
-		tDownCPU:   {"ftpgate CPU per GiB, download", kindCPU, "s"},
+		tDownCPU:   {"relay CPU per GiB, download", kindCPU, "s"},
 		tUpload:    {mib(e.sz.upload) + " upload (curl -T)", kindRate, "MB/s"},
-		tUpCPU:     {"ftpgate CPU per GiB, upload", kindCPU, "s"},
+		tUpCPU:     {"relay CPU per GiB, upload", kindCPU, "s"},
 		tMirror1:   {fmt.Sprintf("%d × 4 KiB files, lftp mirror, 1 at a time", e.sz.smallFiles), kindTime, "s"},
 		tMirror8:   {"same, 8 in parallel", kindTime, "s"},
-		tMirrorCPU: {"ftpgate CPU per file, the mirror 1 at a time", kindCPU, "µs"},
+		tMirrorCPU: {"relay CPU per file, the mirror 1 at a time", kindCPU, "µs"},
 		tTransfer:  {fmt.Sprintf("one 4 KiB transfer, EPSV to 226 (Go client, median of %d in one session)", e.sz.profileTransfers), kindTime, "ms"},
 		tExchange:  {fmt.Sprintf("one control exchange, TYPE I to 200 (the same client, median of %d)", e.sz.profileTransfers), kindTime, "µs"},
 		tSessions:  {fmt.Sprintf("%d concurrent sessions (LIST + 1 MiB RETR)", e.sz.sessions), kindTime, "s"},
@@ -170,18 +170,22 @@ Topology: three network namespaces on this host, client ── gateway ── se
 "routing" is the gateway forwarding with no middlebox, the physical limit of the topology. ftpgate runs
 in the gateway namespace with its own nftables table (pinholes on): "reverse" listens on the gateway's
 address; "redirect" intercepts the client's connections to the server's address (transparent); all run
-with ftpgate's defaults (so --procs is half the CPUs).
+with ftpgate's defaults (so --procs is half the CPUs). The "bare Go relay" is no FTP proxy at all: two
+io.Copy calls per connection (a splice each way) for port 21 and each of vsftpd's passive ports, on one P,
+with no firewall, policy or logging, and the gateway forwarding nothing around it. It is the least that any
+user-space relay in Go pays here, to compare ftpgate's relay and per-transfer costs with.
 Each figure is the median of the rounds with [min..max]; ratios are to routing in the same round:
 for throughput a fraction of routing (higher is better), for times a multiple of routing (lower is
-better). CPU is ftpgate's utime+stime from /proc during the transfer, per GiB moved (per file for the
-mirror: the whole lftp run, login and listing included, over its files; 10 ms ticks).
+better). "Relay CPU" is the utime+stime of ftpgate (or of the bare relay) from /proc during the transfer,
+per GiB moved (per file for the mirror: the whole lftp run, login and listing included, over its files;
+10 ms ticks).
 
 %s`, cmdline, time.Now().UTC().Format(time.RFC3339), strings.TrimSpace(string(kernel)), runtime.NumCPU(),
 		runtime.Version(), commit, r.Rounds, time.Duration(r.Seconds*float64(time.Second)).Round(time.Second), table)
 	fmt.Fprintf(&md, `
 Notes:
 - download and upload: curl, passive (EPSV), a sparse file on tmpfs to /dev/null and from tmpfs.
-- mirror: lftp `+"`mirror --parallel=N`"+`, wall-clock time of the whole lftp run, every file checked to arrive.
+- mirror: lftp `+"`mirror --parallel=N`"+` with EPSV, wall-clock time of the whole lftp run, every file checked to arrive.
 - one transfer: the benchmark's own client times EPSV→229, the data connect, RETR→150, the data and the 226
   of %[1]d downloads of a 4 KiB file in one session; `+"`go run ./bench --profile DIR`"+` shows each step, for
   variants that isolate the firewall, conntrack and logging, with pprof and strace of ftpgate. Before each

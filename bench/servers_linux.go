@@ -82,6 +82,9 @@ func sparseFile(p string, size int64) error {
 	return f.Close()
 }
 
+// The server's passive ports, which the bare relay forwards too.
+const serverPassiveLo, serverPassiveHi = 30000, 31999
+
 // vsftpdConfig is the e2e suite's vsftpd configuration with a wider passive range (the scale
 // test runs 1,000 sessions at once).
 func vsftpdConfig(root, emptyDir, logFile string) string {
@@ -101,8 +104,8 @@ chroot_local_user=YES
 allow_writeable_chroot=YES
 secure_chroot_dir=%s
 pasv_enable=YES
-pasv_min_port=30000
-pasv_max_port=31999
+pasv_min_port=%[5]d
+pasv_max_port=%[6]d
 port_enable=YES
 connect_from_port_20=YES
 seccomp_sandbox=NO
@@ -110,8 +113,8 @@ max_clients=0
 max_per_ip=0
 delay_failed_login=0
 xferlog_enable=NO
-vsftpd_log_file=%s
-`, e2ePAMService, root, emptyDir, logFile)
+vsftpd_log_file=%[4]s
+`, e2ePAMService, root, emptyDir, logFile, serverPassiveLo, serverPassiveHi)
 }
 
 // startVsftpd starts vsftpd in the server namespace and waits for its banner.
@@ -266,5 +269,28 @@ func (g *gate) get(ctx context.Context, path string) ([]byte, error) {
 }
 
 func (g *gate) cpu() (float64, error) { return procCPU(g.proc.pid()) }
+
+// startRelay starts the bare relay (bench relay) in the gateway, accepting on target:21
+// and, with ports ("lo-hi"), on those ports of target too, and waits for the server's
+// banner through it. It is a gate with no admin address: only its process is used.
+func startRelay(ctx context.Context, tp *topology, self, target, ports string) (*gate, error) {
+	args := []string{"relay", "--listen", net.JoinHostPort(target, "21"), "--upstream", net.JoinHostPort(serverV4, "21")}
+	if ports != "" {
+		args = append(args, "--ports", ports)
+	}
+	cmd := nsrun.Command(context.Background(), tp.Gateway, self, args...)
+	cmd.Stderr = os.Stderr
+	// The runtime's sysmon polls instead of parking, as in ftpgate's default (--sysmon poll).
+	cmd.Env = append(os.Environ(), "GODEBUG="+strings.TrimPrefix(os.Getenv("GODEBUG")+",schedtrace=2147483647", ","))
+	p, err := startProcess("relay", cmd)
+	if err != nil {
+		return nil, err
+	}
+	if err := waitBanner(ctx, tp.Client, net.JoinHostPort(target, "21"), p); err != nil {
+		p.stop(time.Second)
+		return nil, fmt.Errorf("bare relay: %w", err)
+	}
+	return &gate{proc: p}, nil
+}
 
 func (g *gate) stop() { g.proc.stop(10 * time.Second) }
