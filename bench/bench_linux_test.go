@@ -84,7 +84,7 @@ func TestQuickRun(t *testing.T) {
 	if err != nil {
 		t.Fatalf("report: %v", err)
 	}
-	for _, s := range []string{"| test | routing |", "kernel: Linux", "commit:", "go run ./bench --quick"} {
+	for _, s := range []string{"| test | routing |", "kernel: Linux", "commit:", "- steal: ", " s of CPU time over", "go run ./bench --quick"} {
 		if !strings.Contains(string(report), s) {
 			t.Errorf("report lacks %q:\n%s", s, report)
 		}

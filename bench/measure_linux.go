@@ -66,6 +66,10 @@ type results struct {
 	Cells   map[string]map[string]*cell `json:"cells"` // test -> column -> cell
 	Rounds  int                         `json:"rounds"`
 	Seconds float64                     `json:"seconds"`
+	// Steal is the CPU time, in seconds over all CPUs, that the hypervisor
+	// gave to others while this machine wanted it, during the run (-1: not
+	// known). On a shared host it is why runs of one build differ.
+	Steal float64 `json:"steal"`
 }
 
 func (r *results) at(test, col string) *cell {
@@ -130,6 +134,7 @@ func (r *results) failures() int {
 // measure runs the rounds, then the splice check and the optional scale tests.
 func (e *env) measure(ctx context.Context) (*results, error) {
 	start := time.Now()
+	steal0, stealErr := stealSeconds()
 	cols := e.columns()
 	res := &results{NA: map[string]string{}, Cells: map[string]map[string]*cell{}, Rounds: e.o.rounds}
 	for _, g := range []struct {
@@ -197,6 +202,10 @@ func (e *env) measure(ctx context.Context) (*results, error) {
 	}
 	res.compare()
 	res.Seconds = time.Since(start).Seconds()
+	res.Steal = -1
+	if steal1, err := stealSeconds(); err == nil && stealErr == nil {
+		res.Steal = steal1 - steal0
+	}
 	return res, ctx.Err()
 }
 

@@ -217,3 +217,23 @@ func tailString(s string, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// stealSeconds is the steal time of all CPUs so far, from /proc/stat's "cpu" line (the
+// eighth value, in USER_HZ ticks): time a virtual machine's CPUs were ready to run and the
+// hypervisor ran something else.
+func stealSeconds() (float64, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0, fmt.Errorf("/proc/stat: unexpected first line %q", line)
+	}
+	v, err := strconv.ParseFloat(f[8], 64)
+	if err != nil {
+		return 0, fmt.Errorf("/proc/stat steal: %w", err)
+	}
+	return v / 100, nil // USER_HZ
+}

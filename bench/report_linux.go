@@ -121,6 +121,16 @@ func (r *results) show(test, col string, rw row) string {
 	return s
 }
 
+// stealText says how much CPU time the hypervisor took from this machine during the run.
+func stealText(r *results) string {
+	if r.Steal < 0 {
+		return "not known (no /proc/stat)"
+	}
+	return fmt.Sprintf("%.2f s of CPU time over the run's %s (/proc/stat: time this machine's CPUs waited while"+
+		" the hypervisor ran others; figures from runs with more of it are noisier)", r.Steal,
+		time.Duration(r.Seconds*float64(time.Second)).Round(time.Second))
+}
+
 func firstLine(s string) string {
 	s, _, _ = strings.Cut(s, "\n")
 	if len(s) > 120 {
@@ -165,6 +175,7 @@ Written by `+"`%s`"+` (scripts/bench.sh); do not edit by hand.
 - kernel: Linux %s, %d CPUs, %s
 - commit: %s
 - rounds: %d, interleaved, the order of the columns rotated each round; run time %s
+- steal: %s
 
 Topology: three network namespaces on this host, client ── gateway ── server (vsftpd), 198.18.0.0/15.
 "routing" is the gateway forwarding with no middlebox, the physical limit of the topology. ftpgate runs
@@ -181,7 +192,7 @@ per GiB moved (per file for the mirror: the whole lftp run, login and listing in
 10 ms ticks).
 
 %s`, cmdline, time.Now().UTC().Format(time.RFC3339), strings.TrimSpace(string(kernel)), runtime.NumCPU(),
-		runtime.Version(), commit, r.Rounds, time.Duration(r.Seconds*float64(time.Second)).Round(time.Second), table)
+		runtime.Version(), commit, r.Rounds, time.Duration(r.Seconds*float64(time.Second)).Round(time.Second), stealText(r), table)
 	fmt.Fprintf(&md, `
 Notes:
 - download and upload: curl, passive (EPSV), a sparse file on tmpfs to /dev/null and from tmpfs.
