@@ -71,6 +71,7 @@ var testGroups = []string{"download", "upload", "mirror", "transfer", "sessions"
 type sizes struct {
 	big, upload      int64
 	smallFiles       int
+	mirrorRuns       int // lftp mirrors per round and column, of which the median counts
 	sessions         int
 	scaleSessions    int
 	idleSessions     int
@@ -79,9 +80,9 @@ type sizes struct {
 }
 
 func (o options) sizes() sizes {
-	sz := sizes{big: 1 << 30, upload: 256 << 20, smallFiles: 500, sessions: 100, scaleSessions: 1000, idleSessions: 8000, profileTransfers: 500, pinholePlans: 20000}
+	sz := sizes{big: 1 << 30, upload: 256 << 20, smallFiles: 500, mirrorRuns: 3, sessions: 100, scaleSessions: 1000, idleSessions: 8000, profileTransfers: 500, pinholePlans: 20000}
 	if o.quick {
-		sz = sizes{big: 32 << 20, upload: 8 << 20, smallFiles: 40, sessions: 10, scaleSessions: 50, idleSessions: 200, profileTransfers: 40, pinholePlans: 2000}
+		sz = sizes{big: 32 << 20, upload: 8 << 20, smallFiles: 40, mirrorRuns: 1, sessions: 10, scaleSessions: 50, idleSessions: 200, profileTransfers: 40, pinholePlans: 2000}
 	}
 	if o.sessions > 0 {
 		sz.sessions = o.sessions

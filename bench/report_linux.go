@@ -188,15 +188,16 @@ user-space relay in Go pays here, to compare ftpgate's relay and per-transfer co
 Each figure is the median of the rounds with [min..max]; ratios are to routing in the same round:
 for throughput a fraction of routing (higher is better), for times a multiple of routing (lower is
 better). "Relay CPU" is the utime+stime of ftpgate (or of the bare relay) from /proc during the transfer,
-per GiB moved (per file for the mirror: the whole lftp run, login and listing included, over its files;
-10 ms ticks).
+per GiB moved (per file for the mirror: the whole lftp runs, login and listing included, over their
+files; 10 ms ticks).
 
 %s`, cmdline, time.Now().UTC().Format(time.RFC3339), strings.TrimSpace(string(kernel)), runtime.NumCPU(),
 		runtime.Version(), commit, r.Rounds, time.Duration(r.Seconds*float64(time.Second)).Round(time.Second), stealText(r), table)
 	fmt.Fprintf(&md, `
 Notes:
 - download and upload: curl, passive (EPSV), a sparse file on tmpfs to /dev/null and from tmpfs.
-- mirror: lftp `+"`mirror --parallel=N`"+` with EPSV, wall-clock time of the whole lftp run, every file checked to arrive.
+- mirror: lftp `+"`mirror --parallel=N`"+` with EPSV, wall-clock time of the whole lftp run, every file checked to arrive;
+  a round's figure is the median of %[3]d runs back to back (relay CPU per file: over all of them).
 - one transfer: the benchmark's own client times EPSV→229, the data connect, RETR→150, the data and the 226
   of %[1]d downloads of a 4 KiB file in one session; `+"`go run ./bench --profile DIR`"+` shows each step, for
   variants that isolate the firewall, conntrack and logging, with pprof and strace of ftpgate. Before each
@@ -211,7 +212,7 @@ Notes:
   the median of a plan's Open plus Close with the 100–200 ms holds, the other loads in the note.
 - the kernel column is ftpgate reverse with `+"`--data-path kernel`"+`: the gateway's firewall forwards each passive
   data connection itself (an exact DNAT and SNAT per transfer), so its splice row shows no splice at all.
-`, e.sz.profileTransfers, maxHandshakes)
+`, e.sz.profileTransfers, maxHandshakes, e.sz.mirrorRuns)
 	if !e.o.scale {
 		md.WriteString("- the scale tests (1,000 concurrent and 8,000 idle sessions, pinholes under load) run with `--scale`.\n")
 	}
