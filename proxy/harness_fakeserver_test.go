@@ -21,22 +21,24 @@ import (
 // enough of RFC 959 and 2428 to log in, open data connections both ways, and
 // move one file. Real servers are exercised by the e2e suite.
 type fakeFTP struct {
-	t       *testing.T
-	ln      net.Listener
-	files   map[string][]byte
-	noEPSV  bool // answer EPSV with 500
-	noEPRT  bool // answer EPRT with 500
-	mu      sync.Mutex
-	log     []string // commands received, in order
-	wg      sync.WaitGroup
-	pasvLie string        // address to write into 227 replies instead of our own
-	noDial  bool          // in active mode, answer 150 and then 425 without connecting
-	slow    string        // RETR of this file trickles data until the data connection breaks (for ABOR)
-	muteAbo bool          // never answer ABOR (as pure-ftpd may not after a cut transfer)
-	early   bool          // RETR sends all the data and closes the data connection before the 150
-	linger  bool          // RETR sends its 226 only once the peer has closed the data connection (ProFTPD's lingering close); 426 if that takes 10s
-	gate    chan struct{} // EPSV and PASV are answered only once this is closed (nil: at once)
-	pasvAt  string        // the latest passive data listener's address (under mu)
+	t         *testing.T
+	ln        net.Listener
+	files     map[string][]byte
+	readErr   map[string]error // per STOR: how reading its data connection ended (nil: end of file); under mu
+	noEPSV    bool             // answer EPSV with 500
+	noEPRT    bool             // answer EPRT with 500
+	mu        sync.Mutex
+	log       []string // commands received, in order
+	wg        sync.WaitGroup
+	pasvLie   string        // address to write into 227 replies instead of our own
+	noDial    bool          // in active mode, answer 150 and then 425 without connecting
+	slow      string        // RETR of this file trickles data until the data connection breaks (for ABOR)
+	muteAbo   bool          // never answer ABOR (as pure-ftpd may not after a cut transfer)
+	early     bool          // RETR sends all the data and closes the data connection before the 150
+	linger    bool          // RETR sends its 226 only once the peer has closed the data connection (ProFTPD's lingering close); 426 if that takes 10s
+	resetRetr string        // RETR of this file sends half of it, resets the data connection and answers 426
+	gate      chan struct{} // EPSV and PASV are answered only once this is closed (nil: at once)
+	pasvAt    string        // the latest passive data listener's address (under mu)
 
 	// Hostile behaviour (hostile_test.go).
 	greet    string              // raw bytes instead of the 220 greeting; hangUp closes, hangOn sends nothing
@@ -63,7 +65,7 @@ func newFakeFTP(t *testing.T) *fakeFTP {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fakeFTP{t: t, ln: ln, files: map[string][]byte{}}
+	f := &fakeFTP{t: t, ln: ln, files: map[string][]byte{}, readErr: map[string]error{}}
 	f.wg.Add(1)
 	go f.serve()
 	t.Cleanup(func() { ln.Close(); f.wg.Wait() })
@@ -345,6 +347,16 @@ func (f *fakeFTP) session(c net.Conn) {
 				say("426 transfer aborted")
 				continue
 			}
+			if f.resetRetr != "" && arg == f.resetRetr { // half the file, then a reset: the server failed
+				d.Write(data[:len(data)/2])
+				time.Sleep(50 * time.Millisecond) // the half is read: a reset drops what its receiver has not read
+				if tc, ok := d.(*net.TCPConn); ok {
+					tc.SetLinger(0)
+				}
+				d.Close()
+				say("426 transfer failed")
+				continue
+			}
 			if f.linger {
 				d.Write(data)
 				d.(*net.TCPConn).CloseWrite()
@@ -381,10 +393,10 @@ func (f *fakeFTP) session(c net.Conn) {
 				d.Write([]byte("unsolicited"))
 				time.Sleep(slow)
 			}
-			b, _ := io.ReadAll(d)
+			b, rerr := io.ReadAll(d)
 			d.Close()
 			f.mu.Lock()
-			f.files[arg] = b
+			f.files[arg], f.readErr[arg] = b, rerr
 			f.mu.Unlock()
 			say("226 transfer complete")
 		case "ABOR":

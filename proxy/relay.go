@@ -59,8 +59,8 @@ func copyCapped(dst io.Writer, src io.Reader, limit int64) (int64, error) {
 }
 
 // abortWrite ends dst at once with a reset, so that its receiver knows the
-// data is incomplete (an upload cut at its size cap), instead of the
-// end-of-file of a complete transfer.
+// data is incomplete (an upload cut at its size cap, a source that broke),
+// instead of the end-of-file of a complete transfer.
 func abortWrite(dst net.Conn) {
 	if t, ok := dst.(*tls.Conn); ok {
 		dst = t.NetConn()
@@ -72,19 +72,32 @@ func abortWrite(dst net.Conn) {
 }
 
 // relayData copies src to dst until src ends, then half-closes dst so the
-// receiver sees end-of-file. Both are *net.TCPConn, so io.Copy splices in the
-// kernel; the byte count comes from io.Copy itself.
+// receiver sees end-of-file (endWrite). Both are *net.TCPConn, so io.Copy
+// splices in the kernel; the byte count comes from io.Copy itself.
 func relayData(dst, src *net.TCPConn, limit int64, done chan<- relayResult) {
 	n, err := copyCapped(dst, src, limit)
-	if errors.Is(err, errOverLimit) {
+	done <- relayResult{n: n, err: endWrite(dst, err)}
+}
+
+// endWrite ends dst's side of a data connection once the copy into it ended
+// with err: a half-close after a complete copy, so that the receiver sees
+// end-of-file; a reset when the source broke (a reset, a timeout) or an
+// upload went over its size cap, so that the receiver knows the data is
+// incomplete, as it would without ftpgate between. A leg the session closed
+// (ABOR, a stalled transfer cut) is the session's to end. It returns the
+// error the relay reports.
+func endWrite(dst net.Conn, err error) error {
+	if errors.Is(err, net.ErrClosed) {
+		return err
+	}
+	if err != nil {
 		abortWrite(dst)
-		done <- relayResult{n: n, err: err}
-		return
+		return err
 	}
-	if cerr := dst.CloseWrite(); err == nil && cerr != nil && !errors.Is(cerr, net.ErrClosed) {
-		err = cerr
+	if cerr := closeWrite(dst); cerr != nil && !errors.Is(cerr, net.ErrClosed) {
+		return cerr
 	}
-	done <- relayResult{n: n, err: err}
+	return nil
 }
 
 // drainTimeout bounds how long a protected upload waits for the server to
@@ -101,14 +114,11 @@ const drainTimeout = 10 * time.Second
 // at once, dropping the end of the upload still queued for the server.
 func relayStream(dst, src net.Conn, drainDst bool, limit int64, done chan<- relayResult) {
 	n, err := copyCapped(dst, src, limit)
-	if errors.Is(err, errOverLimit) {
-		abortWrite(dst)
-		done <- relayResult{n: n, err: err}
+	if err != nil {
+		done <- relayResult{n: n, err: endWrite(dst, err)}
 		return
 	}
-	if cerr := closeWrite(dst); err == nil && cerr != nil && !errors.Is(cerr, net.ErrClosed) {
-		err = cerr
-	}
+	err = endWrite(dst, nil)
 	if t, ok := src.(*tls.Conn); ok {
 		_ = t.CloseWrite() // best effort: the copy is over
 	}

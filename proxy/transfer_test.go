@@ -294,3 +294,47 @@ func TestServerWaitsForOurClose(t *testing.T) {
 		cl.expect(226)
 	}
 }
+
+// TestBrokenTransferResetsTheOtherLeg: a data connection that breaks (a
+// reset) is passed on as a reset, not as the end of file of a complete
+// transfer, so that the far end knows its data is incomplete, as it would
+// without ftpgate between: an upload whose client resets, and a download
+// whose server does, both server data modes.
+func TestBrokenTransferResetsTheOtherLeg(t *testing.T) {
+	for _, mode := range []ServerDataMode{ServerPassive, ServerActive} {
+		t.Run(string(mode), func(t *testing.T) {
+			h := newHarness(t, mode, func(f *fakeFTP, c *Config) { f.resetRetr = "f" })
+			want := payload(256 << 10)
+			h.ftp.files["f"] = want
+			cl := h.dial()
+
+			// Upload: half the data, then the client resets.
+			d := dialData(t, cl.passive("EPSV"))
+			cl.cmd(150, "STOR up")
+			if _, err := d.Write(want[:len(want)/2]); err != nil {
+				t.Fatal(err)
+			}
+			d.(*net.TCPConn).SetLinger(0)
+			d.Close()
+			cl.expect(226) // the fake server answers 226 whatever it read
+			h.ftp.mu.Lock()
+			got, rerr := h.ftp.files["up"], h.ftp.readErr["up"]
+			h.ftp.mu.Unlock()
+			if rerr == nil {
+				t.Errorf("the server read %d bytes and then end of file: the client's reset became a clean end", len(got))
+			}
+
+			// Download: the server sends half and resets.
+			d = dialData(t, cl.passive("EPSV"))
+			cl.cmd(150, "RETR f")
+			d.SetReadDeadline(time.Now().Add(10 * time.Second))
+			got, err := io.ReadAll(d)
+			d.Close()
+			if err == nil {
+				t.Errorf("the client read %d of %d bytes and then end of file: the server's reset became a clean end", len(got), len(want))
+			}
+			cl.expect(426)
+			cl.cmd(200, "NOOP")
+		})
+	}
+}
