@@ -25,7 +25,7 @@ import (
 const (
 	kindRate  = "rate"  // MB/s, higher is better; shown as a fraction of routing
 	kindTime  = "time"  // seconds, lower is better; shown as a multiple of routing
-	kindCPU   = "cpu"   // ftpgate's CPU time per GiB or per file; routing has none
+	kindCPU   = "cpu"   // the relaying process's CPU time per GiB or per file; routing has none
 	kindCount = "count" // a plain count; routing has none
 )
 
@@ -284,7 +284,7 @@ func (e *env) withGate(ctx context.Context, res *results, test string, c column,
 	case c.args != nil:
 		g, err = startGate(ctx, e.tp, e.ftpgate, c.args, filepath.Join(e.work, "ftpgate.log"))
 	case c.relay:
-		g, err = startRelay(ctx, e.tp, e.self, c.target, fmt.Sprintf("%d-%d", serverPassiveLo, serverPassiveHi))
+		g, err = startRelay(ctx, e.tp, e.self, c.target, serverPassive.String())
 	}
 	if err != nil {
 		res.fail(test, c.Name, err)

@@ -9,7 +9,8 @@ import (
 	"os"
 	"runtime"
 	"strconv"
-	"strings"
+
+	"github.com/ftpgate/ftpgate/nat"
 )
 
 // relayMain is the bare relay: it accepts on --listen and joins each connection to one it
@@ -35,7 +36,7 @@ func relayMain(args []string) int {
 	type forward struct{ from, to string }
 	var fwds []forward
 	if *ports != "" {
-		lo, hi, err := portRange(*ports)
+		r, err := nat.ParsePortRange(*ports)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "relay: --ports:", err)
 			return 2
@@ -46,7 +47,7 @@ func relayMain(args []string) int {
 			fmt.Fprintln(os.Stderr, "relay: --listen and --upstream must be host:port")
 			return 2
 		}
-		for p := lo; p <= hi; p++ {
+		for p := int(r.Lo); p <= int(r.Hi); p++ {
 			ps := strconv.Itoa(p)
 			fwds = append(fwds, forward{net.JoinHostPort(lh, ps), net.JoinHostPort(uh, ps)})
 		}
@@ -75,18 +76,6 @@ func relayMain(args []string) int {
 	}
 	fmt.Fprintln(os.Stderr, "relay:", <-errs)
 	return 1
-}
-
-// portRange parses "lo-hi".
-func portRange(s string) (lo, hi int, err error) {
-	a, b, ok := strings.Cut(s, "-")
-	if lo, err = strconv.Atoi(a); err == nil && ok {
-		hi, err = strconv.Atoi(b)
-	}
-	if err != nil || !ok || lo < 1 || hi > 65535 || lo > hi {
-		return 0, 0, fmt.Errorf("%q: want lo-hi within 1-65535", s)
-	}
-	return lo, hi, nil
 }
 
 // relayOne joins c to a new connection to upstream until either side ends.

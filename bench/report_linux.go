@@ -126,9 +126,8 @@ func stealText(r *results) string {
 	if r.Steal < 0 {
 		return "not known (no /proc/stat)"
 	}
-	return fmt.Sprintf("%.2f s of CPU time over the run's %s (/proc/stat: time this machine's CPUs waited while"+
-		" the hypervisor ran others; figures from runs with more of it are noisier)", r.Steal,
-		time.Duration(r.Seconds*float64(time.Second)).Round(time.Second))
+	return fmt.Sprintf("%.2f s of CPU time (/proc/stat: time this machine's CPUs waited while the hypervisor"+
+		" ran others; figures from runs with more of it are noisier)", r.Steal)
 }
 
 func firstLine(s string) string {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ftpgate/ftpgate/internal/nsrun"
+	"github.com/ftpgate/ftpgate/nat"
 )
 
 // The account and PAM service scripts/install-test-deps.sh creates for the test servers.
@@ -82,8 +83,8 @@ func sparseFile(p string, size int64) error {
 	return f.Close()
 }
 
-// The server's passive ports, which the bare relay forwards too.
-const serverPassiveLo, serverPassiveHi = 30000, 31999
+// serverPassive is the server's passive port range, which the bare relay forwards too.
+var serverPassive = nat.PortRange{Lo: 30000, Hi: 31999}
 
 // vsftpdConfig is the e2e suite's vsftpd configuration with a wider passive range (the scale
 // test runs 1,000 sessions at once).
@@ -114,7 +115,7 @@ max_per_ip=0
 delay_failed_login=0
 xferlog_enable=NO
 vsftpd_log_file=%[4]s
-`, e2ePAMService, root, emptyDir, logFile, serverPassiveLo, serverPassiveHi)
+`, e2ePAMService, root, emptyDir, logFile, serverPassive.Lo, serverPassive.Hi)
 }
 
 // startVsftpd starts vsftpd in the server namespace and waits for its banner.
