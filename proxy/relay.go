@@ -58,19 +58,6 @@ func copyCapped(dst io.Writer, src io.Reader, limit int64) (int64, error) {
 	return n, rerr
 }
 
-// abortWrite ends dst at once with a reset, so that its receiver knows the
-// data is incomplete (an upload cut at its size cap, a source that broke),
-// instead of the end-of-file of a complete transfer.
-func abortWrite(dst net.Conn) {
-	if t, ok := dst.(*tls.Conn); ok {
-		dst = t.NetConn()
-	}
-	if tc, ok := dst.(*net.TCPConn); ok {
-		tc.SetLinger(0)
-	}
-	dst.Close()
-}
-
 // relayData copies src to dst until src ends, then half-closes dst so the
 // receiver sees end-of-file (endWrite). Both are *net.TCPConn, so io.Copy
 // splices in the kernel; the byte count comes from io.Copy itself.
@@ -91,7 +78,14 @@ func endWrite(dst net.Conn, err error) error {
 		return err
 	}
 	if err != nil {
-		abortWrite(dst)
+		// SO_LINGER 0: the close sends a reset, not a FIN.
+		if t, ok := dst.(*tls.Conn); ok {
+			dst = t.NetConn()
+		}
+		if tc, ok := dst.(*net.TCPConn); ok {
+			tc.SetLinger(0)
+		}
+		dst.Close()
 		return err
 	}
 	if cerr := closeWrite(dst); cerr != nil && !errors.Is(cerr, net.ErrClosed) {
@@ -114,15 +108,14 @@ const drainTimeout = 10 * time.Second
 // at once, dropping the end of the upload still queued for the server.
 func relayStream(dst, src net.Conn, drainDst bool, limit int64, done chan<- relayResult) {
 	n, err := copyCapped(dst, src, limit)
-	if err != nil {
-		done <- relayResult{n: n, err: endWrite(dst, err)}
+	if err = endWrite(dst, err); err != nil {
+		done <- relayResult{n: n, err: err}
 		return
 	}
-	err = endWrite(dst, nil)
 	if t, ok := src.(*tls.Conn); ok {
 		_ = t.CloseWrite() // best effort: the copy is over
 	}
-	if t, ok := dst.(*tls.Conn); ok && drainDst && err == nil {
+	if t, ok := dst.(*tls.Conn); ok && drainDst {
 		t.SetReadDeadline(time.Now().Add(drainTimeout))
 		_, _ = io.Copy(io.Discard, t) // until the server's close_notify or close
 	}
